@@ -6,6 +6,7 @@ ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROOT_DIR
 # Service state (data dirs, logs, pid files) lives outside the clone so that a fresh
 # clone reuses an already-running stack and the base-image cache.
+export TURBO_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1
 export M1L0_STATE_DIR="${M1L0_STATE_DIR:-/var/lib/m1l0-dev}"
 export M1L0_CACHE_DIR="${M1L0_CACHE_DIR:-/var/cache/m1l0}"
 

@@ -1,14 +1,14 @@
 import { z } from "zod";
 
 // Characters that must never reach a Dockerfile, a label, a path or a log line unescaped.
-// eslint-disable-next-line no-control-regex
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 const plainText = (max: number) =>
   z
     .string()
     .max(max, `must be at most ${max} characters`)
-    .refine((value) => !CONTROL_CHARS.test(value), "must not contain control characters or line breaks");
+    .refine((value) => !CONTROL_CHARS.test(value), "must not contain control characters or line breaks")
+    .refine((value) => value.isWellFormed(), "must be valid Unicode text");
 
 /** OCI distribution spec: path components of lowercase alphanumerics joined by separators. */
 const REPOSITORY_COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
@@ -59,7 +59,8 @@ export const sourceSchema = plainText(2048)
   }, "s3 sources must be s3://bucket/key.tar.gz (or .tgz); dir sources dir:///absolute/path; git URLs must not embed credentials");
 
 export const tagSchema = z.strictObject({
-  Key: plainText(128).min(1, "must not be empty"),
+  // Docker splits a label at its first "=", so a key may not contain one
+  Key: plainText(128).min(1, "must not be empty").refine((key) => !key.includes("="), "must not contain '='"),
   Value: plainText(256),
 });
 

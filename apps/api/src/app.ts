@@ -1,0 +1,131 @@
+import { BUILD_STATUSES, BuilderError, decodeConfigText, isBuilderError, type BuildEvent, type BuildStatus } from "@m1l0/config";
+import type { BuildStore } from "@m1l0/queue";
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import type { Redis } from "ioredis";
+import type { BuildService } from "./builds.js";
+
+export interface AppDeps {
+  builds: BuildService;
+  store: BuildStore;
+  redis: Redis;
+  bodyLimit?: number;
+  logger?: FastifyServerOptions["logger"];
+}
+
+const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
+
+/** Formats one event as a log line: `2026-… [build] Step 1/8 : FROM …`. */
+export function formatEvent(event: BuildEvent): string {
+  if (event.type === "log") return `${event.at} [${event.phase}] ${event.line}`;
+  const detail = event.error ? `: ${event.error.code}: ${event.error.message}` : event.image ? `: ${event.image.reference}@${event.image.digest ?? ""}` : "";
+  return `${event.at} [status] ${event.status}${detail}`;
+}
+
+function links(id: string) {
+  return { self: `/builds/${id}`, logs: `/builds/${id}/logs`, follow: `/builds/${id}/logs?follow=1` };
+}
+
+/** The REST API as a plugin-style factory; the server process (server.ts) only listens. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024 });
+
+  app.addContentTypeParser(YAML_TYPES, { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, decodeConfigText(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    if (isBuilderError(error)) {
+      const status = error.httpStatus;
+      if (status >= 500) request.log.error({ err: error, cause: error.cause }, error.message);
+      return reply.status(status).send({ error: error.toJSON() });
+    }
+    const fastifyError = error as { statusCode?: number; code?: string; message: string };
+    if (fastifyError.statusCode && fastifyError.statusCode < 500) {
+      const code = fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE" ? "VALIDATION_FAILED" : "VALIDATION_FAILED";
+      return reply.status(fastifyError.statusCode).send({
+        error: { code, message: fastifyError.message, issues: [{ field: "(body)", message: fastifyError.message }] },
+      });
+    }
+    request.log.error({ err: error }, "unhandled error");
+    return reply.status(500).send({ error: { code: "INTERNAL", message: "internal error" } });
+  });
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_request, reply) => {
+    try {
+      await deps.redis.ping();
+      return { status: "ready" };
+    } catch {
+      return reply.status(503).send({ status: "unavailable", reason: "redis unreachable" });
+    }
+  });
+
+  app.post("/builds", async (request, reply) => {
+    const { record, created } = await deps.builds.submit(request.body);
+    return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, links: links(record.id) });
+  });
+
+  app.get<{ Querystring: { status?: string; limit?: string } }>("/builds", async (request) => {
+    const { status, limit } = request.query;
+    if (status !== undefined && !(BUILD_STATUSES as readonly string[]).includes(status)) {
+      throw new BuilderError("VALIDATION_FAILED", `status must be one of ${BUILD_STATUSES.join(", ")}`, {
+        issues: [{ field: "status", message: `must be one of ${BUILD_STATUSES.join(", ")}` }],
+      });
+    }
+    const parsedLimit = limit === undefined ? 50 : Number(limit);
+    if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
+      throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
+    }
+    const builds = await deps.store.list({ limit: parsedLimit, ...(status ? { status: status as BuildStatus } : {}) });
+    return { builds };
+  });
+
+  app.get<{ Params: { id: string } }>("/builds/:id", async (request) => {
+    const record = await deps.store.require(request.params.id);
+    return { ...record, links: links(record.id) };
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { follow?: string } }>("/builds/:id/logs", async (request, reply) => {
+    const { id } = request.params;
+    await deps.store.require(id);
+    const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
+    if (!wantsStream) {
+      const lines: string[] = [];
+      let cursor = "0";
+      for (;;) {
+        const batch = await deps.store.readEvents(id, cursor, { count: 1000 });
+        if (batch.length === 0) break;
+        for (const item of batch) lines.push(formatEvent(item.event));
+        cursor = batch[batch.length - 1]!.id;
+      }
+      return reply.type("text/plain; charset=utf-8").send(lines.join("\n") + (lines.length ? "\n" : ""));
+    }
+    const lastEventId = (request.headers["last-event-id"] as string | undefined) ?? "0";
+    const abort = new AbortController();
+    // the response closing (not the request) is what signals a client going away
+    reply.raw.on("close", () => abort.abort());
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      connection: "keep-alive",
+      "x-accel-buffering": "no",
+    });
+    try {
+      for await (const item of deps.store.follow(id, lastEventId, abort.signal)) {
+        reply.raw.write(`id: ${item.id}\nevent: ${item.event.type}\ndata: ${JSON.stringify(item.event)}\n\n`);
+      }
+      reply.raw.write("event: end\ndata: {}\n\n");
+    } catch (error) {
+      request.log.warn({ err: error }, "log stream ended with an error");
+    } finally {
+      reply.raw.end();
+    }
+  });
+
+  return app;
+}

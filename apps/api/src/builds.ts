@@ -1,0 +1,76 @@
+import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
+import {
+  BuilderError,
+  newBuildId,
+  parseBuildConfig,
+  type BuildConfig,
+  type BuildRecord,
+} from "@m1l0/config";
+import { BUILD_JOB_NAME, DEFAULT_BUILD_JOB_OPTIONS, type BuildJobData, type BuildStore } from "@m1l0/queue";
+import type { Queue } from "bullmq";
+
+export interface SubmitPolicy {
+  allowHttp: boolean;
+  allowDir: boolean;
+}
+
+/**
+ * The one way a build enters the system (REST now, gRPC and SDK later): validate every
+ * field, check the catalog and source policy, record, enqueue. Nothing is enqueued for
+ * a request that fails any check.
+ */
+export class BuildService {
+  constructor(
+    private readonly store: BuildStore,
+    private readonly queue: Queue<BuildJobData>,
+    private readonly catalog: Catalog,
+    private readonly policy: SubmitPolicy,
+  ) {}
+
+  validate(input: unknown): BuildConfig {
+    const config = parseBuildConfig(input);
+    const scheme = new URL(config.source).protocol;
+    if (scheme === "http:" && !this.policy.allowHttp) {
+      throw new BuilderError("SOURCE_NOT_ALLOWED", "source: http sources are disabled on this service; use https", {
+        issues: [{ field: "source", message: "http is not allowed here; use https" }],
+      });
+    }
+    if (scheme === "dir:" && !this.policy.allowDir) {
+      throw new BuilderError("SOURCE_NOT_ALLOWED", "source: dir:// sources are disabled on this service", {
+        issues: [{ field: "source", message: "dir:// sources are not allowed here" }],
+      });
+    }
+    if (!config.dockerfile) {
+      resolveBaseImage(this.catalog, {
+        framework: config.framework,
+        pyversion: config.pyversion,
+        resource: config.resource,
+        ...(config.version ? { version: config.version } : {}),
+      });
+    }
+    return config;
+  }
+
+  async submit(input: unknown, options: { id?: string } = {}): Promise<{ record: BuildRecord; created: boolean }> {
+    const config = this.validate(input);
+    const id = options.id ?? newBuildId();
+    const now = new Date().toISOString();
+    const record: BuildRecord = { id, status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
+    let created: boolean;
+    try {
+      created = await this.store.create(record);
+    } catch (cause) {
+      throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
+    }
+    if (!created) {
+      return { record: await this.store.require(id), created: false };
+    }
+    try {
+      await this.queue.add(BUILD_JOB_NAME, { buildId: id, config }, { ...DEFAULT_BUILD_JOB_OPTIONS, jobId: id });
+    } catch (cause) {
+      await this.store.discard(id).catch(() => undefined);
+      throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
+    }
+    return { record, created: true };
+  }
+}

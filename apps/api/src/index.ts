@@ -1,0 +1,3 @@
+export * from "./app.js";
+export * from "./builds.js";
+export * from "./env.js";

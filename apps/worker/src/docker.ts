@@ -1,0 +1,185 @@
+import { BuilderError } from "@m1l0/config";
+import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
+import Docker from "dockerode";
+import type { Readable } from "node:stream";
+
+export interface ImageBuildRequest {
+  context: Readable;
+  /** tag(s) to apply, e.g. the push reference */
+  tag: string;
+  dockerfile: string;
+  networkMode: string;
+  memoryBytes?: number;
+  cpuQuota?: number;
+  labels?: Record<string, string>;
+  signal?: AbortSignal;
+  onLine: (line: string) => void;
+}
+
+export interface PushRequest {
+  reference: string;
+  registry: string;
+  auth?: RegistryAuth;
+  signal?: AbortSignal;
+  onLine: (line: string) => void;
+}
+
+/** Port: the image builder. The real one drives a Docker daemon; unit tests use a fake. */
+export interface ImageBuilder {
+  build(request: ImageBuildRequest): Promise<{ imageId: string }>;
+  push(request: PushRequest): Promise<{ digest: string }>;
+  ping(): Promise<void>;
+}
+
+interface ProgressMessage {
+  stream?: string;
+  status?: string;
+  id?: string;
+  progress?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string; Digest?: string; Tag?: string };
+}
+
+function daemonError(cause: unknown): BuilderError {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return new BuilderError("DAEMON_UNREACHABLE", `the worker's Docker daemon is unreachable: ${message}`, { cause });
+}
+
+/**
+ * Classifies a failed build from the daemon's last error and the step it happened in,
+ * so users learn what to fix (a requirement, the Dockerfile, the base image…).
+ */
+export function classifyBuildError(message: string, currentStep: string, recentLines: string[]): BuilderError {
+  const lastErrorLine = [...recentLines].reverse().find((line) => /^(ERROR|E:|error:)/i.test(line.trim()));
+  if (/pull access denied|manifest unknown|repository does not exist|not found: manifest|No such image|failed to resolve reference|dial tcp|no such host/i.test(message) && /^Step \d+\/\d+ : FROM /i.test(currentStep)) {
+    const base = currentStep.replace(/^Step \d+\/\d+ : FROM /i, "").trim();
+    return new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${base} is not available to the build daemon (${message}); ask the operator to make it pullable or pre-load it`);
+  }
+  if (/dockerfile parse error|unknown instruction|Dockerfile parse|failed to parse|cannot locate specified Dockerfile/i.test(message)) {
+    return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: ${message}`);
+  }
+  if (/pip install/.test(currentStep) && /returned a non-zero code/.test(message)) {
+    return new BuilderError("DEPENDENCY_INSTALL_FAILED", `installing requirements.txt failed${lastErrorLine ? `: ${lastErrorLine.trim()}` : ""} (check the package names and versions in requirements.txt)`);
+  }
+  if (/COPY failed|ADD failed|no source files were specified/i.test(message)) {
+    return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error in "${currentStep}": ${message}`);
+  }
+  return new BuilderError("BUILD_FAILED", `build failed at "${currentStep || "start"}": ${message}${lastErrorLine ? ` (${lastErrorLine.trim()})` : ""}`);
+}
+
+export class DockerImageBuilder implements ImageBuilder {
+  readonly docker: Docker;
+
+  constructor(options: { socketPath?: string; host?: string; port?: number } = {}) {
+    this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (cause) {
+      throw daemonError(cause);
+    }
+  }
+
+  async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.buildImage(request.context, {
+        t: request.tag,
+        dockerfile: request.dockerfile,
+        networkmode: request.networkMode,
+        rm: true,
+        forcerm: true,
+        ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
+        ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
+        ...(request.labels ? { labels: request.labels } : {}),
+        ...(request.signal ? { abortSignal: request.signal } : {}),
+      });
+    } catch (cause) {
+      throw daemonError(cause);
+    }
+    let imageId = "";
+    let currentStep = "";
+    const recent: string[] = [];
+    let failure: BuilderError | undefined;
+    await this.follow(stream, (message) => {
+      if (message.stream) {
+        for (const raw of message.stream.split("\n")) {
+          const line = raw.replace(/\r/g, "");
+          if (!line.trim()) continue;
+          if (/^Step \d+\/\d+ : /.test(line)) currentStep = line;
+          recent.push(line);
+          if (recent.length > 40) recent.shift();
+          request.onLine(line);
+        }
+      }
+      if (message.aux?.ID) imageId = message.aux.ID;
+      if (message.error || message.errorDetail) {
+        const text = message.errorDetail?.message ?? message.error ?? "unknown error";
+        request.onLine(`ERROR: ${text}`);
+        failure ??= classifyBuildError(text, currentStep, recent);
+      }
+    });
+    if (failure) throw failure;
+    if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
+    return { imageId };
+  }
+
+  async push(request: PushRequest): Promise<{ digest: string }> {
+    const [name, tag] = splitReference(request.reference);
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.getImage(name).push({
+        tag,
+        ...(request.auth ? { authconfig: request.auth } : {}),
+        ...(request.signal ? { abortSignal: request.signal } : {}),
+      });
+    } catch (cause) {
+      const message = cause instanceof Error ? cause.message : String(cause);
+      if (/connect ENOENT|ECONNREFUSED|socket hang up/.test(message)) throw daemonError(cause);
+      throw classifyPushError(request.registry, message);
+    }
+    let digest = "";
+    let failure: BuilderError | undefined;
+    const lastStatus = new Map<string, string>();
+    await this.follow(stream, (message) => {
+      if (message.aux?.Digest) digest = message.aux.Digest;
+      if (message.error || message.errorDetail) {
+        const text = message.errorDetail?.message ?? message.error ?? "unknown error";
+        request.onLine(`ERROR: ${text}`);
+        failure ??= classifyPushError(request.registry, text);
+        return;
+      }
+      if (message.status) {
+        // one line per layer state change, not per progress tick
+        const key = message.id ?? "";
+        if (lastStatus.get(key) === message.status && message.progress) return;
+        lastStatus.set(key, message.status);
+        request.onLine(message.id ? `${message.id}: ${message.status}` : message.status);
+      }
+    });
+    if (failure) throw failure;
+    if (!digest) throw new BuilderError("PUSH_FAILED", `push of ${request.reference} finished without a manifest digest`);
+    return { digest };
+  }
+
+  private follow(stream: NodeJS.ReadableStream, onMessage: (message: ProgressMessage) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (error: Error | null) => (error ? reject(daemonError(error)) : resolve()),
+        (message: ProgressMessage) => onMessage(message),
+      );
+    });
+  }
+}
+
+/** "host:5000/team/app:tag" → ["host:5000/team/app", "tag"] */
+export function splitReference(reference: string): [string, string] {
+  const slash = reference.lastIndexOf("/");
+  const colon = reference.lastIndexOf(":");
+  if (colon > slash) return [reference.slice(0, colon), reference.slice(colon + 1)];
+  return [reference, "latest"];
+}

@@ -1,0 +1,66 @@
+import { readFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { z } from "zod";
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no", ""])
+  .default("false")
+  .transform((value) => value === "true" || value === "1" || value === "yes");
+
+/** Every variable the worker reads, parsed once at start-up (documented in .env.example). */
+const envSchema = z.object({
+  REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
+  WORKER_ID: z.string().default(`${hostname()}-${process.pid}`),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+  BUILD_QUEUE_NAME: z.string().optional(),
+  DOCKER_SOCKET: z.string().default("/var/run/docker.sock"),
+  BUILD_NETWORK: z.string().default("default"),
+  BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
+  BUILD_CPUS: z.coerce.number().min(0).default(0),
+  WORK_DIR: z.string().default(tmpdir()),
+  ALLOW_HTTP_SOURCES: bool,
+  ALLOW_DIR_SOURCES: bool,
+  DIR_SOURCE_ROOTS: z.string().default(""),
+  /** host=username:token pairs, comma separated; or a file with one pair per line */
+  GIT_CREDENTIALS: z.string().default(""),
+  GIT_CREDENTIALS_FILE: z.string().optional(),
+  S3_ENDPOINT: z.string().optional(),
+  S3_REGION: z.string().default("us-east-1"),
+  S3_FORCE_PATH_STYLE: bool,
+  DOCKERHUB_REGISTRY: z.string().default("docker.io"),
+  DOCKERHUB_USERNAME: z.string().optional(),
+  DOCKERHUB_TOKEN: z.string().optional(),
+  DOCKERHUB_TOKEN_FILE: z.string().optional(),
+  CATALOG_FILE: z.string().optional(),
+  CATALOG_OVERRIDES_FILE: z.string().optional(),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type WorkerEnv = z.output<typeof envSchema> & {
+  gitCredentials: Array<{ host: string; username: string; token: string }>;
+  dockerHubToken: string | undefined;
+};
+
+function parseGitCredentials(text: string): WorkerEnv["gitCredentials"] {
+  return text
+    .split(/[,\n]/)
+    .map((item) => item.trim())
+    .filter(Boolean)
+    .map((item) => {
+      const match = /^([^=\s]+)=([^:\s]+):(\S+)$/.exec(item);
+      if (!match) throw new Error("GIT_CREDENTIALS entries must look like host=username:token");
+      return { host: match[1]!, username: match[2]!, token: match[3]! };
+    });
+}
+
+export function loadWorkerEnv(source: NodeJS.ProcessEnv = process.env): WorkerEnv {
+  const result = envSchema.safeParse(source);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ");
+    throw new Error(`invalid worker environment: ${problems}`);
+  }
+  const env = result.data;
+  const gitText = [env.GIT_CREDENTIALS, env.GIT_CREDENTIALS_FILE ? readFileSync(env.GIT_CREDENTIALS_FILE, "utf8") : ""].join("\n");
+  const dockerHubToken = env.DOCKERHUB_TOKEN_FILE ? readFileSync(env.DOCKERHUB_TOKEN_FILE, "utf8").trim() : env.DOCKERHUB_TOKEN;
+  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken };
+}

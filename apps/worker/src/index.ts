@@ -1,0 +1,5 @@
+export * from "./docker.js";
+export * from "./env.js";
+export * from "./logger.js";
+export * from "./pipeline.js";
+export * from "./worker.js";

@@ -1,0 +1,135 @@
+import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
+import { BuilderError, type BuildConfig, type BuildRecord } from "@m1l0/config";
+import { contextHasFile, createContextFilter, packContext } from "@m1l0/context";
+import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
+import type { BuildStore } from "@m1l0/queue";
+import type { RegistryResolver } from "@m1l0/registry";
+import { describeSource, fetchSource, type GitCredential, type SourcePolicy } from "@m1l0/source";
+import type { S3Client } from "@m1l0/storage";
+import { mkdtemp, rm } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { ImageBuilder } from "./docker.js";
+
+/** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
+export const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
+
+export interface PipelineDeps {
+  store: BuildStore;
+  builder: ImageBuilder;
+  registry: Record<BuildConfig["service"], RegistryResolver | undefined>;
+  catalog: Catalog;
+  sourcePolicy: SourcePolicy;
+  gitCredentials: GitCredential[];
+  s3?: S3Client;
+  workDir: string;
+  workerId: string;
+  buildNetwork: string;
+  buildMemoryBytes?: number;
+  buildCpuQuota?: number;
+  logger: Logger;
+}
+
+/**
+ * One attempt at one build: fetch → filter → Dockerfile → stream context → build → push.
+ * Every step reports status and log lines through the store; the caller decides what a
+ * thrown error means for retries.
+ */
+export async function runBuild(deps: PipelineDeps, buildId: string, config: BuildConfig, signal?: AbortSignal): Promise<BuildRecord> {
+  const { store, builder } = deps;
+  const log = deps.logger.child({ buildId });
+  const workDir = await mkdtemp(path.join(deps.workDir, `m1l0-${buildId}-`));
+  try {
+    await store.transition(buildId, "fetching", { worker: deps.workerId });
+    const fetchLog = (line: string) => void store.appendLog(buildId, "fetch", line).catch((error) => log.warn({ err: error }, "log append failed"));
+    fetchLog(`fetching ${describeSource(config.source)}`);
+    const fetched = await fetchSource({
+      source: config.source,
+      workDir,
+      policy: deps.sourcePolicy,
+      gitCredentials: deps.gitCredentials,
+      ...(deps.s3 ? { s3: { client: deps.s3 } } : {}),
+      onLog: fetchLog,
+      ...(signal ? { signal } : {}),
+    });
+    if (fetched.commit) fetchLog(`resolved commit ${fetched.commit}`);
+
+    const filter = await createContextFilter(fetched.root, config.ignores);
+    let dockerfileName: string;
+    let extraFiles: Array<{ name: string; content: string }> = [];
+    let baseImage: string | undefined;
+    if (config.dockerfile) {
+      if (!(await contextHasFile(fetched.root, filter, config.dockerfile))) {
+        throw new BuilderError("DOCKERFILE_NOT_FOUND", `dockerfile "${config.dockerfile}" was not found in the source (or is excluded by ignores)`);
+      }
+      dockerfileName = config.dockerfile;
+      fetchLog(`using the source's own Dockerfile ${config.dockerfile}`);
+    } else {
+      if (!(await contextHasFile(fetched.root, filter, config.entry))) {
+        throw new BuilderError("ENTRY_NOT_FOUND", `entry file "${config.entry}" was not found in the source (or is excluded by ignores); set "entry" to the script that starts your project`);
+      }
+      const base = resolveBaseImage(deps.catalog, {
+        framework: config.framework,
+        pyversion: config.pyversion,
+        resource: config.resource,
+        ...(config.version ? { version: config.version } : {}),
+      });
+      baseImage = base.image;
+      const hasRequirements = await contextHasFile(fetched.root, filter, "requirements.txt");
+      const labels = buildLabels({
+        config,
+        buildId,
+        source: describeSource(config.source),
+        baseImage: base.publicImage,
+        ...(fetched.commit ? { commit: fetched.commit } : {}),
+      });
+      dockerfileName = GENERATED_DOCKERFILE;
+      extraFiles = [{ name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels }) }];
+      fetchLog(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}; requirements.txt ${hasRequirements ? "found" : "absent"}`);
+    }
+
+    const target = await resolveTarget(deps, config);
+    await store.transition(buildId, "building", {
+      ...(fetched.commit ? { commit: fetched.commit } : {}),
+      ...(baseImage ? { baseImage } : {}),
+    });
+    const context = packContext(fetched.root, { filter, extraFiles });
+    const { imageId } = await builder.build({
+      context,
+      tag: target.reference,
+      dockerfile: dockerfileName,
+      networkMode: deps.buildNetwork,
+      ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
+      ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
+      ...(signal ? { signal } : {}),
+      onLine: (line) => void store.appendLog(buildId, "build", line),
+    });
+    await store.appendLog(buildId, "build", `built image ${imageId} tagged ${target.reference}`);
+
+    await store.transition(buildId, "pushing");
+    await store.appendLog(buildId, "push", `pushing ${target.reference}`);
+    const { digest } = await builder.push({
+      reference: target.reference,
+      registry: target.registry,
+      ...(target.auth ? { auth: target.auth } : {}),
+      ...(signal ? { signal } : {}),
+      onLine: (line) => void store.appendLog(buildId, "push", line),
+    });
+    await store.appendLog(buildId, "push", `pushed ${target.reference}@${digest}`);
+    return await store.transition(buildId, "succeeded", {
+      image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference, digest },
+    });
+  } finally {
+    await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function resolveTarget(deps: PipelineDeps, config: BuildConfig) {
+  const resolver = deps.registry[config.service];
+  if (!resolver) {
+    throw new BuilderError("VALIDATION_FAILED", `service "${config.service}" is not configured on this worker`, {
+      issues: [{ field: "service", message: "is not configured on this worker" }],
+    });
+  }
+  return resolver.resolve(config);
+}

@@ -1,0 +1,14 @@
+export {
+  CatalogFileError,
+  DEFAULT_CATALOG_FILE,
+  LOCAL_OVERRIDES_FILE,
+  loadCatalog,
+  resolveBaseImage,
+  supportedCombinations,
+  type BaseImageQuery,
+  type Catalog,
+  type CatalogEntry,
+  type ResolvedBase,
+  type Resource,
+} from "./catalog.js";
+export { isImageReference } from "./reference.js";

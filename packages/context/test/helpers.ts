@@ -1,0 +1,85 @@
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { extract } from "tar-stream";
+
+export interface TarEntry {
+  name: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  uname: string;
+  gname: string;
+  mtime: Date;
+  linkname: string | null;
+  content: Buffer;
+}
+
+const createdDirectories: string[] = [];
+
+export async function makeTempDir(): Promise<string> {
+  const directory = await mkdtemp(path.join(tmpdir(), "m1l0-context-test-"));
+  createdDirectories.push(directory);
+  return directory;
+}
+
+export async function removeTempDirs(): Promise<void> {
+  await Promise.all(createdDirectories.splice(0).map((directory) => rm(directory, { recursive: true, force: true })));
+}
+
+/** Writes files (content string/Buffer) and empty directories (null) under root. */
+export async function writeTree(root: string, tree: Record<string, string | Buffer | null>): Promise<void> {
+  for (const [relPath, content] of Object.entries(tree)) {
+    const absolutePath = path.join(root, relPath);
+    if (content === null) {
+      await mkdir(absolutePath, { recursive: true });
+    } else {
+      await mkdir(path.dirname(absolutePath), { recursive: true });
+      await writeFile(absolutePath, content);
+    }
+  }
+}
+
+export async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Parses a tar with tar-stream, an implementation independent of the one under test. */
+export async function readTar(archive: Buffer): Promise<TarEntry[]> {
+  const entries: TarEntry[] = [];
+  const extractor = extract();
+  const done = (async () => {
+    for await (const entry of extractor) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry) chunks.push(chunk as Buffer);
+      const { header } = entry;
+      entries.push({
+        name: header.name,
+        type: header.type,
+        mode: header.mode,
+        uid: header.uid,
+        gid: header.gid,
+        uname: header.uname,
+        gname: header.gname,
+        mtime: header.mtime,
+        linkname: header.linkname ?? null,
+        content: Buffer.concat(chunks),
+      });
+    }
+  })();
+  extractor.end(archive);
+  await done;
+  return entries;
+}
+
+export function namesOf(entries: readonly TarEntry[]): string[] {
+  return entries.map((entry) => entry.name);
+}
+
+export function contentOf(entries: readonly TarEntry[], name: string): string | undefined {
+  return entries.find((entry) => entry.name === name)?.content.toString("utf8");
+}

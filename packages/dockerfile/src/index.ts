@@ -1,0 +1,2 @@
+export { GENERATOR_VERSION, generateDockerfile, quoteLabelText, type DockerfileSpec } from "./dockerfile.js";
+export { buildLabels, type LabelInput } from "./labels.js";

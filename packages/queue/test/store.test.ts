@@ -1,0 +1,115 @@
+import { newBuildId, parseBuildConfig, type BuildRecord } from "@m1l0/config";
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildStore, buildJobSchema, createRedis } from "../src/index.js";
+import type { Redis } from "ioredis";
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const config = parseBuildConfig({ service: "dockerhub", repository: "me/app", source: "https://example.com/app.git" });
+
+let redis: Redis;
+let store: BuildStore;
+const prefix = `test:${randomUUID()}:`;
+
+function newRecord(): BuildRecord {
+  const now = new Date().toISOString();
+  return { id: newBuildId(), status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
+}
+
+beforeAll(() => {
+  redis = createRedis(REDIS_URL, "worker");
+  store = new BuildStore(redis, prefix);
+});
+
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length) await redis.del(...keys);
+  redis.disconnect();
+});
+
+describe("BuildStore (real Redis)", () => {
+  it("creates a record once per id and reads it back", async () => {
+    const record = newRecord();
+    expect(await store.create(record)).toBe(true);
+    expect(await store.create({ ...record, status: "failed" })).toBe(false);
+    expect(await store.get(record.id)).toMatchObject({ id: record.id, status: "queued" });
+    await expect(store.require("bld_missing")).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("records each status transition with a timestamp and publishes events in order", async () => {
+    const record = newRecord();
+    await store.create(record);
+    await store.transition(record.id, "fetching", { worker: "w1" });
+    await store.appendLog(record.id, "fetch", "cloning");
+    await store.transition(record.id, "building");
+    await store.appendLog(record.id, "build", "Step 1/2 : FROM x");
+    await store.transition(record.id, "failed", { error: { code: "BUILD_FAILED", message: "boom" } });
+    const stored = await store.get(record.id);
+    expect(stored?.status).toBe("failed");
+    expect(Object.keys(stored?.timestamps ?? {})).toEqual(["queued", "fetching", "building", "failed"]);
+    expect(stored?.worker).toBe("w1");
+    const events = (await store.readEvents(record.id)).map((item) => item.event);
+    expect(events.map((event) => (event.type === "status" ? event.status : event.line))).toEqual([
+      "queued",
+      "fetching",
+      "cloning",
+      "building",
+      "Step 1/2 : FROM x",
+      "failed",
+    ]);
+    expect(events.at(-1)).toMatchObject({ type: "status", error: { code: "BUILD_FAILED" } });
+    expect(await redis.ttl(`${prefix}build:${record.id}:events`)).toBeGreaterThan(0);
+  });
+
+  it("follow() yields live events as they are written and ends at a terminal status", async () => {
+    const record = newRecord();
+    await store.create(record);
+    const seen: string[] = [];
+    const following = (async () => {
+      for await (const item of store.follow(record.id)) {
+        seen.push(item.event.type === "status" ? item.event.status : item.event.line);
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    await store.appendLog(record.id, "build", "line 1");
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(seen).toEqual(["queued", "line 1"]); // delivered before the build ended
+    await store.transition(record.id, "succeeded");
+    await following;
+    expect(seen).toEqual(["queued", "line 1", "succeeded"]);
+  });
+
+  it("follow() resumes after a given event id without repeating", async () => {
+    const record = newRecord();
+    await store.create(record);
+    await store.appendLog(record.id, "build", "a");
+    const afterA = (await store.readEvents(record.id)).at(-1)!.id;
+    await store.appendLog(record.id, "build", "b");
+    await store.transition(record.id, "succeeded");
+    const lines: string[] = [];
+    for await (const item of store.follow(record.id, afterA)) lines.push(item.event.type === "log" ? item.event.line : item.event.status);
+    expect(lines).toEqual(["b", "succeeded"]);
+  });
+
+  it("lists recent builds newest first, filtered by status", async () => {
+    const first = newRecord();
+    await store.create(first);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const second = newRecord();
+    await store.create(second);
+    await store.transition(second.id, "succeeded");
+    const all = await store.list({ limit: 500 });
+    expect(all.findIndex((r) => r.id === second.id)).toBeLessThan(all.findIndex((r) => r.id === first.id));
+    const succeeded = await store.list({ status: "succeeded" });
+    expect(succeeded.some((r) => r.id === second.id)).toBe(true);
+    expect(succeeded.some((r) => r.id === first.id)).toBe(false);
+  });
+});
+
+describe("build job contract", () => {
+  it("accepts id + config and rejects anything else (no room for credentials)", () => {
+    expect(buildJobSchema.parse({ buildId: "bld_x", config }).buildId).toBe("bld_x");
+    expect(() => buildJobSchema.parse({ buildId: "bld_x", config, password: "p" })).toThrow();
+    expect(() => buildJobSchema.parse({ buildId: "../x", config })).toThrow();
+  });
+});

@@ -1,0 +1,3 @@
+export * from "./types.js";
+export * from "./dockerhub.js";
+export * from "./errors.js";

@@ -1,0 +1,12 @@
+export { fetchSource } from "./fetch.js";
+export { describeSource, parseGitSource } from "./describe.js";
+export { extractTarGz, type ExtractOptions, type ExtractStats } from "./archive.js";
+export {
+  DEFAULT_ARCHIVE_LIMITS,
+  type ArchiveLimits,
+  type FetchSourceOptions,
+  type FetchedSource,
+  type GitCredential,
+  type GitSource,
+  type SourcePolicy,
+} from "./types.js";

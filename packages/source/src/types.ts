@@ -1,0 +1,63 @@
+import type { S3Client } from "@m1l0/storage";
+
+export interface SourcePolicy {
+  /** allow plain-http git URLs (tokens would travel in clear text) */
+  allowHttp: boolean;
+  /** allow dir:///abs/path sources (a directory on the worker itself) */
+  allowDir: boolean;
+  /** dir:// paths must be under one of these (absolute) */
+  dirRoots?: string[];
+}
+
+export interface GitCredential {
+  /** host[:port], as in the repository URL */
+  host: string;
+  username: string;
+  token: string;
+}
+
+export interface ArchiveLimits {
+  /** bytes downloaded (the .tar.gz itself) */
+  maxCompressedBytes: number;
+  /** bytes after gunzip (tar headers and padding included) */
+  maxUncompressedBytes: number;
+  /** tar entries of any kind */
+  maxEntries: number;
+}
+
+export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
+  maxCompressedBytes: 2 * 1024 ** 3,
+  maxUncompressedBytes: 8 * 1024 ** 3,
+  maxEntries: 200_000,
+});
+
+export interface FetchSourceOptions {
+  /** the request's `source` field (already URL-validated) */
+  source: string;
+  /** an empty dir the caller created and will delete; fetched files go under it */
+  workDir: string;
+  policy: SourcePolicy;
+  /** sent only to the matching host */
+  gitCredentials?: GitCredential[];
+  s3?: { client: S3Client };
+  limits?: Partial<ArchiveLimits>;
+  /** progress lines for the build log; never contain credentials */
+  onLog?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface FetchedSource {
+  kind: "git" | "s3" | "dir";
+  /** directory to build from */
+  root: string;
+  /** resolved commit sha (git) */
+  commit?: string;
+  /** the ref that was checked out (git): as requested, or the remote's default branch */
+  ref?: string;
+}
+
+export interface GitSource {
+  url: string;
+  ref?: string;
+  subdir?: string;
+}

@@ -1,0 +1,140 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, mkdirSync, cpSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** Addresses of the real services started by scripts/services.sh (same defaults). */
+export const services = {
+  redisUrl: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+  registryHost: process.env.REGISTRY_HOST ?? "127.0.0.1:5000",
+  registryUsername: process.env.REGISTRY_USERNAME ?? "m1l0",
+  registryPassword: process.env.REGISTRY_PASSWORD ?? "m1l0-local-registry-pw",
+  gitServerUrl: process.env.GIT_SERVER_URL ?? "http://127.0.0.1:8174",
+  gitFixturesDir: process.env.GIT_FIXTURES_DIR ?? "/var/lib/m1l0-dev/git",
+  gitPrivateUsername: process.env.GIT_PRIVATE_USERNAME ?? "m1l0-bot",
+  gitPrivateToken: process.env.GIT_PRIVATE_TOKEN ?? "m1l0-local-git-token",
+  s3Endpoint: process.env.S3_ENDPOINT ?? "http://127.0.0.1:4569",
+  s3Bucket: process.env.S3_BUCKET ?? "m1l0-builds",
+  baseImageBusybox: process.env.BASE_IMAGE_BUSYBOX ?? "m1l0-local/busybox:latest",
+};
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export interface RunningStack {
+  apiUrl: string;
+  queueName: string;
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+function spawnNode(script: string, env: NodeJS.ProcessEnv, logs: string[], label: string): ChildProcess {
+  const child = spawn(process.execPath, [script], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const collect = (chunk: Buffer) => logs.push(...chunk.toString().split("\n").filter(Boolean).map((line) => `${label}: ${line}`));
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  return child;
+}
+
+/**
+ * Starts the built API and worker (apps/*\/dist) as separate processes with a queue of
+ * their own, configured like scripts/stack.sh. `overrides` changes the worker's env.
+ */
+export async function startStack(options: { workerEnv?: NodeJS.ProcessEnv; concurrency?: number } = {}): Promise<RunningStack> {
+  const port = await freePort();
+  const queueName = `e2e-${randomUUID()}`;
+  const tokenDir = mkdtempSync(path.join(tmpdir(), "m1l0-secret-"));
+  const tokenFile = path.join(tokenDir, "registry-token");
+  writeFileSync(tokenFile, services.registryPassword, { mode: 0o600 });
+  const common: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    REDIS_URL: services.redisUrl,
+    BUILD_QUEUE_NAME: queueName,
+    ALLOW_HTTP_SOURCES: "true",
+    CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
+    LOG_LEVEL: "info",
+  };
+  const logs: string[] = [];
+  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, HOST: "127.0.0.1", PORT: String(port) }, logs, "api");
+  const worker = spawnNode(
+    path.join(ROOT_DIR, "apps/worker/dist/main.js"),
+    {
+      ...common,
+      WORKER_CONCURRENCY: String(options.concurrency ?? 2),
+      DOCKERHUB_REGISTRY: services.registryHost,
+      DOCKERHUB_USERNAME: services.registryUsername,
+      DOCKERHUB_TOKEN_FILE: tokenFile,
+      GIT_CREDENTIALS: `${new URL(services.gitServerUrl).host}=${services.gitPrivateUsername}:${services.gitPrivateToken}`,
+      S3_ENDPOINT: services.s3Endpoint,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_ACCESS_KEY_ID: "S3RVER",
+      AWS_SECRET_ACCESS_KEY: "S3RVER",
+      AWS_REGION: "us-east-1",
+      BUILD_NETWORK: "none",
+      ...options.workerEnv,
+    },
+    logs,
+    "worker",
+  );
+  const apiUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${apiUrl}/readyz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline || api.exitCode !== null) throw new Error(`API did not start:\n${logs.join("\n")}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const stopChild = (child: ChildProcess) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGTERM");
+      setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+    });
+  return {
+    apiUrl,
+    queueName,
+    logs,
+    async stop() {
+      await Promise.all([stopChild(api), stopChild(worker)]);
+      rmSync(tokenDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Creates a bare repo served by the git server from a directory, with optional edits. */
+export function createGitFixture(sourceDir: string, edits: Record<string, string> = {}, name = `e2e-${randomUUID()}`): { url: string; dir: string; cleanup(): void } {
+  const work = mkdtempSync(path.join(tmpdir(), "m1l0-fixture-"));
+  cpSync(sourceDir, work, { recursive: true });
+  for (const [file, content] of Object.entries(edits)) {
+    mkdirSync(path.dirname(path.join(work, file)), { recursive: true });
+    writeFileSync(path.join(work, file), content);
+  }
+  const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=e2e", "-c", "user.email=e2e@localhost", ...args], { cwd: work, stdio: "pipe" });
+  git("init", "-q", "-b", "main");
+  git("add", "-A");
+  git("commit", "-q", "-m", "fixture");
+  const parent = path.join(services.gitFixturesDir, name);
+  const bare = path.join(parent, "repo.git");
+  mkdirSync(parent, { recursive: true });
+  execFileSync("git", ["clone", "-q", "--bare", work, bare]);
+  execFileSync("git", ["-C", bare, "symbolic-ref", "HEAD", "refs/heads/main"]);
+  rmSync(work, { recursive: true, force: true });
+  return { url: `${services.gitServerUrl}/${name}/repo.git`, dir: parent, cleanup: () => rmSync(parent, { recursive: true, force: true }) };
+}
