@@ -41,6 +41,15 @@ interface ProgressMessage {
   aux?: { ID?: string; Digest?: string; Tag?: string };
 }
 
+/** The daemon answered with an HTTP error (a statement about the request, not an outage). */
+function daemonAnswered(cause: unknown): cause is { statusCode: number; message: string; json?: { message?: string } } {
+  return typeof cause === "object" && cause !== null && typeof (cause as { statusCode?: unknown }).statusCode === "number";
+}
+
+function daemonMessage(cause: { message: string; json?: { message?: string } }): string {
+  return cause.json?.message ?? cause.message.replace(/^\(HTTP code \d+\) [\w ]+ - /, "");
+}
+
 function daemonError(cause: unknown): BuilderError {
   const message = cause instanceof Error ? cause.message : String(cause);
   return new BuilderError("DAEMON_UNREACHABLE", `the worker's Docker daemon is unreachable: ${message}`, { cause });
@@ -98,6 +107,8 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
+      // e.g. a Dockerfile parse error is refused before the build starts
+      if (daemonAnswered(cause)) throw classifyBuildError(daemonMessage(cause), "", []);
       throw daemonError(cause);
     }
     let imageId = "";
@@ -137,9 +148,8 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
-      const message = cause instanceof Error ? cause.message : String(cause);
-      if (/connect ENOENT|ECONNREFUSED|socket hang up/.test(message)) throw daemonError(cause);
-      throw classifyPushError(request.registry, message);
+      if (daemonAnswered(cause)) throw classifyPushError(request.registry, daemonMessage(cause));
+      throw daemonError(cause);
     }
     let digest = "";
     let failure: BuilderError | undefined;

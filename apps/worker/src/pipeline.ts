@@ -84,7 +84,12 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         ...(fetched.commit ? { commit: fetched.commit } : {}),
       });
       dockerfileName = GENERATED_DOCKERFILE;
-      extraFiles = [{ name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels }) }];
+      extraFiles = [
+        { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels }) },
+        // The user's ignores are already applied while packing. This replacement makes the
+        // daemon drop our Dockerfile (and itself) from the context before `COPY . ./`.
+        { name: ".dockerignore", content: `${GENERATED_DOCKERFILE}\n.dockerignore\n` },
+      ];
       fetchLog(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}; requirements.txt ${hasRequirements ? "found" : "absent"}`);
     }
 

@@ -20,7 +20,7 @@ async function pull(reference: string): Promise<void> {
 }
 
 async function runImage(reference: string): Promise<string> {
-  const container = await docker.createContainer({ Image: reference, HostConfig: { NetworkMode: "none" } });
+  const container = await docker.createContainer({ Image: reference, Tty: true, HostConfig: { NetworkMode: "none" } });
   try {
     await container.start();
     await container.wait();
@@ -141,7 +141,7 @@ describe("failures say why", () => {
 });
 
 async function runImageCommand(reference: string, cmd: string[]): Promise<string> {
-  const container = await docker.createContainer({ Image: reference, Entrypoint: cmd, HostConfig: { NetworkMode: "none" } });
+  const container = await docker.createContainer({ Image: reference, Entrypoint: cmd, Tty: true, HostConfig: { NetworkMode: "none" } });
   try {
     await container.start();
     await container.wait();
