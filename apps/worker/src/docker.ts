@@ -60,7 +60,8 @@ function daemonError(cause: unknown): BuilderError {
  * so users learn what to fix (a requirement, the Dockerfile, the base image…).
  */
 export function classifyBuildError(message: string, currentStep: string, recentLines: string[]): BuilderError {
-  const lastErrorLine = [...recentLines].reverse().find((line) => /^(ERROR|E:|error:)/i.test(line.trim()));
+  // pip and apt print the cause first ("Could not find a version…"), then a summary
+  const lastErrorLine = recentLines.find((line) => /^(ERROR|E:|error:)/i.test(line.trim()));
   if (/pull access denied|manifest unknown|repository does not exist|not found: manifest|No such image|failed to resolve reference|dial tcp|no such host/i.test(message) && /^Step \d+\/\d+ : FROM /i.test(currentStep)) {
     const base = currentStep.replace(/^Step \d+\/\d+ : FROM /i, "").trim();
     return new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${base} is not available to the build daemon (${message}); ask the operator to make it pullable or pre-load it`);
@@ -118,11 +119,15 @@ export class DockerImageBuilder implements ImageBuilder {
     await this.follow(stream, (message) => {
       if (message.stream) {
         for (const raw of message.stream.split("\n")) {
-          const line = raw.replace(/\r/g, "");
+          // the classic builder colours a step's stderr with ANSI escapes
+          const line = raw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replace(/\r/g, "");
           if (!line.trim()) continue;
-          if (/^Step \d+\/\d+ : /.test(line)) currentStep = line;
+          if (/^Step \d+\/\d+ : /.test(line)) {
+            currentStep = line;
+            recent.length = 0; // classify errors by the failing step's own output
+          }
           recent.push(line);
-          if (recent.length > 40) recent.shift();
+          if (recent.length > 200) recent.shift();
           request.onLine(line);
         }
       }

@@ -79,7 +79,7 @@ describe("git sources", () => {
     const { area, logs, promise } = await run(`${PUBLIC}#main`);
     const fetched = await promise;
     expect(fetched).toEqual({ kind: "git", root: area.workDir, commit: lsRemote(PUBLIC, "refs/heads/main"), ref: "main" });
-    expect(await listTree(area.workDir)).toEqual([".dockerignore", "data", "data/README.txt", "main.py", "model.py", "requirements.txt"]);
+    expect(await listTree(area.workDir)).toEqual([".dockerignore", "README.md", "data", "data/README.txt", "m1l0.yaml", "main.py", "model.py", "requirements.txt"]);
     expect(logs).toContain(`cloning ${PUBLIC} (ref main)`);
     expect(logs).toContain(`resolved commit ${fetched.commit} (main)`);
     expect(logs.some((line) => /^Receiving objects: \d+/.test(line))).toBe(true);
