@@ -10,7 +10,7 @@ build-image:     ## original: build the service; now installs and builds the wor
 run-service:     ## original: run the service; now the API + a worker against local services
 	bash scripts/services.sh up && bash scripts/stack.sh up
 run-client:      ## original: run the test client; now submits examples/mnist and follows it
-	node scripts/submit.mjs examples/mnist/m1l0.yaml
+	node apps/cli/dist/main.js build examples/mnist/m1l0.yaml --follow
 services:
 	bash scripts/services.sh up
 stop:

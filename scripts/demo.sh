@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine (as root):
 # install what is missing → start the services → build the local base image → start the
-# API and a worker → submit examples/mnist through POST /builds and follow its progress →
+# API and a worker → submit examples/mnist with the m1l0 CLI (POST /builds) and follow its progress →
 # pull the pushed image from the registry and run it, printing the model's accuracy.
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -15,7 +15,8 @@ export M1L0_API_URL="${M1L0_API_URL:-http://127.0.0.1:${API_PORT:-8080}}"
 
 config="$ROOT_DIR/examples/mnist/m1l0.yaml"
 log "submitting $config to $M1L0_API_URL/builds"
-result="$(node "$ROOT_DIR/scripts/submit.mjs" "$config")" || die "the build failed (see above)"
+# progress goes to stderr (a live view on a terminal); stdout ends with image: / digest: lines
+result="$(node "$ROOT_DIR/apps/cli/dist/main.js" build "$config" --follow)" || die "the build failed (see above)"
 reference="$(printf '%s' "$result" | sed -n 's/^image: //p')"
 [ -n "$reference" ] || die "the build finished without an image reference"
 

@@ -27,6 +27,8 @@ case "${1:-up}" in
     stop
     export PORT="$API_PORT" HOST=127.0.0.1
     export ALLOW_HTTP_SOURCES=true
+    # the local git server listens on loopback: allowlist it (sources are otherwise refused private addresses)
+    export SOURCE_HOST_ALLOWLIST="${SOURCE_HOST_ALLOWLIST:-127.0.0.0/8,::1}"
     export CATALOG_OVERRIDES_FILE="$ROOT_DIR/packages/catalog/local-overrides.yaml"
     export DOCKERHUB_REGISTRY="$REGISTRY_HOST" DOCKERHUB_USERNAME="$REGISTRY_USERNAME"
     # the token reaches the worker through a file, the way production secrets do

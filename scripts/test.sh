@@ -9,6 +9,7 @@ need_root
 bash "$ROOT_DIR/scripts/install.sh"
 bash "$ROOT_DIR/scripts/services.sh" up
 bash "$ROOT_DIR/scripts/base-images.sh"
+bash "$ROOT_DIR/scripts/fleet.sh" up 3  # daemons 2 and 3 for the fleet e2e test
 
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 export CATALOG_OVERRIDES_FILE="$ROOT_DIR/packages/catalog/local-overrides.yaml"

@@ -1,7 +1,10 @@
-import { BUILD_STATUSES, BuilderError, decodeConfigText, isBuilderError, type BuildEvent, type BuildStatus } from "@m1l0/config";
-import type { BuildStore } from "@m1l0/queue";
+import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBuilderError, type BuildEvent, type BuildStatus } from "@m1l0/config";
+import { isRedisUnavailableError, type BuildJobData, type BuildStore } from "@m1l0/queue";
+import type { ArtifactStore } from "@m1l0/storage";
+import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
+import { BuildHistory, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute, type DashboardAuthorizer } from "./admin/index.js";
 import type { BuildService } from "./builds.js";
 
 export interface AppDeps {
@@ -10,15 +13,20 @@ export interface AppDeps {
   redis: Redis;
   bodyLimit?: number;
   logger?: FastifyServerOptions["logger"];
+  /** the build queue: enables the dashboard (/admin/queues) and queue metrics (/metrics) */
+  queue?: Queue<BuildJobData>;
+  /** archived logs and records (S3 or a local folder), served once Redis no longer has them */
+  artifacts?: ArtifactStore;
+  /** AUTH HOOK for /admin/queues; absent = open (see DashboardAuthorizer) */
+  authorizeDashboard?: DashboardAuthorizer;
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
 
 /** Formats one event as a log line: `2026-… [build] Step 1/8 : FROM …`. */
 export function formatEvent(event: BuildEvent): string {
-  if (event.type === "log") return `${event.at} [${event.phase}] ${event.line}`;
-  const detail = event.error ? `: ${event.error.code}: ${event.error.message}` : event.image ? `: ${event.image.reference}@${event.image.digest ?? ""}` : "";
-  return `${event.at} [status] ${event.status}${detail}`;
+  // shared with the worker, which writes the same lines to the archived log
+  return formatBuildEvent(event);
 }
 
 function links(id: string) {
@@ -28,6 +36,9 @@ function links(id: string) {
 /** The REST API as a plugin-style factory; the server process (server.ts) only listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024 });
+  const history = new BuildHistory(deps.store, deps.artifacts);
+  // before the routes: the OpenAPI document is collected as routes are added
+  await registerApiDocs(app);
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: "string" }, (_request, body, done) => {
     try {
@@ -49,6 +60,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return reply.status(fastifyError.statusCode).send({
         error: { code, message: fastifyError.message, issues: [{ field: "(body)", message: fastifyError.message }] },
       });
+    }
+    if (isRedisUnavailableError(error)) {
+      // Redis outage: a prompt, retryable answer; the connection recovers by itself
+      return reply.status(503).send({ error: { code: "QUEUE_UNAVAILABLE", message: "the build store is unavailable; try again shortly" } });
     }
     request.log.error({ err: error }, "unhandled error");
     return reply.status(500).send({ error: { code: "INTERNAL", message: "internal error" } });
@@ -80,19 +95,28 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
       throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
     }
-    const builds = await deps.store.list({ limit: parsedLimit, ...(status ? { status: status as BuildStatus } : {}) });
+    const builds = await history.list({ limit: parsedLimit, ...(status ? { status: status as BuildStatus } : {}) });
     return { builds };
   });
 
   app.get<{ Params: { id: string } }>("/builds/:id", async (request) => {
-    const record = await deps.store.require(request.params.id);
+    const record = await history.require(request.params.id);
     return { ...record, links: links(record.id) };
+  });
+
+  // 202: accepted; a running build stops on its worker shortly after (status becomes `cancelled`)
+  app.delete<{ Params: { id: string } }>("/builds/:id", async (request, reply) => {
+    const { record, outcome } = await deps.builds.cancel(request.params.id);
+    return reply.status(202).send({ id: record.id, status: record.status, cancel: outcome, links: links(record.id) });
   });
 
   app.get<{ Params: { id: string }; Querystring: { follow?: string } }>("/builds/:id/logs", async (request, reply) => {
     const { id } = request.params;
-    await deps.store.require(id);
+    await history.require(id);
+    // once the Redis stream is gone (expired/trimmed away), the archived log is the log
+    const archivedLog = (await deps.store.readEvents(id, "0", { count: 1 })).length === 0 ? await history.archivedLog(id) : undefined;
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
+    if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
       const lines: string[] = [];
       let cursor = "0";
@@ -116,7 +140,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       "x-accel-buffering": "no",
     });
     try {
-      for await (const item of deps.store.follow(id, lastEventId, abort.signal)) {
+      const events = archivedLog ? archivedEvents(archivedLog, lastEventId) : deps.store.follow(id, lastEventId, abort.signal);
+      for await (const item of events) {
         reply.raw.write(`id: ${item.id}\nevent: ${item.event.type}\ndata: ${JSON.stringify(item.event)}\n\n`);
       }
       reply.raw.write("event: end\ndata: {}\n\n");
@@ -126,6 +151,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       reply.raw.end();
     }
   });
+
+  if (deps.queue) {
+    registerMetricsRoute(app, createApiMetrics(deps.queue, deps.store));
+    await registerDashboard(app, deps.queue, deps.authorizeDashboard);
+  }
 
   return app;
 }

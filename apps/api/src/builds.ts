@@ -6,12 +6,16 @@ import {
   type BuildConfig,
   type BuildRecord,
 } from "@m1l0/config";
-import { BUILD_JOB_NAME, DEFAULT_BUILD_JOB_OPTIONS, type BuildJobData, type BuildStore } from "@m1l0/queue";
+import { BUILD_JOB_NAME, DEFAULT_BUILD_JOB_OPTIONS, cancelBuild, type CancelOutcome, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { Queue } from "bullmq";
 
 export interface SubmitPolicy {
   allowHttp: boolean;
   allowDir: boolean;
+  /** hosts a request may name in `registry`; none when omitted */
+  registryAllowlist?: readonly string[];
+  /** operator maximum for a request's `timeout` (seconds); unlimited when omitted */
+  maxTimeoutSeconds?: number;
 }
 
 /**
@@ -39,6 +43,15 @@ export class BuildService {
       throw new BuilderError("SOURCE_NOT_ALLOWED", "source: dir:// sources are disabled on this service", {
         issues: [{ field: "source", message: "dir:// sources are not allowed here" }],
       });
+    }
+    if (config.registry && !(this.policy.registryAllowlist ?? []).includes(config.registry.toLowerCase())) {
+      throw new BuilderError("VALIDATION_FAILED", `registry: ${config.registry} is not on this service's registry allowlist`, {
+        issues: [{ field: "registry", message: "is not on this service's registry allowlist (ask the operator to add it to REGISTRY_ALLOWLIST)" }],
+      });
+    }
+    if (config.timeout !== undefined && this.policy.maxTimeoutSeconds !== undefined && config.timeout > this.policy.maxTimeoutSeconds) {
+      const message = `must be at most ${this.policy.maxTimeoutSeconds} seconds on this service`;
+      throw new BuilderError("VALIDATION_FAILED", `timeout: ${message}`, { issues: [{ field: "timeout", message }] });
     }
     if (!config.dockerfile) {
       resolveBaseImage(this.catalog, {
@@ -72,5 +85,15 @@ export class BuildService {
       throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
     }
     return { record, created: true };
+  }
+
+  /** Cancels a queued or running build (see cancelBuild); CONFLICT once it has finished. */
+  async cancel(id: string): Promise<{ record: BuildRecord; outcome: CancelOutcome }> {
+    try {
+      return await cancelBuild(this.store, this.queue, id);
+    } catch (cause) {
+      if (cause instanceof BuilderError) throw cause;
+      throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
+    }
   }
 }

@@ -1,3 +1,5 @@
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { z } from "zod";
 
 const bool = z
@@ -9,12 +11,30 @@ const envSchema = z.object({
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
   HOST: z.string().default("127.0.0.1"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  GRPC_HOST: z.string().default("127.0.0.1"),
+  GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
+  /** PEM files; gRPC serves TLS when both are set, plaintext when neither */
+  GRPC_TLS_CERT_FILE: z.string().optional(),
+  GRPC_TLS_KEY_FILE: z.string().optional(),
   BUILD_QUEUE_NAME: z.string().optional(),
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
+  /** registry hosts a request may name in `registry` (comma list); empty = none */
+  REGISTRY_ALLOWLIST: z
+    .string()
+    .default("")
+    .transform((text) => text.split(/[,\s]+/).map((host) => host.trim().toLowerCase().replace(/^[a-z]+:\/\//, "").replace(/\/+$/, "")).filter(Boolean)),
+  /** archived logs and records: S3 when S3_BUCKET is set (credentials from the AWS chain), else ARTIFACTS_DIR */
+  S3_BUCKET: z.string().optional(),
+  S3_ENDPOINT: z.string().optional(),
+  S3_REGION: z.string().default("us-east-1"),
+  S3_FORCE_PATH_STYLE: bool,
+  ARTIFACTS_DIR: z.string().default(path.join(tmpdir(), "m1l0-artifacts")),
   CATALOG_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),
+  /** largest `timeout` (seconds) a build request may ask for; keep equal to the workers' value */
+  BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -1,1 +1,4 @@
-export {};
+export * from "./cli.js";
+export * from "./env.js";
+export * from "./format.js";
+export * from "./progress.js";

@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
+import path from "node:path";
+import { parseRegistryAllowlist, parseRegistryCredentials, type RegistryCredential } from "@m1l0/registry";
 import { z } from "zod";
 
 const bool = z
@@ -21,16 +23,44 @@ const envSchema = z.object({
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
   DIR_SOURCE_ROOTS: z.string().default(""),
+  /** let git hosts resolve to private/loopback/link-local addresses (cloud metadata stays refused) */
+  ALLOW_PRIVATE_SOURCE_HOSTS: bool,
+  /** comma list of host names, addresses or CIDRs git sources may use even when private (tests: 127.0.0.0/8) */
+  SOURCE_HOST_ALLOWLIST: z.string().default(""),
+  CLONE_TIMEOUT_SECONDS: z.coerce.number().positive().default(600),
+  CLONE_MAX_BYTES: z.coerce.number().int().positive().default(2 * 1024 ** 3),
   /** host=username:token pairs, comma separated; or a file with one pair per line */
   GIT_CREDENTIALS: z.string().default(""),
   GIT_CREDENTIALS_FILE: z.string().optional(),
   S3_ENDPOINT: z.string().optional(),
   S3_REGION: z.string().default("us-east-1"),
   S3_FORCE_PATH_STYLE: bool,
+  /** bucket for build logs, context archives and final records; unset → ARTIFACTS_DIR on local disk */
+  S3_BUCKET: z.string().optional(),
+  ARTIFACTS_DIR: z.string().default(path.join(tmpdir(), "m1l0-artifacts")),
+  /** port of the worker's Prometheus /metrics listener; unset = no listener */
+  METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  METRICS_HOST: z.string().default("127.0.0.1"),
   DOCKERHUB_REGISTRY: z.string().default("docker.io"),
   DOCKERHUB_USERNAME: z.string().optional(),
   DOCKERHUB_TOKEN: z.string().optional(),
   DOCKERHUB_TOKEN_FILE: z.string().optional(),
+  /** ECR region; falls back to AWS_REGION. ECR credentials come from the AWS default chain */
+  ECR_REGION: z.string().optional(),
+  AWS_REGION: z.string().optional(),
+  ECR_ENDPOINT: z.string().optional(),
+  ECR_TOKEN_REFRESH_MARGIN_SECONDS: z.coerce.number().int().min(0).default(300),
+  ECR_TAG_MUTABILITY: z.enum(["MUTABLE", "IMMUTABLE"]).default("MUTABLE"),
+  ECR_SCAN_ON_PUSH: bool,
+  /** host=username:password pairs for OCI registries, comma separated; or a file, one per line */
+  REGISTRY_CREDENTIALS: z.string().default(""),
+  REGISTRY_CREDENTIALS_FILE: z.string().optional(),
+  REGISTRY_ALLOWLIST: z.string().default(""),
+  /** per-build time limit when the request sets no `timeout`; capped by BUILD_TIMEOUT_MAX_SECONDS */
+  BUILD_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(3600),
+  BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),
+  /** after SIGTERM, running builds get this long to finish before they are aborted and requeued */
+  WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).default(30),
   CATALOG_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -39,6 +69,8 @@ const envSchema = z.object({
 export type WorkerEnv = z.output<typeof envSchema> & {
   gitCredentials: Array<{ host: string; username: string; token: string }>;
   dockerHubToken: string | undefined;
+  registryCredentials: RegistryCredential[];
+  registryAllowlist: string[];
 };
 
 function parseGitCredentials(text: string): WorkerEnv["gitCredentials"] {
@@ -62,5 +94,9 @@ export function loadWorkerEnv(source: NodeJS.ProcessEnv = process.env): WorkerEn
   const env = result.data;
   const gitText = [env.GIT_CREDENTIALS, env.GIT_CREDENTIALS_FILE ? readFileSync(env.GIT_CREDENTIALS_FILE, "utf8") : ""].join("\n");
   const dockerHubToken = env.DOCKERHUB_TOKEN_FILE ? readFileSync(env.DOCKERHUB_TOKEN_FILE, "utf8").trim() : env.DOCKERHUB_TOKEN;
-  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken };
+  const registryCredentials = [
+    ...parseRegistryCredentials(env.REGISTRY_CREDENTIALS, /,/),
+    ...(env.REGISTRY_CREDENTIALS_FILE ? parseRegistryCredentials(readFileSync(env.REGISTRY_CREDENTIALS_FILE, "utf8"), /\n/) : []),
+  ];
+  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken, registryCredentials, registryAllowlist: parseRegistryAllowlist(env.REGISTRY_ALLOWLIST) };
 }

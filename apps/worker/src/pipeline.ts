@@ -9,6 +9,7 @@ import type { S3Client } from "@m1l0/storage";
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
+import type { ArtifactArchiver } from "./artifacts.js";
 import type { ImageBuilder } from "./docker.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
@@ -28,6 +29,8 @@ export interface PipelineDeps {
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
   logger: Logger;
+  /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
+  artifacts?: ArtifactArchiver;
 }
 
 /**
@@ -98,7 +101,10 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(fetched.commit ? { commit: fetched.commit } : {}),
       ...(baseImage ? { baseImage } : {}),
     });
-    const context = packContext(fetched.root, { filter, extraFiles });
+    const packed = packContext(fetched.root, { filter, extraFiles });
+    // the archive is a tee of what Docker reads, so it is exactly the context that was built
+    const contextCapture = deps.artifacts?.captureContext(buildId, packed);
+    const context = contextCapture?.stream ?? packed;
     const { imageId } = await builder.build({
       context,
       tag: target.reference,
@@ -108,15 +114,20 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
       ...(signal ? { signal } : {}),
       onLine: (line) => void store.appendLog(buildId, "build", line),
-    });
+    }).finally(() => contextCapture?.finish());
     await store.appendLog(buildId, "build", `built image ${imageId} tagged ${target.reference}`);
 
-    await store.transition(buildId, "pushing");
+    // the target is recorded before the push so gRPC Build can answer `imagename: <ref>` as soon as the build phase ends
+    await store.transition(buildId, "pushing", {
+      image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference },
+    });
     await store.appendLog(buildId, "push", `pushing ${target.reference}`);
+    // short-lived tokens (ECR) are re-read here: the one from resolve may have expired during the build
+    const pushAuth = target.refreshAuth ? await target.refreshAuth() : target.auth;
     const { digest } = await builder.push({
       reference: target.reference,
       registry: target.registry,
-      ...(target.auth ? { auth: target.auth } : {}),
+      ...(pushAuth ? { auth: pushAuth } : {}),
       ...(signal ? { signal } : {}),
       onLine: (line) => void store.appendLog(buildId, "push", line),
     });

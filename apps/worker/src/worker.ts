@@ -1,22 +1,38 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { BuilderError, isBuilderError } from "@m1l0/config";
 import { BUILD_QUEUE_NAME, BuildStore, buildJobSchema, createRedis, type BuildJobData } from "@m1l0/queue";
-import { DockerHubResolver } from "@m1l0/registry";
-import { createS3Client } from "@m1l0/storage";
+import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
+import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
 import { UnrecoverableError, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
+import type { Server } from "node:http";
 import type { Logger } from "pino";
+import { ArtifactArchiver } from "./artifacts.js";
 import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
 import type { WorkerEnv } from "./env.js";
+import { BuildLifecycle, abortReason } from "./lifecycle.js";
+import { WorkerMetrics, startMetricsServer } from "./metrics.js";
 import { runBuild, type PipelineDeps } from "./pipeline.js";
 
 export interface BuildWorker {
   worker: Worker<BuildJobData>;
   deps: PipelineDeps;
+  metrics: WorkerMetrics;
+  /** running builds' abort controllers: cancel, timeout, shutdown */
+  lifecycle: BuildLifecycle;
   close(): Promise<void>;
 }
 
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder?: ImageBuilder): PipelineDeps {
+/** S3 when S3_BUCKET is set, otherwise the local ARTIFACTS_DIR (same layout either way). */
+export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
+  return createArtifactStore({
+    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
+    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
+    localDir: env.ARTIFACTS_DIR,
+  });
+}
+
+export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder?: ImageBuilder, metrics?: WorkerMetrics): PipelineDeps {
   const catalog = loadCatalog({
     ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
     ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
@@ -24,19 +40,16 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
   return {
     store,
     builder: builder ?? new DockerImageBuilder({ socketPath: env.DOCKER_SOCKET }),
-    registry: {
-      dockerhub: new DockerHubResolver({
-        registryHost: env.DOCKERHUB_REGISTRY,
-        ...(env.DOCKERHUB_USERNAME ? { username: env.DOCKERHUB_USERNAME } : {}),
-        ...(env.dockerHubToken ? { token: env.dockerHubToken } : {}),
-      }),
-      ecr: undefined,
-    },
+    registry: createRegistryResolvers(env),
     catalog,
     sourcePolicy: {
       allowHttp: env.ALLOW_HTTP_SOURCES,
       allowDir: env.ALLOW_DIR_SOURCES,
       ...(env.DIR_SOURCE_ROOTS ? { dirRoots: env.DIR_SOURCE_ROOTS.split(",").filter(Boolean) } : {}),
+      allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS,
+      hostAllowlist: env.SOURCE_HOST_ALLOWLIST.split(",").map((entry) => entry.trim()).filter(Boolean),
+      cloneTimeoutMs: env.CLONE_TIMEOUT_SECONDS * 1000,
+      cloneMaxBytes: env.CLONE_MAX_BYTES,
     },
     gitCredentials: env.gitCredentials,
     s3: createS3Client({
@@ -50,42 +63,112 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),
     ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
     logger,
+    artifacts: new ArtifactArchiver({
+      artifacts: createWorkerArtifactStore(env),
+      builds: store,
+      spoolDir: env.WORK_DIR,
+      logger,
+      ...(metrics ? { onUploadError: (kind) => metrics.artifactUploadErrors.inc({ artifact: kind }) } : {}),
+    }),
+  };
+}
+
+/** One resolver per service for the worker's lifetime, so ECR tokens are shared by its builds. */
+function createRegistryResolvers(env: WorkerEnv): PipelineDeps["registry"] {
+  const dockerHub = new DockerHubResolver({
+    registryHost: env.DOCKERHUB_REGISTRY,
+    ...(env.DOCKERHUB_USERNAME ? { username: env.DOCKERHUB_USERNAME } : {}),
+    ...(env.dockerHubToken ? { token: env.dockerHubToken } : {}),
+  });
+  const ociRegistries = new OciRegistryResolver({ allowlist: env.registryAllowlist, credentials: env.registryCredentials });
+  const ecrRegion = env.ECR_REGION || env.AWS_REGION;
+  return {
+    dockerhub: withRegistryOverride(dockerHub, ociRegistries),
+    // without a region ECR is off here: builds fail with "service ecr is not configured on this worker"
+    ecr: ecrRegion
+      ? new EcrResolver({
+          region: ecrRegion,
+          ...(env.ECR_ENDPOINT ? { endpoint: env.ECR_ENDPOINT } : {}),
+          tokenRefreshMarginMs: env.ECR_TOKEN_REFRESH_MARGIN_SECONDS * 1000,
+          imageTagMutability: env.ECR_TAG_MUTABILITY,
+          scanOnPush: env.ECR_SCAN_ON_PUSH,
+        })
+      : undefined,
   };
 }
 
 /** Wraps the pipeline in BullMQ semantics: permanent failures are unrecoverable, others retry. */
-export function createBuildProcessor(deps: PipelineDeps) {
-  return async (job: Job<BuildJobData>) => {
-    const { buildId, config } = buildJobSchema.parse(job.data);
-    const log = deps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
-    await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
+export function createBuildProcessor(deps: PipelineDeps, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle) {
+  return async (job: Job<BuildJobData>, token?: string) => {
+    metrics?.activeBuilds.inc();
     try {
-      const record = await runBuild(deps, buildId, config);
-      log.info({ image: record.image?.reference }, "build succeeded");
-      return { image: record.image };
-    } catch (error) {
-      const failure = isBuilderError(error)
-        ? error
-        : new BuilderError("INTERNAL", `internal error: ${(error as Error).message ?? String(error)}`, { cause: error });
-      const attemptsLeft = (job.opts.attempts ?? 1) - (job.attemptsMade + 1);
-      const willRetry = failure.retryable && attemptsLeft > 0;
-      log.warn({ code: failure.code, willRetry }, failure.message);
-      await deps.store.appendLog(buildId, "build", `${willRetry ? "attempt failed, will retry" : "build failed"}: ${failure.message}`);
-      if (willRetry) {
-        await deps.store.transition(buildId, "queued", { error: { code: failure.code, message: failure.message } });
-        throw failure;
-      }
-      await deps.store.transition(buildId, "failed", { error: { code: failure.code, message: failure.message } });
-      throw new UnrecoverableError(failure.message);
+      return await processBuild(deps, job, metrics, lifecycle, token);
+    } finally {
+      metrics?.activeBuilds.dec();
     }
   };
+}
+
+async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
+  const { buildId, config } = buildJobSchema.parse(job.data);
+  const log = deps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
+  await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
+  if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) {
+    await deps.store.transitionIfActive(buildId, "cancelled");
+    throw new UnrecoverableError("cancelled before it started");
+  }
+  const supervision = lifecycle?.supervise(buildId, config);
+  try {
+    const record = await runBuild(deps, buildId, config, supervision?.signal);
+    log.info({ image: record.image?.reference }, "build succeeded");
+    metrics?.observeFinished(record);
+    // after the terminal status, so the archived log ends with it; never awaited: S3 must not hold up the job
+    deps.artifacts?.archiveBuild(buildId);
+    return { image: record.image };
+  } catch (error) {
+    const aborted = abortReason(supervision?.signal);
+    if (aborted && lifecycle) {
+      try {
+        return await lifecycle.settleAborted(job, token, buildId, aborted);
+      } finally {
+        if (aborted.kind !== "shutdown") deps.artifacts?.archiveBuild(buildId);
+      }
+    }
+    const failure = isBuilderError(error)
+      ? error
+      : new BuilderError("INTERNAL", `internal error: ${(error as Error).message ?? String(error)}`, { cause: error });
+    const attemptsLeft = (job.opts.attempts ?? 1) - (job.attemptsMade + 1);
+    const willRetry = failure.retryable && attemptsLeft > 0;
+    log.warn({ code: failure.code, willRetry }, failure.message);
+    metrics?.observeFailedAttempt(failure.code);
+    await deps.store.recordAttemptError(buildId, { attempt: job.attemptsMade + 1, code: failure.code, message: failure.message, at: new Date().toISOString() });
+    await deps.store.appendLog(buildId, "build", `${willRetry ? "attempt failed, will retry" : "build failed"}: ${failure.message}`);
+    if (willRetry) {
+      await deps.store.transition(buildId, "queued", { error: { code: failure.code, message: failure.message } });
+      throw failure;
+    }
+    const failed = await deps.store.transition(buildId, "failed", { error: { code: failure.code, message: failure.message } });
+    metrics?.observeFinished(failed);
+    deps.artifacts?.archiveBuild(buildId);
+    throw new UnrecoverableError(failure.message);
+  } finally {
+    supervision?.dispose();
+  }
 }
 
 export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { builder?: ImageBuilder; connection?: Redis } = {}): BuildWorker {
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
   const store = new BuildStore(connection);
-  const deps = createPipelineDeps(env, store, logger, options.builder);
-  const worker = new Worker<BuildJobData>(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME, createBuildProcessor(deps), {
+  const metrics = new WorkerMetrics(env.WORKER_ID);
+  const deps = createPipelineDeps(env, store, logger, options.builder, metrics);
+  const metricsServer: Server | undefined = env.METRICS_PORT
+    ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
+    : undefined;
+  const queueName = env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME;
+  const lifecycle = new BuildLifecycle(store, { queueName, defaultTimeoutSeconds: env.BUILD_TIMEOUT_SECONDS, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS }, logger);
+  // the record's cancel flag (polled while building) covers messages sent before this subscribes
+  void lifecycle.listen(connection).catch((error: Error) => logger.error({ err: error }, "cannot subscribe to cancel requests"));
+  const worker = new Worker<BuildJobData>(queueName, createBuildProcessor(deps, metrics, lifecycle), {
     connection,
     concurrency: env.WORKER_CONCURRENCY,
     // builds run for minutes: a generous lock, renewed by BullMQ while the event loop stays free
@@ -98,8 +181,14 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   return {
     worker,
     deps,
+    metrics,
+    lifecycle,
     async close() {
       await worker.close();
+      await lifecycle.close();
+      // give background uploads a moment; what is left stays "pending" in the records
+      await deps.artifacts?.close();
+      metricsServer?.close();
       if (!options.connection) connection.disconnect();
     },
   };

@@ -64,7 +64,30 @@ export const tagSchema = z.strictObject({
   Value: plainText(256),
 });
 
-export const ignorePatternSchema = plainText(256).min(1, "must not be empty");
+/** A registry host as Docker names it: DNS name or IPv4 address, optional :port, no scheme or path. */
+const REGISTRY_HOST = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::(\d{1,5}))?$/;
+
+export const registryHostSchema = z
+  .string()
+  .max(253, "must be at most 253 characters")
+  .refine((value) => {
+    const match = REGISTRY_HOST.exec(value);
+    return match !== null && (match[1] === undefined || Number(match[1]) <= 65535);
+  }, "must be a registry host[:port] such as ghcr.io or registry.example.com:5000 (lowercase, no scheme or path)");
+
+/**
+ * Wildcard runs (`*`, `**`) per ignore pattern. The dockerignore matcher turns patterns into
+ * backtracking regexes whose cost grows as path-length^runs: `*a*a*a*a*b` against one 255-byte
+ * file name takes over 20 s, `*a*a*a*b` 2.5 s, `*a*a*b` 70 ms.
+ */
+export const MAX_IGNORE_WILDCARDS = 4;
+
+export const ignorePatternSchema = plainText(256)
+  .min(1, "must not be empty")
+  .refine(
+    (value) => (value.match(/\*+/g) ?? []).length <= MAX_IGNORE_WILDCARDS,
+    `must have at most ${MAX_IGNORE_WILDCARDS} wildcards ('*' or '**')`,
+  );
 
 /**
  * The request users send: the original service's config, accepted field for field.
@@ -88,6 +111,13 @@ export const buildConfigSchema = z.strictObject({
   dockerfile: z.union([z.literal(""), relativePathSchema]).optional(),
   tags: z.array(tagSchema).max(50, "must have at most 50 tags").default([]),
   ignores: z.array(ignorePatternSchema).max(500, "must have at most 500 patterns").default([]),
+  /** push to this OCI registry instead of Docker Hub (service dockerhub only; operator-allowlisted) */
+  registry: registryHostSchema.optional(),
+  /** seconds this build may run before it is aborted; capped by the operator's BUILD_TIMEOUT_MAX_SECONDS */
+  timeout: z.number({ error: "must be a whole number of seconds" }).int("must be a whole number of seconds").min(1, "must be at least 1 second").max(7 * 24 * 3600, "must be at most 604800 seconds").optional(),
+}).refine((config) => !(config.registry && config.service === "ecr"), {
+  path: ["registry"],
+  message: "is not used with service ecr (the ECR registry comes from the worker's AWS account); use service dockerhub for other registries",
 });
 
 /** What a user may send (defaults not yet applied). */

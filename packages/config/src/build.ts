@@ -52,8 +52,38 @@ export interface BuildRecord {
   worker?: string;
   image?: PushedImage;
   error?: BuildFailure;
+  /** `sha256:<hex>` of the uncompressed tar context Docker received; archived as contexts/<hex>.tar.gz */
+  contextDigest?: string;
+  /** where the build's archived artifacts stand (uploads happen after the build, in the background) */
+  artifacts?: BuildArtifacts;
+  /** set by DELETE /builds/:id; a worker that missed the cancel message still sees it here */
+  cancelRequestedAt?: string;
+  /** one entry per failed attempt, oldest first (a retried build keeps its history) */
+  attemptErrors?: AttemptError[];
+}
+
+export interface AttemptError {
+  attempt: number;
+  code: ErrorCode;
+  message: string;
+  at: string;
+}
+
+/** pending: not stored yet (retrying while the store is unreachable); failed: gave up or never captured. */
+export type ArtifactUploadStatus = "pending" | "uploaded" | "failed";
+export interface BuildArtifacts {
+  log?: ArtifactUploadStatus;
+  context?: ArtifactUploadStatus;
+  record?: ArtifactUploadStatus;
 }
 
 export type BuildEvent =
   | { type: "status"; status: BuildStatus; at: string; error?: BuildFailure; image?: PushedImage }
   | { type: "log"; phase: "fetch" | "build" | "push"; line: string; at: string };
+
+/** One event as one log line: `2026-… [build] Step 1/8 : FROM …` (REST logs and archived logs share it). */
+export function formatBuildEvent(event: BuildEvent): string {
+  if (event.type === "log") return `${event.at} [${event.phase}] ${event.line}`;
+  const detail = event.error ? `: ${event.error.code}: ${event.error.message}` : event.image ? `: ${event.image.reference}@${event.image.digest ?? ""}` : "";
+  return `${event.at} [status] ${event.status}${detail}`;
+}

@@ -1,1 +1,4 @@
-export {};
+export * from "./paths.js";
+export * from "./messages.js";
+export * from "./loader.js";
+export * from "./mapping.js";

@@ -1,3 +1,5 @@
 export * from "./jobs.js";
 export * from "./redis.js";
 export * from "./store.js";
+export * from "./cancel.js";
+export * from "./unavailable.js";

@@ -1,6 +1,7 @@
 import {
   BuilderError,
   isTerminal,
+  type AttemptError,
   type BuildEvent,
   type BuildRecord,
   type BuildStatus,
@@ -76,7 +77,13 @@ export class BuildStore {
         await this.redis.unwatch();
         throw new BuilderError("NOT_FOUND", `build ${id} not found`);
       }
-      const next = mutate(JSON.parse(raw) as BuildRecord);
+      let next: BuildRecord;
+      try {
+        next = mutate(JSON.parse(raw) as BuildRecord);
+      } catch (error) {
+        await this.redis.unwatch(); // a refusing mutation must not leave the connection watching
+        throw error;
+      }
       next.updatedAt = new Date().toISOString();
       const result = await this.redis.multi().set(key, JSON.stringify(next)).exec();
       if (result) return next;
@@ -101,6 +108,46 @@ export class BuildStore {
       await this.redis.expire(this.eventsKey(id), FINISHED_TTL_SECONDS);
     }
     return record;
+  }
+
+  /**
+   * Like transition, but only while the build is still active: a terminal status is never
+   * overwritten (a cancel racing a finishing worker must not produce two final answers).
+   * Returns undefined when the build had already finished.
+   */
+  async transitionIfActive(id: string, status: BuildStatus, patch: Partial<BuildRecord> = {}): Promise<BuildRecord | undefined> {
+    let finished = false;
+    const at = new Date().toISOString();
+    const record = await this.update(id, (current) => {
+      finished = isTerminal(current.status);
+      return finished ? current : { ...current, ...patch, status, timestamps: { ...current.timestamps, [status]: at } };
+    });
+    if (finished) return undefined;
+    const event: BuildEvent = { type: "status", status, at };
+    if (record.error && status === "failed") event.error = record.error;
+    await this.appendEvent(id, event);
+    if (isTerminal(status)) await this.redis.expire(this.eventsKey(id), FINISHED_TTL_SECONDS);
+    return record;
+  }
+
+  /** Marks a cancel request on the record; CONFLICT when the build has already finished. */
+  async markCancelRequested(id: string): Promise<BuildRecord> {
+    return this.update(id, (current) => {
+      if (isTerminal(current.status)) {
+        throw new BuilderError("CONFLICT", `build ${id} already finished (${current.status}); nothing to cancel`);
+      }
+      return { ...current, cancelRequestedAt: current.cancelRequestedAt ?? new Date().toISOString() };
+    });
+  }
+
+  /** Tells every worker subscribed to `channel` that build `id` should stop. */
+  async announceCancel(channel: string, id: string): Promise<void> {
+    await this.redis.publish(channel, id);
+  }
+
+  /** Appends one failed attempt to the record's history. */
+  async recordAttemptError(id: string, entry: AttemptError): Promise<BuildRecord> {
+    return this.update(id, (current) => ({ ...current, attemptErrors: [...(current.attemptErrors ?? []), entry] }));
   }
 
   async appendEvent(id: string, event: BuildEvent): Promise<string> {

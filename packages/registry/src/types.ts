@@ -15,6 +15,11 @@ export interface PushTarget {
   /** the full reference the image is tagged and pushed as */
   reference: string;
   auth?: RegistryAuth;
+  /**
+   * Short-lived credentials (ECR tokens) can expire while a long build runs; when present,
+   * the pipeline calls this right before pushing instead of using `auth`.
+   */
+  refreshAuth?: () => Promise<RegistryAuth>;
 }
 
 /** Port: turns a build config into where to push and with which credentials. */

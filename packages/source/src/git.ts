@@ -1,14 +1,35 @@
 import fs from "node:fs";
-import { readdir, realpath, rm, stat } from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
+import { readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { BuilderError } from "@m1l0/config";
-import { Errors, checkout, clone, currentBranch, fetch as gitFetch, readCommit, resolveRef, type GitAuth, type GitProgressEvent, type HttpClient } from "isomorphic-git";
+import {
+  Errors,
+  checkout,
+  clone,
+  currentBranch,
+  fetch as gitFetch,
+  readCommit,
+  resolveRef,
+  type GitAuth,
+  type GitHttpRequest,
+  type GitHttpResponse,
+  type GitProgressEvent,
+  type HttpClient,
+} from "isomorphic-git";
 import nodeHttp from "isomorphic-git/http/node";
+import { formatBytes } from "./archive.js";
 import { describeSource, parseGitSource } from "./describe.js";
-import type { FetchSourceOptions, FetchedSource, GitCredential } from "./types.js";
+import { NetworkGuard } from "./network.js";
+import { DEFAULT_CLONE_LIMITS, type FetchSourceOptions, type FetchedSource, type GitCredential, type SourcePolicy } from "./types.js";
 
 /** Idle-socket timeout for each request to the git server. */
 const HTTP_TIMEOUT_MS = 120_000;
+/** Redirects followed per request (GitHub answers renamed repositories with one). */
+const MAX_REDIRECTS = 5;
+/** How long a stopped clone may take to unwind (its requests are aborted) before we return anyway. */
+const SETTLE_MS = 5_000;
 const FULL_SHA = /^[0-9a-f]{40}$/i;
 const NETWORK_CODES = new Set([
   "ECONNREFUSED",
@@ -50,6 +71,8 @@ interface Context {
   ref: string | undefined;
   credential: GitCredential | undefined;
   authSent: boolean;
+  /** why the clone was stopped by a policy or a cap; wins over whatever error isomorphic-git reports */
+  failure: BuilderError | undefined;
   log: (line: string) => void;
   redact: (text: string) => string;
 }
@@ -86,6 +109,7 @@ function scrubbed(ctx: Context, error: unknown): unknown {
 function toBuilderError(ctx: Context, error: unknown): unknown {
   const signal = ctx.options.signal;
   if (signal?.aborted) return signal.reason ?? error;
+  if (ctx.failure) return ctx.failure;
   if (error instanceof BuilderError) return error;
   const code = errorCode(error);
   const message = ctx.redact(error instanceof Error ? error.message : String(error));
@@ -128,7 +152,7 @@ function toBuilderError(ctx: Context, error: unknown): unknown {
 
 /** Errors after which a different fetch strategy cannot help. */
 function isFinal(ctx: Context, error: unknown): boolean {
-  if (ctx.options.signal?.aborted) return true;
+  if (ctx.options.signal?.aborted || ctx.failure) return true;
   const code = errorCode(error);
   return code === Errors.UserCanceledError.code || code === Errors.HttpError.code || code === Errors.SmartHttpError.code || isNetworkError(error);
 }
@@ -168,6 +192,131 @@ function isInside(parent: string, child: string): boolean {
   return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
 }
 
+function checkScheme(url: URL, policy: SourcePolicy): void {
+  if (url.protocol === "http:" && !policy.allowHttp) {
+    throw new BuilderError("SOURCE_NOT_ALLOWED", "http sources are disabled; use https or ask the operator to set ALLOW_HTTP_SOURCES");
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new BuilderError("SOURCE_NOT_ALLOWED", `unsupported git URL scheme ${url.protocol.replace(/:$/, "")}: use https://host/repo.git`);
+  }
+}
+
+/** Passes a response body through, failing once the clone as a whole received more than allowed. */
+async function* countedBody(body: AsyncIterableIterator<Uint8Array>, onChunk: (bytes: number) => void): AsyncGenerator<Uint8Array, void, undefined> {
+  for await (const chunk of body) {
+    onChunk(chunk.byteLength);
+    yield chunk;
+  }
+}
+
+/**
+ * isomorphic-git's Node client with the source policy applied to every request: the scheme
+ * and host of each URL (redirects are followed here, one checked hop at a time), the
+ * addresses actually connected to (a checking `lookup`, so DNS rebinding cannot reach a
+ * refused address), and the clone's byte cap and deadline (`signal`).
+ */
+function guardedHttpClient(
+  ctx: Context,
+  guard: NetworkGuard,
+  signal: AbortSignal,
+  stop: (failure: BuilderError) => void,
+  maxBytes: number,
+): { client: HttpClient; close: () => void } {
+  // Agents of this clone only: no pooled socket opened by anything else is ever reused.
+  const agents = { "http:": new http.Agent({ keepAlive: true }), "https:": new https.Agent({ keepAlive: true }) };
+  let received = 0;
+  const count = (bytes: number) => {
+    received += bytes;
+    if (received > maxBytes) {
+      const failure = new BuilderError(
+        "SOURCE_FETCH_FAILED",
+        `repository ${ctx.shown} is larger than ${formatBytes(maxBytes)} (the worker's CLONE_MAX_BYTES); use an s3 archive or a smaller repository`,
+        { retryable: false },
+      );
+      stop(failure);
+      throw failure;
+    }
+  };
+  const request = async (first: GitHttpRequest): Promise<GitHttpResponse> => {
+    let current = first;
+    for (let hop = 0; ; hop++) {
+      const target = new URL(current.url);
+      try {
+        checkScheme(target, ctx.options.policy);
+        guard.checkUrlHost(target);
+      } catch (error) {
+        if (error instanceof BuilderError) stop(error);
+        throw error;
+      }
+      let response: GitHttpResponse;
+      try {
+        response = await nodeHttp.request({
+          ...current,
+          agent: agents[target.protocol as "http:" | "https:"],
+          signal,
+          fetchOptions: { ...(current.fetchOptions as object | undefined), timeout: HTTP_TIMEOUT_MS, lookup: guard.lookup, followRedirects: false },
+        });
+      } catch (error) {
+        if (error instanceof BuilderError) stop(error);
+        throw error;
+      }
+      const location = response.headers?.location;
+      const method = (current.method ?? "GET").toUpperCase();
+      const redirected = response.statusCode >= 300 && response.statusCode < 400 && location !== undefined;
+      // A GET is re-sent as is; a POST only on 307/308 (which keep the method) with a body held in memory.
+      const replayable = method === "GET" || method === "HEAD" || ((response.statusCode === 307 || response.statusCode === 308) && Array.isArray(current.body));
+      if (!redirected || !replayable) {
+        return response.body ? { ...response, body: countedBody(response.body, count) } : response;
+      }
+      await response.body?.return?.();
+      if (hop >= MAX_REDIRECTS) {
+        const failure = new BuilderError("SOURCE_FETCH_FAILED", `git server ${ctx.host} redirected more than ${MAX_REDIRECTS} times for ${ctx.shown}`, { retryable: false });
+        stop(failure);
+        throw failure;
+      }
+      const next = new URL(location, target);
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(current.headers ?? {})) {
+        // credentials belong to the origin they were given for
+        if (name.toLowerCase() === "host") continue;
+        if (next.origin !== target.origin && ["authorization", "cookie"].includes(name.toLowerCase())) continue;
+        headers[name] = value;
+      }
+      ctx.log(`redirected to ${describeSource(next.href)}`);
+      current = { ...current, url: next.href, headers };
+    }
+  };
+  return {
+    client: { request },
+    close: () => {
+      agents["http:"].destroy();
+      agents["https:"].destroy();
+    },
+  };
+}
+
+/** Log lines naming removed links, at most; the rest are counted. */
+const MAX_LINK_LINES = 20;
+
+/**
+ * Removes symlinks whose target (judged on the link text, never followed) leaves the checkout:
+ * a repository's `main.py -> /etc/passwd` must never let any later step read the worker's files.
+ */
+async function dropEscapingLinks(root: string, log: (line: string) => void): Promise<void> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  let dropped = 0;
+  for (const entry of entries) {
+    if (!entry.isSymbolicLink()) continue;
+    const linkPath = path.join(entry.parentPath, entry.name);
+    const target = await readlink(linkPath);
+    if (!path.isAbsolute(target) && isInside(root, path.resolve(path.dirname(linkPath), target))) continue;
+    await rm(linkPath, { force: true });
+    dropped += 1;
+    if (dropped <= MAX_LINK_LINES) log(`removed symlink ${path.relative(root, linkPath)}: it points outside the repository`);
+  }
+  if (dropped > MAX_LINK_LINES) log(`removed ${dropped - MAX_LINK_LINES} more symlinks pointing outside the repository`);
+}
+
 /**
  * Clones a git repository over http(s) into `options.workDir` with isomorphic-git: shallow and
  * single-branch for a branch or tag; for a full commit sha, a shallow fetch of the sha first
@@ -178,12 +327,11 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   const parsed = parseGitSource(options.source);
   const url = new URL(parsed.url);
   const shown = describeSource(parsed.url);
-  if (url.protocol === "http:" && !options.policy.allowHttp) {
-    throw new BuilderError("SOURCE_NOT_ALLOWED", "http sources are disabled; use https or ask the operator to set ALLOW_HTTP_SOURCES");
-  }
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    throw new BuilderError("SOURCE_NOT_ALLOWED", `unsupported git URL scheme ${url.protocol.replace(/:$/, "")}: use https://host/repo.git`);
-  }
+  checkScheme(url, options.policy);
+  const guard = new NetworkGuard(options.policy);
+  // Refuse before touching the disk; every request is checked again when it connects.
+  guard.checkUrlHost(url);
+  await guard.resolveChecked(url.hostname);
   options.signal?.throwIfAborted();
 
   const credential = credentialFor(options.gitCredentials, url);
@@ -197,18 +345,35 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     ref: parsed.ref,
     credential,
     authSent: false,
+    failure: undefined,
     log: (line) => options.onLog?.(tokens.reduce((text, token) => text.split(token).join("***"), line)),
     redact: (text) => tokens.reduce((acc, token) => acc.split(token).join("***"), text),
   };
 
-  const http: HttpClient = {
-    request: (request) =>
-      nodeHttp.request({
-        ...request,
-        signal: request.signal ?? options.signal,
-        fetchOptions: { ...(request.fetchOptions as object | undefined), timeout: HTTP_TIMEOUT_MS },
-      }),
+  const timeoutMs = options.policy.cloneTimeoutMs ?? DEFAULT_CLONE_LIMITS.timeoutMs;
+  const maxBytes = options.policy.cloneMaxBytes ?? DEFAULT_CLONE_LIMITS.maxBytes;
+  const stopper = new AbortController();
+  const stop = (failure: BuilderError) => {
+    ctx.failure ??= failure;
+    stopper.abort(ctx.failure);
   };
+  const deadline = setTimeout(
+    () =>
+      stop(
+        new BuilderError("SOURCE_FETCH_FAILED", `clone of ${shown} timed out after ${timeoutMs / 1000} s (the worker's CLONE_TIMEOUT_SECONDS)`, {
+          retryable: false,
+        }),
+      ),
+    timeoutMs,
+  );
+  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
+  const guarded = guardedHttpClient(ctx, guard, signal, stop, maxBytes);
+  const http = guarded.client;
+  // isomorphic-git's local work (unpacking, checkout) does not watch the signal: stop waiting for it.
+  const stopped = new Promise<never>((_resolve, reject) => {
+    signal.addEventListener("abort", () => reject(ctx.failure ?? signal.reason), { once: true });
+  });
+  stopped.catch(() => undefined);
   // Credentials only for the source's own host, only when the server asks (401), and only once:
   // a rejected token cancels instead of looping.
   const onAuth = (authUrl: string): GitAuth => {
@@ -228,9 +393,9 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   const common = { fs, http, dir: ctx.dir, url: parsed.url, cache, onAuth, onAuthFailure, onProgress: progress.onProgress };
 
   ctx.log(`cloning ${shown} (${parsed.ref ? `ref ${parsed.ref}` : "default branch"})`);
-  let commit: string;
-  let ref: string | undefined = parsed.ref;
-  try {
+  const work = async (): Promise<{ commit: string; ref: string | undefined }> => {
+    let commit: string;
+    let ref: string | undefined = parsed.ref;
     if (parsed.ref !== undefined && FULL_SHA.test(parsed.ref)) {
       const sha = parsed.ref.toLowerCase();
       let found = false;
@@ -276,8 +441,26 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
       throw new BuilderError("SOURCE_NOT_FOUND", `${shown} has no commits`, { cause: error });
     }
     ref ??= (await currentBranch({ fs, dir: ctx.dir })) ?? undefined;
+    return { commit, ref };
+  };
+  let commit: string;
+  let ref: string | undefined;
+  try {
+    const working = work();
+    // when the deadline wins the race, the clone's own late failure has nobody left to tell
+    working.catch(() => undefined);
+    try {
+      ({ commit, ref } = await Promise.race([working, stopped]));
+    } catch (error) {
+      // isomorphic-git cleans up after a failure: let it finish so nothing lands in workDir after we return
+      await Promise.race([working.then(undefined, () => undefined), new Promise((resolve) => setTimeout(resolve, SETTLE_MS).unref())]);
+      throw error;
+    }
   } catch (error) {
     throw toBuilderError(ctx, error);
+  } finally {
+    clearTimeout(deadline);
+    guarded.close();
   }
   ctx.log(`resolved commit ${commit}${ref && ref !== commit ? ` (${ref})` : ""}`);
   // The history is never useful in an image, and it is the largest part of a checkout.
@@ -298,6 +481,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     if (!(await stat(real)).isDirectory()) throw notFound("is not a directory");
     root = path.join(ctx.dir, path.relative(realRoot, real));
   }
+  await dropEscapingLinks(ctx.dir, ctx.log);
   const result: FetchedSource = { kind: "git", root, commit };
   if (ref !== undefined) result.ref = ref;
   return result;

@@ -1,8 +1,10 @@
 export { fetchSource } from "./fetch.js";
 export { describeSource, parseGitSource } from "./describe.js";
 export { extractTarGz, type ExtractOptions, type ExtractStats } from "./archive.js";
+export { NetworkGuard, classifyAddress, type NetworkPolicy } from "./network.js";
 export {
   DEFAULT_ARCHIVE_LIMITS,
+  DEFAULT_CLONE_LIMITS,
   type ArchiveLimits,
   type FetchSourceOptions,
   type FetchedSource,

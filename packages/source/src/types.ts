@@ -7,7 +7,20 @@ export interface SourcePolicy {
   allowDir: boolean;
   /** dir:// paths must be under one of these (absolute) */
   dirRoots?: string[];
+  /** let git hosts resolve to private/loopback/link-local addresses (cloud metadata stays refused) */
+  allowPrivateHosts?: boolean;
+  /** host names, addresses or CIDRs a git source may use even when private (tests: 127.0.0.0/8) */
+  hostAllowlist?: string[];
+  /** wall-clock cap on one git clone (default DEFAULT_CLONE_LIMITS.timeoutMs) */
+  cloneTimeoutMs?: number;
+  /** cap on bytes received from the git server for one clone (default DEFAULT_CLONE_LIMITS.maxBytes) */
+  cloneMaxBytes?: number;
 }
+
+export const DEFAULT_CLONE_LIMITS = Object.freeze({
+  timeoutMs: 10 * 60_000,
+  maxBytes: 2 * 1024 ** 3,
+});
 
 export interface GitCredential {
   /** host[:port], as in the repository URL */

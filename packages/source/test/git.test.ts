@@ -9,7 +9,8 @@ import { GIT_FIXTURES_DIR, GIT_SERVER_URL, PRIVATE_TOKEN, PRIVATE_USERNAME, git,
 const serverHost = new URL(GIT_SERVER_URL).host;
 const PUBLIC = `${GIT_SERVER_URL}/examples/mnist.git`;
 const PRIVATE = `${GIT_SERVER_URL}/private/mnist.git`;
-const policy = { allowHttp: true, allowDir: false };
+// the local git server is on loopback: allowlisted explicitly, as an operator would for an internal host
+const policy = { allowHttp: true, allowDir: false, hostAllowlist: ["127.0.0.0/8", "::1"] };
 
 /** A repository made for these tests: history on main, an annotated tag, a side branch, a subdirectory, a symlink out. */
 const fixture = {

@@ -36,8 +36,14 @@ export async function freePort(): Promise<number> {
 
 export interface RunningStack {
   apiUrl: string;
+  /** host:port of the API's plaintext gRPC server */
+  grpcAddress: string;
   queueName: string;
   logs: string[];
+  /** every worker process started so far: [0] is the default one, then `extraWorkers`, then startWorker() */
+  workers: ChildProcess[];
+  /** starts one more worker on the same queue; `env` overrides e.g. WORKER_ID, DOCKER_SOCKET */
+  startWorker(env?: NodeJS.ProcessEnv): ChildProcess;
   stop(): Promise<void>;
 }
 
@@ -51,44 +57,61 @@ function spawnNode(script: string, env: NodeJS.ProcessEnv, logs: string[], label
 
 /**
  * Starts the built API and worker (apps/*\/dist) as separate processes with a queue of
- * their own, configured like scripts/stack.sh. `overrides` changes the worker's env.
+ * their own, configured like scripts/stack.sh. `workerEnv` / `apiEnv` add to or override each process's env.
  */
-export async function startStack(options: { workerEnv?: NodeJS.ProcessEnv; concurrency?: number } = {}): Promise<RunningStack> {
+export async function startStack(
+  options: {
+    workerEnv?: NodeJS.ProcessEnv;
+    apiEnv?: NodeJS.ProcessEnv;
+    concurrency?: number;
+    /** more workers on the same queue, each env added on top of the first worker's (fleet tests) */
+    extraWorkers?: NodeJS.ProcessEnv[];
+    /** a Redis other than the shared one (e.g. one a test restarts) */
+    redisUrl?: string;
+  } = {},
+): Promise<RunningStack> {
   const port = await freePort();
+  const grpcPort = await freePort();
   const queueName = `e2e-${randomUUID()}`;
   const tokenDir = mkdtempSync(path.join(tmpdir(), "m1l0-secret-"));
   const tokenFile = path.join(tokenDir, "registry-token");
   writeFileSync(tokenFile, services.registryPassword, { mode: 0o600 });
   const common: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    REDIS_URL: services.redisUrl,
+    REDIS_URL: options.redisUrl ?? services.redisUrl,
     BUILD_QUEUE_NAME: queueName,
     ALLOW_HTTP_SOURCES: "true",
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: "info",
   };
   const logs: string[] = [];
-  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, HOST: "127.0.0.1", PORT: String(port) }, logs, "api");
-  const worker = spawnNode(
-    path.join(ROOT_DIR, "apps/worker/dist/main.js"),
-    {
-      ...common,
-      WORKER_CONCURRENCY: String(options.concurrency ?? 2),
-      DOCKERHUB_REGISTRY: services.registryHost,
-      DOCKERHUB_USERNAME: services.registryUsername,
-      DOCKERHUB_TOKEN_FILE: tokenFile,
-      GIT_CREDENTIALS: `${new URL(services.gitServerUrl).host}=${services.gitPrivateUsername}:${services.gitPrivateToken}`,
-      S3_ENDPOINT: services.s3Endpoint,
-      S3_FORCE_PATH_STYLE: "true",
-      AWS_ACCESS_KEY_ID: "S3RVER",
-      AWS_SECRET_ACCESS_KEY: "S3RVER",
-      AWS_REGION: "us-east-1",
-      BUILD_NETWORK: "none",
-      ...options.workerEnv,
-    },
-    logs,
-    "worker",
-  );
+  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort), ...options.apiEnv }, logs, "api");
+  const workerEnv: NodeJS.ProcessEnv = {
+    ...common,
+    WORKER_CONCURRENCY: String(options.concurrency ?? 2),
+    DOCKERHUB_REGISTRY: services.registryHost,
+    DOCKERHUB_USERNAME: services.registryUsername,
+    DOCKERHUB_TOKEN_FILE: tokenFile,
+    GIT_CREDENTIALS: `${new URL(services.gitServerUrl).host}=${services.gitPrivateUsername}:${services.gitPrivateToken}`,
+    // the local git server is on loopback, which sources may only use when allowlisted
+    SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
+    S3_ENDPOINT: services.s3Endpoint,
+    S3_FORCE_PATH_STYLE: "true",
+    AWS_ACCESS_KEY_ID: "S3RVER",
+    AWS_SECRET_ACCESS_KEY: "S3RVER",
+    AWS_REGION: "us-east-1",
+    BUILD_NETWORK: "none",
+    ...options.workerEnv,
+  };
+  const workers: ChildProcess[] = [];
+  const startWorker = (env: NodeJS.ProcessEnv = {}): ChildProcess => {
+    const label = workers.length === 0 ? "worker" : `worker${workers.length + 1}`;
+    const child = spawnNode(path.join(ROOT_DIR, "apps/worker/dist/main.js"), { ...workerEnv, ...env }, logs, label);
+    workers.push(child);
+    return child;
+  };
+  startWorker();
+  for (const env of options.extraWorkers ?? []) startWorker(env);
   const apiUrl = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -109,10 +132,13 @@ export async function startStack(options: { workerEnv?: NodeJS.ProcessEnv; concu
     });
   return {
     apiUrl,
+    grpcAddress: `127.0.0.1:${grpcPort}`,
     queueName,
     logs,
+    workers,
+    startWorker,
     async stop() {
-      await Promise.all([stopChild(api), stopChild(worker)]);
+      await Promise.all([stopChild(api), ...workers.map(stopChild)]);
       rmSync(tokenDir, { recursive: true, force: true });
     },
   };

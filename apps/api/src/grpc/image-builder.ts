@@ -1,0 +1,133 @@
+import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from "@grpc/grpc-js";
+import { isTerminal, type BuildRecord } from "@m1l0/config";
+import {
+  buildRequestToConfigInput,
+  type BuildRequestMessage,
+  type BuildResponseMessage,
+  type FindRequestMessage,
+  type FindResponseMessage,
+  type PushRequestMessage,
+  type PushResponseMessage,
+} from "@m1l0/proto";
+import type { BuildStore } from "@m1l0/queue";
+import { once } from "node:events";
+import type { BuildService } from "../builds.js";
+import { buildEndedError, buildNotFinishedError, requireBuildId, toServiceError, type ErrorLogger } from "./errors.js";
+
+export interface GrpcLogger extends ErrorLogger {
+  info(object: object, message: string): void;
+}
+
+export interface ImageBuilderDeps {
+  builds: BuildService;
+  store: BuildStore;
+  logger: GrpcLogger;
+}
+
+type StreamingCall<Request, Response> = ServerWritableStream<Request, Response>;
+
+/** Aborts when the client goes away, which ends BuildStore.follow. */
+function abortOnCancel(call: { on(event: "cancelled", listener: () => void): unknown }): AbortSignal {
+  const controller = new AbortController();
+  call.on("cancelled", () => controller.abort());
+  return controller.signal;
+}
+
+/** Writes one message, waiting for the client to drain if it reads slower than the build logs. */
+async function send<Response>(call: StreamingCall<unknown, Response>, message: Response, signal: AbortSignal): Promise<void> {
+  if (call.write(message)) return;
+  try {
+    await once(call, "drain", { signal });
+  } catch {
+    // aborted: the caller's loop sees the signal and stops
+  }
+}
+
+const succeeded = (record: BuildRecord) => record.status === "succeeded" || record.status === "cached";
+
+/**
+ * ImageBuilderService over the same BuildService and BuildStore as REST, so a gRPC build is
+ * an ordinary build record and any replica can stream any build.
+ */
+export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImplementation {
+  const { builds, store, logger } = deps;
+
+  const fail = (call: StreamingCall<unknown, unknown>, signal: AbortSignal, error: unknown) => {
+    if (!signal.aborted) call.emit("error", toServiceError(error, logger));
+  };
+
+  return {
+    /** Submits under the client's id (or attaches to that build) and streams fetch + build logs. */
+    Build: async (call: StreamingCall<BuildRequestMessage, BuildResponseMessage>) => {
+      const signal = abortOnCancel(call);
+      try {
+        const id = requireBuildId(call.request.id);
+        const { created } = await builds.submit(buildRequestToConfigInput(call.request), { id });
+        logger.info({ buildId: id, created }, created ? "gRPC Build enqueued a build" : "gRPC Build attached to an existing build");
+        for await (const { event } of store.follow(id, "0", signal)) {
+          if (event.type === "log") {
+            if (event.phase !== "push") await send(call, { body: event.line }, signal);
+            continue;
+          }
+          if (event.status !== "pushing" && !isTerminal(event.status)) continue;
+          const record = await store.require(id);
+          // the worker records the target when pushing starts; the build phase is over then
+          if (record.image && (event.status === "pushing" || succeeded(record))) {
+            await send(call, { body: `imagename: ${record.image.reference}` }, signal);
+            call.end();
+            return;
+          }
+          if (isTerminal(event.status)) break;
+        }
+        if (signal.aborted) return;
+        const record = await store.require(id);
+        if (succeeded(record) && record.image) {
+          await send(call, { body: `imagename: ${record.image.reference}` }, signal);
+          call.end();
+          return;
+        }
+        call.emit("error", buildEndedError(record));
+      } catch (error) {
+        fail(call, signal, error);
+      }
+    },
+
+    /** Our workers push as part of the build job, so Push follows that build's push phase. */
+    Push: async (call: StreamingCall<PushRequestMessage, PushResponseMessage>) => {
+      const signal = abortOnCancel(call);
+      try {
+        const id = requireBuildId(call.request.id);
+        await store.require(id);
+        for await (const { event } of store.follow(id, "0", signal)) {
+          if (event.type === "log" && event.phase === "push") await send(call, { body: event.line }, signal);
+        }
+        if (signal.aborted) return;
+        const record = await store.require(id);
+        if (succeeded(record) && record.image) {
+          await send(call, { body: `repository: ${record.image.reference}` }, signal);
+          call.end();
+          return;
+        }
+        call.emit("error", buildEndedError(record));
+      } catch (error) {
+        fail(call, signal, error);
+      }
+    },
+
+    /** The pushed image of a finished build: `image` pinned by digest, `repository` the tagged reference. */
+    Find: async (call: ServerUnaryCall<FindRequestMessage, FindResponseMessage>, callback: sendUnaryData<FindResponseMessage>) => {
+      try {
+        const id = requireBuildId(call.request.id);
+        const record = await store.require(id);
+        if (!succeeded(record) || !record.image?.digest) {
+          callback(isTerminal(record.status) && !succeeded(record) ? buildEndedError(record) : buildNotFinishedError(record));
+          return;
+        }
+        const { registry, repository, digest, reference } = record.image;
+        callback(null, { id, image: `${registry}/${repository}@${digest}`, repository: reference });
+      } catch (error) {
+        callback(toServiceError(error, logger));
+      }
+    },
+  };
+}

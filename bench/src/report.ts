@@ -1,0 +1,74 @@
+import os from "node:os";
+
+/** One benchmark's section in BENCHMARKS.md: a table plus notes (method, noise, caveats). */
+export interface Table {
+  title: string;
+  columns: string[];
+  rows: string[][];
+  notes: string[];
+}
+
+const escapeCell = (text: string) => text.replace(/\|/g, "\\|").replace(/\n/g, " ");
+
+export function renderTable(table: Table): string {
+  const lines = [`## ${table.title}`, ""];
+  lines.push(`| ${table.columns.map(escapeCell).join(" | ")} |`);
+  lines.push(`|${table.columns.map(() => "---").join("|")}|`);
+  for (const row of table.rows) lines.push(`| ${row.map(escapeCell).join(" | ")} |`);
+  if (table.notes.length > 0) {
+    lines.push("");
+    for (const note of table.notes) lines.push(`- ${note}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export interface Machine {
+  cpus: string;
+  cores: number;
+  memory: string;
+  os: string;
+  node: string;
+  loadAverage: string;
+}
+
+export function describeMachine(): Machine {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus[0]?.model ?? "unknown",
+    cores: cpus.length,
+    memory: `${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB`,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    loadAverage: os.loadavg().map((value) => value.toFixed(2)).join(" / "),
+  };
+}
+
+export interface ReportInput {
+  command: string;
+  startedAt: Date;
+  finishedAt: Date;
+  machineBefore: Machine;
+  loadAfter: string;
+  quick: boolean;
+  sections: string[];
+}
+
+export function renderReport(input: ReportInput): string {
+  const machine = input.machineBefore;
+  const minutes = ((input.finishedAt.getTime() - input.startedAt.getTime()) / 60_000).toFixed(1);
+  return [
+    "# Benchmarks",
+    "",
+    "Written by the benchmark runner (`bench/src/main.ts`); do not edit by hand — rerun it.",
+    "",
+    `- command: \`${input.command}\`${input.quick ? " (quick smoke run: few repetitions, small tree — figures are indicative only)" : ""}`,
+    `- date: ${input.startedAt.toISOString()} (took ${minutes} min)`,
+    `- machine: ${machine.cores} cores (${machine.cpus}), ${machine.memory} RAM, ${machine.os}, Node ${machine.node}`,
+    `- load average (1/5/15 min) before: ${machine.loadAverage}; after: ${input.loadAfter}`,
+    "- Figures are medians with (min–max, n) over repetitions; compared variants alternate within one run.",
+    "  Ratios are ours ÷ baseline (for times lower is better, for throughput higher is better).",
+    "  Targets come from issue 8 and are reported, never asserted.",
+    "",
+    ...input.sections,
+  ].join("\n");
+}

@@ -1,0 +1,61 @@
+import type { FieldIssue } from "@m1l0/config";
+
+/** Code used when the API could not be reached at all (no HTTP response). */
+export const API_UNREACHABLE = "API_UNREACHABLE";
+
+/**
+ * An error answered by the M1L0 API (or the absence of an answer: status 0).
+ * `code` is the server's stable error code (e.g. VALIDATION_FAILED, NOT_FOUND);
+ * `issues` names every offending field of a rejected config.
+ */
+export class M1l0ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly issues: FieldIssue[];
+
+  constructor(status: number, code: string, message: string, options: { issues?: FieldIssue[]; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "M1l0ApiError";
+    this.status = status;
+    this.code = code;
+    this.issues = options.issues ?? [];
+  }
+}
+
+/** wait() gave up before the build reached a final status; the build itself keeps running. */
+export class M1l0TimeoutError extends Error {
+  readonly buildId: string;
+
+  constructor(buildId: string, timeoutMs: number) {
+    super(`build ${buildId} did not finish within ${timeoutMs} ms (it keeps running on the server)`);
+    this.name = "M1l0TimeoutError";
+    this.buildId = buildId;
+  }
+}
+
+interface ErrorBody {
+  error?: { code?: unknown; message?: unknown; issues?: unknown };
+}
+
+function toIssues(value: unknown): FieldIssue[] {
+  if (!Array.isArray(value)) return [];
+  return value.flatMap((item: unknown) => {
+    const candidate = item as Partial<FieldIssue> | null;
+    return candidate && typeof candidate.field === "string" && typeof candidate.message === "string" ? [{ field: candidate.field, message: candidate.message }] : [];
+  });
+}
+
+/** Turns a non-2xx response into an M1l0ApiError, tolerating bodies that are not our JSON. */
+export async function errorFromResponse(response: Response): Promise<M1l0ApiError> {
+  const text = await response.text().catch(() => "");
+  let body: ErrorBody | undefined;
+  try {
+    body = JSON.parse(text) as ErrorBody;
+  } catch {
+    body = undefined;
+  }
+  const error = body?.error;
+  const code = typeof error?.code === "string" ? error.code : `HTTP_${response.status}`;
+  const message = typeof error?.message === "string" ? error.message : text.trim() || `${response.status} ${response.statusText}`;
+  return new M1l0ApiError(response.status, code, message, { issues: toIssues(error?.issues) });
+}

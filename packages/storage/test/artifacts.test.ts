@@ -1,0 +1,59 @@
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { text } from "node:stream/consumers";
+import { afterAll, describe, expect, it } from "vitest";
+import { LocalArtifactStore, S3ArtifactStore, createS3Client, deleteObject, type ArtifactStore } from "../src/index.js";
+
+const endpoint = process.env.S3_ENDPOINT ?? "http://127.0.0.1:4569";
+const bucket = process.env.S3_BUCKET ?? "m1l0-builds";
+const client = createS3Client({ endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } });
+const s3Prefix = `test/artifacts/${randomUUID()}/`;
+const localDir = mkdtempSync(path.join(tmpdir(), "m1l0-artifacts-test-"));
+const written: string[] = [];
+
+afterAll(async () => {
+  for (const key of written) await deleteObject(client, bucket, s3Prefix + key).catch(() => undefined);
+  client.destroy();
+  rmSync(localDir, { recursive: true, force: true });
+});
+
+const stores: Array<[string, ArtifactStore]> = [
+  ["S3 (s3rver)", new S3ArtifactStore(client, bucket, s3Prefix)],
+  ["local folder", new LocalArtifactStore(localDir)],
+];
+
+describe.each(stores)("ArtifactStore: %s", (_name, store) => {
+  it("stores strings and streams, reports existence, and answers undefined for missing keys", async () => {
+    written.push("logs/a.log", "contexts/abc.tar.gz");
+    expect(await store.exists("logs/a.log")).toBe(false);
+    expect(await store.get("logs/a.log")).toBeUndefined();
+    await store.put("logs/a.log", "line 1\nline 2\n", "text/plain");
+    expect(await store.exists("logs/a.log")).toBe(true);
+    expect(await text((await store.get("logs/a.log"))!)).toBe("line 1\nline 2\n");
+    const chunks = Array.from({ length: 3 }, (_, i) => Buffer.alloc(1024 * 1024, i));
+    await store.put("contexts/abc.tar.gz", Readable.from(chunks));
+    const body = await store.get("contexts/abc.tar.gz");
+    const received: Buffer[] = [];
+    for await (const chunk of body!) received.push(chunk as Buffer);
+    expect(Buffer.concat(received).equals(Buffer.concat(chunks))).toBe(true);
+  });
+
+  it("lists a prefix newest first, up to a limit", async () => {
+    for (const id of ["r1", "r2", "r3"]) {
+      written.push(`records/${id}.json`);
+      await store.put(`records/${id}.json`, JSON.stringify({ id }));
+      // S3 LastModified has one-second resolution
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+    }
+    const listed = await store.list("records/", 2);
+    expect(listed.map((item) => item.key)).toEqual(["records/r3.json", "records/r2.json"]);
+    expect(listed[0]!.size).toBeGreaterThan(0);
+  });
+});
+
+it("the local store refuses keys that leave its folder", async () => {
+  await expect(new LocalArtifactStore(localDir).put("../escape.txt", "x")).rejects.toThrow(/leaves the store/);
+});

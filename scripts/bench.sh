@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (issue 8) against real services, installing and starting whatever is
+# missing first, like scripts/test.sh. A full run writes BENCHMARKS.md (~10 min);
+#   bash scripts/bench.sh --quick     # CI smoke test (< ~2 min), prints the tables only
+#   bash scripts/bench.sh --only overhead,packing,ingress,pickup
+# Extra arguments go to the runner (bench/src/main.ts).
+source "$(dirname "$0")/lib.sh"
+need_root
+
+bash "$ROOT_DIR/scripts/install.sh"
+bash "$ROOT_DIR/scripts/services.sh" up
+bash "$ROOT_DIR/scripts/base-images.sh"
+
+cd "$ROOT_DIR"
+# The runner spawns apps/*/dist and its own bench/dist children: build them all first.
+pnpm -s turbo run build --output-logs=errors-only
+log "running benchmarks"
+exec node bench/dist/main.js "$@"

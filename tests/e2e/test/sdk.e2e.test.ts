@@ -1,0 +1,146 @@
+import { M1l0ApiError, M1l0Client, type WatchedEvent } from "@m1l0/sdk";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { ROOT_DIR, services, startStack, type RunningStack } from "../src/index.js";
+
+const mnistText = readFileSync(path.join(ROOT_DIR, "examples/mnist/m1l0.yaml"), "utf8");
+const mnistConfig = parse(mnistText) as Record<string, unknown>;
+const run = Date.now().toString(36);
+
+let stack: RunningStack;
+let client: M1l0Client;
+/** the build of the first test, reused to check resuming on a finished event stream */
+let finishedBuildId: string | undefined;
+
+async function collect(events: AsyncIterable<WatchedEvent>): Promise<WatchedEvent[]> {
+  const items: WatchedEvent[] = [];
+  for await (const item of events) items.push(item);
+  return items;
+}
+
+beforeAll(async () => {
+  stack = await startStack();
+  client = new M1l0Client({ baseUrl: stack.apiUrl });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe("SDK against the real stack", () => {
+  it("submits YAML text, watches status changes and log lines live, and waits for the pushed image", async () => {
+    const revision = `sdk-${run}`;
+    const submitted = await client.submit(mnistText.replace(/^revision: .*$/m, `revision: ${revision}`));
+    expect(submitted.id).toMatch(/^bld_/);
+    expect(submitted.status).toBe("queued");
+    finishedBuildId = submitted.id;
+
+    const waiting = client.wait(submitted.id, { timeoutMs: 300_000 });
+    const events = await collect(client.watch(submitted.id));
+    const record = await waiting;
+
+    const statuses = events.flatMap(({ event }) => (event.type === "status" ? [event.status] : []));
+    expect(statuses, stack.logs.join("\n")).toEqual(["queued", "fetching", "building", "pushing", "succeeded"]);
+    const last = events.at(-1)?.event;
+    expect(last).toMatchObject({ type: "status", status: "succeeded" });
+    // log lines of every phase arrive before the final status, each after its phase began
+    const indexOf = (status: string) => events.findIndex(({ event }) => event.type === "status" && event.status === status);
+    const buildStep = events.findIndex(({ event }) => event.type === "log" && /^Step \d+\/\d+ : /.test(event.line));
+    const pushLine = events.findIndex(({ event }) => event.type === "log" && event.phase === "push");
+    expect(buildStep).toBeGreaterThan(indexOf("building"));
+    expect(buildStep).toBeLessThan(indexOf("pushing"));
+    expect(pushLine).toBeGreaterThan(indexOf("pushing"));
+    expect(pushLine).toBeLessThan(indexOf("succeeded"));
+    // stream ids are unique and increasing
+    const ids = events.map(({ id }) => id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect([...ids].sort((a, b) => (streamIdLess(a, b) ? -1 : 1))).toEqual(ids);
+
+    expect(record).toMatchObject({ id: submitted.id, status: "succeeded" });
+    expect(record.image?.reference).toBe(`${services.registryHost}/m1l0/mnist:${revision}`);
+    expect(record.image?.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect((last as { image?: { digest?: string } }).image?.digest).toBe(record.image?.digest);
+
+    // the record may gain fields afterwards (e.g. artifact uploads), never lose these
+    expect(await client.get(submitted.id)).toMatchObject({ id: record.id, status: "succeeded", image: record.image, commit: record.commit });
+    expect((await client.list({ limit: 10 })).map((build) => build.id)).toContain(submitted.id);
+    expect((await client.list({ status: "failed" })).map((build) => build.id)).not.toContain(submitted.id);
+    expect(await client.logs(submitted.id)).toMatch(/\[push\] pushed .*@sha256:[0-9a-f]{64}/);
+  });
+
+  it("turns a rejected config into an M1l0ApiError naming every bad field", async () => {
+    const error = await client.submit({ ...mnistConfig, repository: "Not A Repo", pyversion: 3.11, colour: "blue" } as never).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(M1l0ApiError);
+    const apiError = error as M1l0ApiError;
+    expect(apiError.status).toBe(400);
+    expect(apiError.code).toBe("VALIDATION_FAILED");
+    expect(apiError.issues.map((issue) => issue.field).sort()).toEqual(["colour", "pyversion", "repository"]);
+    expect(apiError.issues.find((issue) => issue.field === "pyversion")?.message).toMatch(/quote it/);
+  });
+
+  it("reports an unknown build as NOT_FOUND and an unreachable API as API_UNREACHABLE", async () => {
+    await expect(client.get("bld_doesnotexist")).rejects.toMatchObject({ name: "M1l0ApiError", status: 404, code: "NOT_FOUND" });
+    const nowhere = new M1l0Client({ baseUrl: "http://127.0.0.1:1" });
+    await expect(nowhere.list()).rejects.toMatchObject({ status: 0, code: "API_UNREACHABLE" });
+  });
+
+  it("resumes from lastEventId, and after a dropped connection, without duplicates or gaps", async () => {
+    expect(finishedBuildId, "needs the build of the first test").toBeDefined();
+    const id = finishedBuildId!;
+    const all = await collect(client.watch(id));
+    expect(all.length).toBeGreaterThan(10);
+
+    const middle = Math.floor(all.length / 2);
+    const resumed = await collect(client.watch(id, { lastEventId: all[middle]!.id }));
+    expect(resumed).toEqual(all.slice(middle + 1));
+
+    // a connection that breaks mid-frame: the SDK reconnects with Last-Event-ID
+    let followRequests = 0;
+    const lastEventIds: Array<string | null> = [];
+    const flakyFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (!String(input).includes("follow=1")) return response;
+      followRequests++;
+      lastEventIds.push(new Headers(init?.headers).get("last-event-id"));
+      if (followRequests > 1) return response;
+      return new Response(cutAfter(response.body!, 1500), { status: response.status, headers: response.headers });
+    };
+    const flaky = new M1l0Client({ baseUrl: stack.apiUrl, fetch: flakyFetch });
+    const recovered = await collect(flaky.watch(id));
+    expect(followRequests).toBe(2);
+    expect(lastEventIds[0]).toBeNull();
+    expect(lastEventIds[1]).toMatch(/^\d+-\d+$/);
+    expect(recovered).toEqual(all);
+  });
+});
+
+/** Passes `limit` bytes through, then fails the stream like a dropped TCP connection. */
+function cutAfter(body: ReadableStream<Uint8Array>, limit: number): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let sent = 0;
+  return new ReadableStream({
+    async pull(controller) {
+      if (sent >= limit) {
+        await reader.cancel();
+        controller.error(new TypeError("terminated: other side closed"));
+        return;
+      }
+      const { value, done } = await reader.read();
+      if (done) return controller.close();
+      const chunk = value.subarray(0, limit - sent);
+      sent += chunk.length;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+function streamIdLess(a: string, b: string): boolean {
+  const [aTime = 0, aSeq = 0] = a.split("-").map(Number);
+  const [bTime = 0, bSeq = 0] = b.split("-").map(Number);
+  return aTime < bTime || (aTime === bTime && aSeq < bSeq);
+}

@@ -1,0 +1,180 @@
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { Redis } from "ioredis";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { startEcrStandIn, type EcrStandIn } from "../src/ecr-standin.js";
+import { ROOT_DIR, createGitFixture, getBuild, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+
+const mnistDir = path.join(ROOT_DIR, "examples/mnist");
+const mnistConfig = parse(readFileSync(path.join(mnistDir, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
+const run = Date.now().toString(36);
+const AWS_SECRET_ACCESS_KEY = "S3RVER"; // s3rver accepts only this identity; the worker's ECR calls use it too
+
+let standIn: EcrStandIn;
+let stack: RunningStack;
+let redis: Redis;
+let s3: S3Client;
+const cleanups: Array<() => void> = [];
+
+interface Finding {
+  where: string;
+  needle: string;
+}
+
+function findNeedles(where: string, haystack: string, needles: readonly string[], findings: Finding[]): void {
+  for (const needle of needles) if (haystack.includes(needle)) findings.push({ where, needle });
+}
+
+/** Every key and every value of every type in the whole Redis database. */
+async function scanRedis(needles: readonly string[]): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "COUNT", "500");
+    cursor = next;
+    for (const key of keys) {
+      findNeedles(`redis key ${key}`, key, needles, findings);
+      const type = await redis.type(key);
+      let text: string;
+      switch (type) {
+        case "string":
+          text = (await redis.getBuffer(key))?.toString("latin1") ?? "";
+          break;
+        case "hash":
+          text = JSON.stringify(await redis.hgetall(key));
+          break;
+        case "list":
+          text = JSON.stringify(await redis.lrange(key, 0, -1));
+          break;
+        case "set":
+          text = JSON.stringify(await redis.smembers(key));
+          break;
+        case "zset":
+          text = JSON.stringify(await redis.zrange(key, "0", "-1", "WITHSCORES"));
+          break;
+        case "stream":
+          text = JSON.stringify(await redis.xrange(key, "-", "+"));
+          break;
+        case "none":
+          continue; // expired between SCAN and TYPE
+        default:
+          throw new Error(`secret scan cannot read Redis type ${type} (key ${key})`);
+      }
+      findNeedles(`redis ${type} ${key}`, text, needles, findings);
+    }
+  } while (cursor !== "0");
+  return findings;
+}
+
+/** Every object in the bucket, gunzipped too (contexts and logs may be compressed). */
+async function scanS3(needles: readonly string[]): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: services.s3Bucket, ...(token ? { ContinuationToken: token } : {}) }));
+    for (const object of page.Contents ?? []) {
+      findNeedles(`s3 key ${object.Key}`, object.Key ?? "", needles, findings);
+      const body = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: services.s3Bucket, Key: object.Key }))).Body!.transformToByteArray());
+      findNeedles(`s3 object ${object.Key}`, body.toString("latin1"), needles, findings);
+      if (body[0] === 0x1f && body[1] === 0x8b) {
+        findNeedles(`s3 object ${object.Key} (gunzipped)`, gunzipSync(body).toString("latin1"), needles, findings);
+      }
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return findings;
+}
+
+beforeAll(async () => {
+  redis = new Redis(services.redisUrl, { maxRetriesPerRequest: 3 });
+  s3 = new S3Client({ region: "us-east-1", endpoint: services.s3Endpoint, forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: AWS_SECRET_ACCESS_KEY } });
+  standIn = await startEcrStandIn({
+    proxyEndpoint: `http://${services.registryHost}`,
+    username: services.registryUsername,
+    password: services.registryPassword,
+    acceptedAccessKeyIds: ["S3RVER"],
+  });
+  stack = await startStack({
+    workerEnv: {
+      AWS_ACCESS_KEY_ID: "S3RVER",
+      AWS_SECRET_ACCESS_KEY,
+      ECR_REGION: "us-east-1",
+      ECR_ENDPOINT: standIn.endpoint,
+      REGISTRY_ALLOWLIST: services.registryHost,
+      REGISTRY_CREDENTIALS: `${services.registryHost}=${services.registryUsername}:${services.registryPassword}`,
+      LOG_LEVEL: "debug", // the most our processes ever log
+    },
+    apiEnv: { REGISTRY_ALLOWLIST: services.registryHost, LOG_LEVEL: "debug" },
+  });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await standIn?.close();
+  redis?.disconnect();
+  for (const cleanup of cleanups) cleanup();
+});
+
+describe("credentials never leak", () => {
+  it("the scan finds a planted secret in Redis and S3 (so an empty result means something)", async () => {
+    const marker = `m1l0-planted-marker-${randomUUID()}`;
+    const hashKey = `m1l0:e2e-secret-scan:${run}:hash`;
+    const streamKey = `m1l0:e2e-secret-scan:${run}:stream`;
+    const objectKey = `e2e-secret-scan/${run}.json.gz`;
+    await redis.hset(hashKey, "data", JSON.stringify({ nested: { value: marker } }));
+    await redis.xadd(streamKey, "*", "e", `line with ${marker} inside`);
+    await s3.send(new PutObjectCommand({ Bucket: services.s3Bucket, Key: objectKey, Body: gzipSync(`{"x":"${marker}"}`) }));
+    try {
+      const redisFindings = await scanRedis([marker]);
+      expect(redisFindings.map((finding) => finding.where).sort()).toEqual([`redis hash ${hashKey}`, `redis stream ${streamKey}`]);
+      expect((await scanS3([marker])).map((finding) => finding.where)).toEqual([`s3 object ${objectKey} (gunzipped)`]);
+    } finally {
+      await redis.del(hashKey, streamKey);
+      await s3.send(new DeleteObjectCommand({ Bucket: services.s3Bucket, Key: objectKey }));
+    }
+    expect(await scanRedis([marker])).toEqual([]);
+    expect(await scanS3([marker])).toEqual([]);
+  });
+
+  it("after ECR, Docker Hub, OCI-registry and private-git builds, no password or token is anywhere", async () => {
+    const fixture = createGitFixture(mnistDir, { "Dockerfile.fast": `FROM ${services.baseImageBusybox}\nCOPY main.py /srv/main.py\n` });
+    cleanups.push(fixture.cleanup);
+    const fast = { ...mnistConfig, source: fixture.url, dockerfile: "Dockerfile.fast" };
+    const configs = [
+      { ...fast, service: "ecr", repository: `secrets-${run}/mnist`, revision: "ecr" },
+      { ...fast, service: "dockerhub", repository: "m1l0/mnist", revision: `secrets-hub-${run}` },
+      { ...fast, service: "dockerhub", registry: services.registryHost, repository: `secrets-${run}/oci/mnist`, revision: "oci" },
+      { ...mnistConfig, source: `${services.gitServerUrl}/private/mnist.git#v1`, revision: `secrets-git-${run}` },
+    ];
+    const ids = await Promise.all(configs.map((config) => submit(stack.apiUrl, config)));
+    const records = await Promise.all(ids.map((id) => waitForBuild(stack.apiUrl, id)));
+    for (const record of records) expect(record.status, `${record.id}: ${record.error?.message}`).toBe("succeeded");
+    expect(standIn.issuedTokens.length).toBeGreaterThanOrEqual(1);
+
+    const ecrTokens = [...new Set(standIn.issuedTokens)];
+    const secrets = [
+      services.registryPassword,
+      services.gitPrivateToken,
+      AWS_SECRET_ACCESS_KEY,
+      ...ecrTokens,
+      ...ecrTokens.map((token) => Buffer.from(token, "base64").toString("utf8")),
+      // what Docker's X-Registry-Auth header would carry, in case an authconfig were stored
+      Buffer.from(JSON.stringify({ username: services.registryUsername, password: services.registryPassword })).toString("base64"),
+    ];
+
+    const findings: Finding[] = [];
+    for (const id of ids) {
+      findNeedles(`build log ${id}`, await getLog(stack.apiUrl, id), secrets, findings);
+      findNeedles(`GET /builds/${id}`, JSON.stringify(await getBuild(stack.apiUrl, id)), secrets, findings);
+    }
+    findNeedles("api/worker process logs", stack.logs.join("\n"), secrets, findings);
+    findings.push(...(await scanRedis(secrets)), ...(await scanS3(secrets)));
+    expect(findings).toEqual([]);
+    // the scan looked at real data: our builds' records and logs are in Redis
+    expect(stack.logs.some((line) => line.includes("build succeeded"))).toBe(true);
+  });
+});
