@@ -113,7 +113,7 @@ export async function startStack(
   startWorker();
   for (const env of options.extraWorkers ?? []) startWorker(env);
   const apiUrl = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 90_000;
   for (;;) {
     try {
       if ((await fetch(`${apiUrl}/readyz`)).ok) break;

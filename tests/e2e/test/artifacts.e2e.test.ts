@@ -71,9 +71,10 @@ async function startS3rver(): Promise<void> {
   let lastProbe = "";
   const probe = async () => {
     try {
-      const response = await fetch(`${s3Endpoint}/${bucket}?list-type=2&max-keys=1`, { signal: AbortSignal.timeout(2_000) });
+      // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
+      const response = await fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal: AbortSignal.timeout(2_000) });
       lastProbe = `HTTP ${response.status}`;
-      return response.status < 500;
+      return response.status === 404;
     } catch (error) {
       lastProbe = String((error as Error).cause ?? error);
       return false;
