@@ -144,5 +144,6 @@ const warmupPlan = { ...plan, durationMs: 300 };
 await closedLoop(send, warmupPlan, { ...result, latenciesMs: [], ids: result.ids });
 await (plan.shape === "closed" ? closedLoop(send, plan, result) : openLoop(send, plan, result));
 await queue?.close();
-process.stdout.write(`${JSON.stringify(result)}\n`);
-process.exit(0);
+// Exit only once the result is flushed: stdout to a pipe is asynchronous, and exiting earlier truncates it.
+// Exiting at all because keep-alive sockets would otherwise hold the process open.
+process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));

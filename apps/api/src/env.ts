@@ -9,6 +9,8 @@ const bool = z
 
 const envSchema = z.object({
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
+  /** namespace of build records and event streams; lets stacks share one Redis */
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/).default("m1l0:"),
   HOST: z.string().default("127.0.0.1"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   GRPC_HOST: z.string().default("127.0.0.1"),

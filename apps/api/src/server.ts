@@ -13,7 +13,7 @@ const redis = createRedis(env.REDIS_URL, "producer");
 redis.on("error", () => undefined); // surfaced per request as 503 QUEUE_UNAVAILABLE
 const queue = new Queue<BuildJobData>(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME, { connection: redis });
 queue.on("error", () => undefined);
-const store = new BuildStore(redis);
+const store = new BuildStore(redis, env.REDIS_KEY_PREFIX);
 const catalog = loadCatalog({
   ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
   ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),

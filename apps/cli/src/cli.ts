@@ -19,6 +19,7 @@ Usage:
   m1l0 status <id> [--json]
   m1l0 logs <id> [--follow] [--json]
   m1l0 list [--status STATUS] [--limit N] [--json]
+  m1l0 cancel <id> [--json]
 
 Options:
   --api URL      API address (env M1L0_API_URL, default http://127.0.0.1:8080)
@@ -92,6 +93,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return await statusCommand(client, one(rest, "status <id>"), flags, io);
       case "logs":
         return await logsCommand(client, one(rest, "logs <id>"), flags, io);
+      case "cancel":
+        return await cancelCommand(client, one(rest, "cancel <id>"), flags, io);
       case "list":
         if (rest.length > 0) throw new UsageError(`list takes no arguments (got ${rest.join(" ")})`);
         return await listCommand(client, flags, io);
@@ -187,6 +190,12 @@ async function buildCommand(client: M1l0Client, file: string, flags: Flags, io: 
 async function statusCommand(client: M1l0Client, id: string, flags: Flags, io: CliIo): Promise<number> {
   const record = await client.get(id);
   io.stdout.write(flags.json ? `${JSON.stringify(record)}\n` : `${describeRecord(record)}\n`);
+  return EXIT_OK;
+}
+
+async function cancelCommand(client: M1l0Client, id: string, flags: Flags, io: CliIo): Promise<number> {
+  const result = await client.cancel(id);
+  io.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : `${result.id}: cancel ${result.cancel} (status ${result.status})\n`);
   return EXIT_OK;
 }
 

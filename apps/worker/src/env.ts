@@ -12,6 +12,8 @@ const bool = z
 /** Every variable the worker reads, parsed once at start-up (documented in .env.example). */
 const envSchema = z.object({
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
+  /** namespace of build records and event streams; lets stacks share one Redis */
+  REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/).default("m1l0:"),
   WORKER_ID: z.string().default(`${hostname()}-${process.pid}`),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   BUILD_QUEUE_NAME: z.string().optional(),

@@ -158,7 +158,7 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
 
 export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { builder?: ImageBuilder; connection?: Redis } = {}): BuildWorker {
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
-  const store = new BuildStore(connection);
+  const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
   const deps = createPipelineDeps(env, store, logger, options.builder, metrics);
   const metricsServer: Server | undefined = env.METRICS_PORT

@@ -46,7 +46,13 @@ export class BuildStore {
   async create(record: BuildRecord): Promise<boolean> {
     const created = await this.redis.set(this.recordKey(record.id), JSON.stringify(record), "NX");
     if (created !== "OK") return false;
-    await this.redis.zadd(this.indexKey, Date.parse(record.createdAt), record.id);
+    const createdAt = Date.parse(record.createdAt);
+    await this.redis
+      .multi()
+      .zadd(this.indexKey, createdAt, record.id)
+      // the index forgets builds with their records; older history lives in S3 (records/)
+      .zremrangebyscore(this.indexKey, "-inf", createdAt - FINISHED_TTL_SECONDS * 1000)
+      .exec();
     await this.appendEvent(record.id, { type: "status", status: record.status, at: record.createdAt });
     return true;
   }
@@ -67,8 +73,24 @@ export class BuildStore {
     await this.redis.multi().del(this.recordKey(id), this.eventsKey(id)).zrem(this.indexKey, id).exec();
   }
 
-  /** Read-modify-write guarded by WATCH so concurrent writers never lose an update. */
-  async update(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
+  /**
+   * Read-modify-write guarded by WATCH so concurrent writers never lose an update. WATCH
+   * belongs to the connection, and one EXEC clears every watch on it, so updates from this
+   * process are serialised: two interleaved WATCH/EXEC pairs on a shared connection would
+   * let the second overwrite the first with a stale copy.
+   */
+  update(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
+    const run = this.updateQueue.then(() => this.watchedUpdate(id, mutate));
+    this.updateQueue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private updateQueue: Promise<void> = Promise.resolve();
+
+  private async watchedUpdate(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
     const key = this.recordKey(id);
     for (let attempt = 0; attempt < 20; attempt++) {
       await this.redis.watch(key);
@@ -85,7 +107,8 @@ export class BuildStore {
         throw error;
       }
       next.updatedAt = new Date().toISOString();
-      const result = await this.redis.multi().set(key, JSON.stringify(next)).exec();
+      // KEEPTTL: a finished record keeps its retention when artifact statuses are added later
+      const result = await this.redis.multi().set(key, JSON.stringify(next), "KEEPTTL").exec();
       if (result) return next;
     }
     throw new BuilderError("INTERNAL", `could not update build ${id}: too much contention`);
@@ -105,7 +128,7 @@ export class BuildStore {
     if (record.image && (status === "succeeded" || status === "cached")) event.image = record.image;
     await this.appendEvent(id, event);
     if (isTerminal(status)) {
-      await this.redis.expire(this.eventsKey(id), FINISHED_TTL_SECONDS);
+      await this.redis.multi().expire(this.eventsKey(id), FINISHED_TTL_SECONDS).expire(this.recordKey(id), FINISHED_TTL_SECONDS).exec();
     }
     return record;
   }
@@ -126,7 +149,7 @@ export class BuildStore {
     const event: BuildEvent = { type: "status", status, at };
     if (record.error && status === "failed") event.error = record.error;
     await this.appendEvent(id, event);
-    if (isTerminal(status)) await this.redis.expire(this.eventsKey(id), FINISHED_TTL_SECONDS);
+    if (isTerminal(status)) await this.redis.multi().expire(this.eventsKey(id), FINISHED_TTL_SECONDS).expire(this.recordKey(id), FINISHED_TTL_SECONDS).exec();
     return record;
   }
 

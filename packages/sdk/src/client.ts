@@ -105,6 +105,17 @@ export class M1l0Client {
     return record;
   }
 
+  /**
+   * Cancels a queued or running build (DELETE /builds/:id). `cancel` tells what happened:
+   * "cancelled" (it never ran) or "signalled" (the worker running it aborts it within
+   * seconds). A finished build → M1l0ApiError 409 CONFLICT.
+   */
+  async cancel(id: string, options: { signal?: AbortSignal } = {}): Promise<{ id: string; status: BuildRecord["status"]; cancel: string }> {
+    const response = await this.request(`/builds/${encodeURIComponent(id)}`, { method: "DELETE", ...(options.signal ? { signal: options.signal } : {}) });
+    const body = (await response.json()) as { id: string; status: BuildRecord["status"]; cancel: string };
+    return { id: body.id, status: body.status, cancel: body.cancel };
+  }
+
   /** Most recent builds first. */
   async list(options: ListBuildsOptions = {}): Promise<BuildRecord[]> {
     const query = new URLSearchParams();

@@ -39,6 +39,8 @@ export interface RunningStack {
   /** host:port of the API's plaintext gRPC server */
   grpcAddress: string;
   queueName: string;
+  /** Redis namespace of this stack's records and events (each stack has its own) */
+  keyPrefix: string;
   logs: string[];
   /** every worker process started so far: [0] is the default one, then `extraWorkers`, then startWorker() */
   workers: ChildProcess[];
@@ -73,6 +75,7 @@ export async function startStack(
   const port = await freePort();
   const grpcPort = await freePort();
   const queueName = `e2e-${randomUUID()}`;
+  const keyPrefix = `${queueName}:`;
   const tokenDir = mkdtempSync(path.join(tmpdir(), "m1l0-secret-"));
   const tokenFile = path.join(tokenDir, "registry-token");
   writeFileSync(tokenFile, services.registryPassword, { mode: 0o600 });
@@ -80,6 +83,7 @@ export async function startStack(
     PATH: process.env.PATH,
     REDIS_URL: options.redisUrl ?? services.redisUrl,
     BUILD_QUEUE_NAME: queueName,
+    REDIS_KEY_PREFIX: keyPrefix,
     ALLOW_HTTP_SOURCES: "true",
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: "info",
@@ -134,6 +138,7 @@ export async function startStack(
     apiUrl,
     grpcAddress: `127.0.0.1:${grpcPort}`,
     queueName,
+    keyPrefix,
     logs,
     workers,
     startWorker,

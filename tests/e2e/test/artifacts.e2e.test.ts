@@ -110,11 +110,11 @@ const s3Env = (): NodeJS.ProcessEnv => ({
 });
 
 /** One more API process on the stack's Redis and queue, reading artifacts from our s3rver. */
-async function startApi(queueName: string): Promise<SpawnedApi> {
+async function startApi(queueName: string, keyPrefix: string): Promise<SpawnedApi> {
   const port = await freePort();
   const logs: string[] = [];
   const child = spawn(process.execPath, [path.join(ROOT_DIR, "apps/api/dist/server.js")], {
-    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
+    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
@@ -250,7 +250,7 @@ beforeAll(async () => {
   const metricsPort = await freePort();
   workerMetricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   stack = await startStack({ workerEnv: { ...s3Env(), METRICS_PORT: String(metricsPort) } });
-  [apiA, apiB] = await Promise.all([startApi(stack.queueName), startApi(stack.queueName)]);
+  [apiA, apiB] = await Promise.all([startApi(stack.queueName, stack.keyPrefix), startApi(stack.queueName, stack.keyPrefix)]);
   redis = new Redis(services.redisUrl);
   metricsBefore = await waitUntil("worker metrics", () => scrape(workerMetricsUrl), 30_000, 200);
 });
@@ -368,8 +368,8 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
   it("once Redis forgets the build, its record and log are served from S3", async () => {
     const id = first.id!;
     const liveLog = await getLog(apiA.url, id);
-    await redis.del(`m1l0:build:${id}:events`, `m1l0:build:${id}`);
-    await redis.zrem("m1l0:builds", id);
+    await redis.del(`${stack.keyPrefix}build:${id}:events`, `${stack.keyPrefix}build:${id}`);
+    await redis.zrem(`${stack.keyPrefix}builds`, id);
     expect(await getLog(apiB.url, id)).toBe(liveLog);
     const viaSse = await readSse(`${apiA.url}/builds/${id}/logs?follow=1`);
     expect(viaSse.ended).toBe(true);

@@ -1,9 +1,10 @@
+import type { BuildConfigInput } from "@m1l0/config";
 import { M1l0ApiError, M1l0Client, type WatchedEvent } from "@m1l0/sdk";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ROOT_DIR, services, startStack, type RunningStack } from "../src/index.js";
+import { ROOT_DIR, createGitFixture, services, startStack, type RunningStack } from "../src/index.js";
 
 const mnistText = readFileSync(path.join(ROOT_DIR, "examples/mnist/m1l0.yaml"), "utf8");
 const mnistConfig = parse(mnistText) as Record<string, unknown>;
@@ -81,6 +82,24 @@ describe("SDK against the real stack", () => {
     expect(apiError.code).toBe("VALIDATION_FAILED");
     expect(apiError.issues.map((issue) => issue.field).sort()).toEqual(["colour", "pyversion", "repository"]);
     expect(apiError.issues.find((issue) => issue.field === "pyversion")?.message).toMatch(/quote it/);
+  });
+
+  it("cancels a running build, which ends cancelled; cancelling it again is a CONFLICT", async () => {
+    const fixture = createGitFixture(path.join(ROOT_DIR, "examples/mnist"), { "Dockerfile.slow": `FROM ${services.baseImageBusybox}\nRUN sleep 120\n` });
+    try {
+      const { id } = await client.submit({ ...mnistConfig, source: fixture.url, dockerfile: "Dockerfile.slow", revision: `cancel-${run}` } as BuildConfigInput);
+      for await (const { event } of client.watch(id)) {
+        if (event.type === "log" && event.phase === "build" && /Running in/.test(event.line)) break; // the RUN step started
+      }
+      const requested = Date.now();
+      expect(await client.cancel(id)).toMatchObject({ id, cancel: "signalled" });
+      const record = await client.wait(id, { timeoutMs: 30_000 });
+      expect(record.status).toBe("cancelled");
+      expect(Date.now() - requested).toBeLessThan(10_000);
+      await expect(client.cancel(id)).rejects.toMatchObject({ name: "M1l0ApiError", status: 409, code: "CONFLICT" });
+    } finally {
+      fixture.cleanup();
+    }
   });
 
   it("reports an unknown build as NOT_FOUND and an unreachable API as API_UNREACHABLE", async () => {
