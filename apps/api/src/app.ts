@@ -80,7 +80,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   app.post("/builds", async (request, reply) => {
-    const { record, created } = await deps.builds.submit(request.body);
+    const idempotencyKey = request.headers["idempotency-key"];
+    const { record, created } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
     return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, links: links(record.id) });
   });
 

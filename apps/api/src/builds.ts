@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
 import {
   BuilderError,
@@ -64,9 +65,14 @@ export class BuildService {
     return config;
   }
 
-  async submit(input: unknown, options: { id?: string } = {}): Promise<{ record: BuildRecord; created: boolean }> {
+  /**
+   * `idempotencyKey` (REST Idempotency-Key): the build id is derived from the key, so a
+   * repeated POST finds the original build through the same create-if-absent that guards
+   * client-chosen ids; reusing a key for a different config is a CONFLICT.
+   */
+  async submit(input: unknown, options: { id?: string; idempotencyKey?: string } = {}): Promise<{ record: BuildRecord; created: boolean }> {
     const config = this.validate(input);
-    const id = options.id ?? newBuildId();
+    const id = options.id ?? (options.idempotencyKey !== undefined ? idempotentBuildId(options.idempotencyKey) : newBuildId());
     const now = new Date().toISOString();
     const record: BuildRecord = { id, status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
     let created: boolean;
@@ -76,7 +82,13 @@ export class BuildService {
       throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
     }
     if (!created) {
-      return { record: await this.store.require(id), created: false };
+      const existing = await this.store.require(id);
+      if (options.idempotencyKey !== undefined && JSON.stringify(existing.config) !== JSON.stringify(config)) {
+        throw new BuilderError("CONFLICT", "this Idempotency-Key was already used for a different build config", {
+          issues: [{ field: "Idempotency-Key", message: "was already used for a different build config" }],
+        });
+      }
+      return { record: existing, created: false };
     }
     try {
       await this.queue.add(BUILD_JOB_NAME, { buildId: id, config }, { ...DEFAULT_BUILD_JOB_OPTIONS, jobId: id });
@@ -96,4 +108,14 @@ export class BuildService {
       throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
     }
   }
+}
+
+/** A build id derived from an Idempotency-Key (any text up to 255 chars; hashed so it is safe in keys and URLs). */
+export function idempotentBuildId(key: string): string {
+  if (key.length === 0 || key.length > 255) {
+    throw new BuilderError("VALIDATION_FAILED", "Idempotency-Key must be 1 to 255 characters", {
+      issues: [{ field: "Idempotency-Key", message: "must be 1 to 255 characters" }],
+    });
+  }
+  return `bld_k${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
 }

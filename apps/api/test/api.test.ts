@@ -172,3 +172,26 @@ describe("when Redis is unreachable", () => {
     deadRedis.disconnect();
   });
 });
+
+describe("Idempotency-Key", () => {
+  it("returns the original build for a repeated POST and enqueues it once", async () => {
+    const key = `order-${randomUUID()}`;
+    const before = await jobCount();
+    const first = await app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml", "idempotency-key": key }, payload: VALID_YAML });
+    const second = await app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml", "idempotency-key": key }, payload: VALID_YAML });
+    expect(first.statusCode).toBe(202);
+    expect(second.statusCode).toBe(200);
+    expect(second.json().id).toBe(first.json().id);
+    expect(await jobCount()).toBe(before + 1);
+    const other = await app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml", "idempotency-key": `other-${key}` }, payload: VALID_YAML });
+    expect(other.json().id).not.toBe(first.json().id);
+  });
+
+  it("refuses a reused key with a different config, naming the header", async () => {
+    const key = `order-${randomUUID()}`;
+    await app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml", "idempotency-key": key }, payload: VALID_YAML });
+    const changed = await app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml", "idempotency-key": key }, payload: VALID_YAML.replace("revision: v1", "revision: v2") });
+    expect(changed.statusCode).toBe(409);
+    expect(changed.json().error).toMatchObject({ code: "CONFLICT", issues: [{ field: "Idempotency-Key" }] });
+  });
+});
