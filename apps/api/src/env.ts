@@ -1,11 +1,9 @@
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { envBoolean } from "@m1l0/config";
 import { z } from "zod";
 
-const bool = z
-  .enum(["true", "false", "1", "0", "yes", "no", ""])
-  .default("false")
-  .transform((value) => value === "true" || value === "1" || value === "yes");
+const bool = envBoolean;
 
 const envSchema = z.object({
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),

@@ -2,12 +2,10 @@ import { readFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { parseRegistryAllowlist, parseRegistryCredentials, type RegistryCredential } from "@m1l0/registry";
+import { envBoolean } from "@m1l0/config";
 import { z } from "zod";
 
-const bool = z
-  .enum(["true", "false", "1", "0", "yes", "no", ""])
-  .default("false")
-  .transform((value) => value === "true" || value === "1" || value === "yes");
+const bool = envBoolean;
 
 /** Every variable the worker reads, parsed once at start-up (documented in .env.example). */
 const envSchema = z.object({

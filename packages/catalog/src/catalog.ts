@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { BuilderError, describeIssues, toFieldIssues, type FieldIssue } from "@m1l0/config";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { isImageReference } from "./reference.js";
+import { isImageReference } from "@m1l0/config";
 
 export type Resource = "cpu" | "gpu";
 

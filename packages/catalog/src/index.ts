@@ -11,4 +11,4 @@ export {
   type ResolvedBase,
   type Resource,
 } from "./catalog.js";
-export { isImageReference } from "./reference.js";
+export { isImageReference } from "@m1l0/config";

@@ -1,4 +1,4 @@
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, isImageReference } from "@m1l0/config";
 
 /** Bump whenever the generated text changes for the same spec (it is part of build cache keys). */
 export const GENERATOR_VERSION = "1";
@@ -23,15 +23,6 @@ const PARSER_DIRECTIVE = /^#\s*[a-zA-Z][a-zA-Z0-9]*\s*=/;
 if (PARSER_DIRECTIVE.test(HEADER) || HEADER.includes("=")) throw new Error("the Dockerfile header must not look like a parser directive");
 
 const ENV = "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1";
-
-// Docker image reference grammar (distribution/reference), without IPv6 hosts. No `$` (FROM
-// substitutes variables), no whitespace (no `AS stage`), no leading `-` (no `--platform`).
-const DOMAIN_COMPONENT = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-const DOMAIN = `${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*(?::[0-9]+)?`;
-const PATH_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
-const TAG = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
-const DIGEST = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
-const IMAGE_REFERENCE = new RegExp(`^(?:${DOMAIN}/)?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::${TAG})?(?:@${DIGEST})?$`);
 
 /** Absolute path of plain segments: WORKDIR substitutes variables, so nothing clever. */
 const WORKDIR = /^\/(?:[A-Za-z0-9_][A-Za-z0-9._-]*\/?)*$/;
@@ -66,7 +57,7 @@ export function quoteLabelText(value: string): string {
  * (which carry per-build values) come after every cached layer.
  */
 export function generateDockerfile(spec: DockerfileSpec): string {
-  if (typeof spec.baseImage !== "string" || spec.baseImage.length > 512 || !IMAGE_REFERENCE.test(spec.baseImage)) {
+  if (typeof spec.baseImage !== "string" || !isImageReference(spec.baseImage)) {
     throw new BuilderError("INTERNAL", `the base image ${JSON.stringify(spec.baseImage)} is not a valid image reference`, { retryable: false });
   }
   const workdir = spec.workdir ?? "/app";

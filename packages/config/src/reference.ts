@@ -1,5 +1,6 @@
 // Docker image reference grammar (distribution/reference), without IPv6 hosts:
 //   [domain[:port]/]path-component[/path-component...][:tag][@digest]
+// No `$`, whitespace or leading `-`, so a reference is also safe after FROM.
 const DOMAIN_COMPONENT = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
 const DOMAIN = `${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*(?::[0-9]+)?`;
 const PATH_COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
