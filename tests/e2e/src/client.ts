@@ -7,6 +7,9 @@ export interface BuildRecordView {
   image?: { registry: string; repository: string; tag: string; reference: string; digest?: string };
   error?: { code: string; message: string };
   timestamps: Record<string, string>;
+  worker?: string;
+  cancelRequestedAt?: string;
+  attemptErrors?: Array<{ attempt: number; code: string; message: string; at: string }>;
 }
 
 export async function submit(apiUrl: string, config: unknown): Promise<string> {
@@ -17,19 +20,26 @@ export async function submit(apiUrl: string, config: unknown): Promise<string> {
 }
 
 export async function getBuild(apiUrl: string, id: string): Promise<BuildRecordView> {
-  return (await (await fetch(`${apiUrl}/builds/${id}`)).json()) as BuildRecordView;
+  const response = await fetch(`${apiUrl}/builds/${id}`);
+  if (!response.ok) throw new Error(`GET /builds/${id}: ${response.status}`);
+  return (await response.json()) as BuildRecordView;
 }
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "cached"]);
 
-export async function waitForBuild(apiUrl: string, id: string, timeoutMs = 300_000): Promise<BuildRecordView> {
+/** Polls the record until `done` holds; unanswered polls (e.g. while Redis restarts) are retried. */
+export async function waitUntil(apiUrl: string, id: string, done: (record: BuildRecordView) => boolean, timeoutMs = 120_000, intervalMs = 100): Promise<BuildRecordView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const record = await getBuild(apiUrl, id);
-    if (TERMINAL.has(record.status)) return record;
-    if (Date.now() > deadline) throw new Error(`build ${id} still ${record.status} after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    const record = await getBuild(apiUrl, id).catch(() => undefined);
+    if (record && done(record)) return record;
+    if (Date.now() > deadline) throw new Error(`build ${id} did not reach the expected state; last: ${JSON.stringify(record)}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+export async function waitForBuild(apiUrl: string, id: string, timeoutMs = 300_000): Promise<BuildRecordView> {
+  return waitUntil(apiUrl, id, (record) => TERMINAL.has(record.status), timeoutMs, 250);
 }
 
 export async function getLog(apiUrl: string, id: string): Promise<string> {

@@ -1,3 +1,4 @@
+import { waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
 import Docker from "dockerode";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -14,30 +15,6 @@ const emptyDir = mkdtempSync(path.join(tmpdir(), "m1l0-empty-"));
 const cleanups: Array<() => void> = [];
 const TERMINAL = ["succeeded", "failed", "cancelled", "cached"];
 
-interface RecordView {
-  id: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-  error?: { code: string; message: string };
-  image?: { reference: string; repository: string; tag: string; digest?: string };
-}
-
-async function getRecord(apiUrl: string, id: string): Promise<RecordView> {
-  const response = await fetch(`${apiUrl}/builds/${id}`);
-  if (!response.ok) throw new Error(`GET /builds/${id}: ${response.status}`);
-  return (await response.json()) as RecordView;
-}
-
-async function waitFor(apiUrl: string, id: string, done: (record: RecordView) => boolean, timeoutMs = 120_000, intervalMs = 100): Promise<RecordView> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const record = await getRecord(apiUrl, id).catch(() => undefined);
-    if (record && done(record)) return record;
-    if (Date.now() > deadline) throw new Error(`build ${id} did not reach the expected state; last: ${JSON.stringify(record)}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
 const isTerminal = (record: RecordView) => TERMINAL.includes(record.status);
 
 function sleeperConfig(marker: string, seconds: number) {

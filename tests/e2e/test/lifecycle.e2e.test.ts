@@ -1,3 +1,4 @@
+import { getBuild as getRecord, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
 import Docker from "dockerode";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer, connect, type Server } from "node:net";
@@ -13,30 +14,6 @@ const emptyDir = mkdtempSync(path.join(tmpdir(), "m1l0-empty-"));
 const workDir = mkdtempSync(path.join(tmpdir(), "m1l0-lifecycle-work-"));
 const cleanups: Array<() => void> = [];
 
-interface RecordView {
-  id: string;
-  status: string;
-  worker?: string;
-  attempts: number;
-  error?: { code: string; message: string };
-  cancelRequestedAt?: string;
-  attemptErrors?: Array<{ attempt: number; code: string; message: string; at: string }>;
-  timestamps: Record<string, string>;
-}
-
-async function getRecord(apiUrl: string, id: string): Promise<RecordView> {
-  return (await (await fetch(`${apiUrl}/builds/${id}`)).json()) as RecordView;
-}
-
-async function waitFor(apiUrl: string, id: string, done: (record: RecordView) => boolean, timeoutMs = 120_000, intervalMs = 100): Promise<RecordView> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const record = await getRecord(apiUrl, id);
-    if (done(record)) return record;
-    if (Date.now() > deadline) throw new Error(`build ${id} did not reach the expected state; last: ${JSON.stringify(record)}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
 
 const TERMINAL = ["succeeded", "failed", "cancelled", "cached"];
 const isTerminal = (record: RecordView) => TERMINAL.includes(record.status);
