@@ -1,12 +1,12 @@
-import dockerignore, { type Ignore } from "@balena/dockerignore";
 import { BuilderError } from "@m1l0/config";
 import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 import path from "node:path";
+import { CompiledPattern, InvalidPatternError, isPathIgnored, type Rule, type StepCounter } from "./matcher.js";
 
 /**
- * Docker .dockerignore semantics (via @balena/dockerignore, a port of Docker's matcher): the
- * source's own `.dockerignore` patterns first, then the request's `ignores` (later patterns win).
+ * Docker .dockerignore semantics (our linear-time matcher, see matcher.ts): the source's own
+ * `.dockerignore` patterns first, then the request's `ignores` (later patterns win).
  */
 export interface ContextFilter {
   /** effective patterns in evaluation order (comments and blank lines dropped) */
@@ -24,35 +24,26 @@ export interface ContextFilter {
 export const DOCKERIGNORE_FILE = ".dockerignore";
 /** A .dockerignore is a short list of patterns; a huge one is a mistake, not something to buffer. */
 const MAX_DOCKERIGNORE_BYTES = 1024 * 1024;
-/** @balena/dockerignore memoizes every path it is asked about; rebuilding the matcher bounds that memory on huge trees. */
-const MATCHER_CACHE_LIMIT = 20_000;
 
 export async function createContextFilter(root: string, ignores: readonly string[]): Promise<ContextFilter> {
   const fileLines = await readDockerignoreLines(root);
   return new DockerignoreFilter([...fileLines, ...ignores].filter(isEffectivePattern));
 }
 
-class DockerignoreFilter implements ContextFilter {
+export class DockerignoreFilter implements ContextFilter {
   readonly patterns: readonly string[];
+  readonly #rules: readonly Rule[];
   readonly #exceptions: readonly (readonly string[])[];
-  #matcher: Ignore;
-  #queriesSinceBuild = 0;
 
   constructor(patterns: string[]) {
     this.patterns = Object.freeze(patterns);
-    this.#matcher = buildMatcher(this.patterns);
-    this.#exceptions = this.patterns
-      .map(parseRule)
-      .filter((rule): rule is ParsedRule => rule !== null && rule.negative)
-      .map((rule) => rule.segments);
+    const parsed = this.patterns.map(parseRule).filter((rule): rule is ParsedRule => rule !== null);
+    this.#rules = parsed.map((rule) => ({ negative: rule.negative, pattern: compilePattern(rule.segments.join("/")) }));
+    this.#exceptions = parsed.filter((rule) => rule.negative).map((rule) => rule.segments);
   }
 
-  isIgnored(relPath: string): boolean {
-    if (++this.#queriesSinceBuild > MATCHER_CACHE_LIMIT) {
-      this.#matcher = buildMatcher(this.patterns);
-      this.#queriesSinceBuild = 0;
-    }
-    return this.#matcher.ignores(relPath);
+  isIgnored(relPath: string, counter?: StepCounter): boolean {
+    return isPathIgnored(this.#rules, relPath, counter);
   }
 
   canSkipDirectory(relDir: string): boolean {
@@ -62,10 +53,15 @@ class DockerignoreFilter implements ContextFilter {
   }
 }
 
-function buildMatcher(patterns: readonly string[]): Ignore {
-  // Docker matches case-sensitively; the library defaults to case-insensitive.
-  // `.default`: the package is CommonJS whose typings declare an ES default export (it sets module.exports.default too).
-  return dockerignore.default({ ignorecase: false }).add([...patterns]);
+function compilePattern(pattern: string): CompiledPattern {
+  try {
+    return new CompiledPattern(pattern);
+  } catch (error) {
+    if (error instanceof InvalidPatternError) {
+      throw new BuilderError("ARCHIVE_INVALID", `invalid ignore pattern: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
 }
 
 /** Same test Docker applies to .dockerignore lines: `#` comments (before trimming) and blank lines are dropped. */
@@ -104,7 +100,7 @@ interface ParsedRule {
   segments: string[];
 }
 
-/** Mirrors @balena/dockerignore's rule normalization (itself Docker's) so exceptions are recognized exactly as the matcher sees them. */
+/** Docker's rule normalization (builder/dockerignore ReadAll, then patternmatcher.New): trim, `!`, clean, drop a leading `/`. */
 function parseRule(line: string): ParsedRule | null {
   if (!isEffectivePattern(line)) return null;
   let pattern = line.trim();
@@ -147,22 +143,8 @@ function exceptionMayReach(patternSegments: readonly string[], dirSegments: read
 }
 
 function segmentMatches(patternSegment: string, name: string): boolean {
-  // Same translation as the library: * and ? stay within a segment, \ escapes, other characters go to the RegExp as-is.
-  let source = "^";
-  for (let index = 0; index < patternSegment.length; index++) {
-    const char = patternSegment[index];
-    if (char === "*") source += "[^/]*";
-    else if (char === "?") source += "[^/]";
-    else if (char === "." || char === "$") source += `\\${char}`;
-    else if (char === "\\") {
-      const next = patternSegment[index + 1];
-      if (next === undefined) return true;
-      source += `\\${next}`;
-      index++;
-    } else source += char;
-  }
   try {
-    return new RegExp(`${source}$`).test(name);
+    return new CompiledPattern(patternSegment).matches(name);
   } catch {
     return true;
   }
