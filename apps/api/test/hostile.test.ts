@@ -67,7 +67,7 @@ const JSON_CASES: JsonCase[] = [
   ["a gopher:// source", { source: "gopher://127.0.0.1:6379/_FLUSHALL" }, "source", "must be a URL"],
   ["an ftp:// source", { source: "ftp://x.org/a.tar.gz" }, "source", "must be a URL"],
   ["credentials in the source", { source: "https://bot:ghp_secret@github.com/a/b.git" }, "source", "must not embed credentials"],
-  ["a catastrophic ignore pattern", { ignores: ["*a*a*a*a*a*a*a*a*b"] }, "ignores.0", "wildcards"],
+  ["an ignore pattern with an unterminated character class", { ignores: ["*a*a*a*a*a*a*a*a*[b"] }, "ignores.0", "unterminated character class"],
   ["a pyversion number", { pyversion: 3.1 }, "pyversion", "must be a string"],
   ["tags as a string", { tags: "Project=x" }, "tags", "expected array"],
   ["too many tags", { tags: Array.from({ length: 51 }, (_, i) => ({ Key: `k${i}`, Value: "v" })) }, "tags", "must have at most 50 tags"],
