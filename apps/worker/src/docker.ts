@@ -2,6 +2,7 @@ import { BuilderError } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
 import type { Readable } from "node:stream";
+import { createBuildCgroup, type BuildCgroup } from "./cgroup.js";
 
 export interface ImageBuildRequest {
   context: Readable;
@@ -78,11 +79,44 @@ export function classifyBuildError(message: string, currentStep: string, recentL
   return new BuilderError("BUILD_FAILED", `build failed at "${currentStep || "start"}": ${message}${lastErrorLine ? ` (${lastErrorLine.trim()})` : ""}`);
 }
 
+/** A RUN step could not fork because the build's processes hit the pids limit. */
+const FORK_REFUSED = /can't fork|cannot fork|fork: retry|fork: Resource temporarily unavailable|Resource temporarily unavailable|pthread_create failed|BlockingIOError|EAGAIN/i;
+
+export interface DockerImageBuilderOptions {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+  /** most processes a build's RUN steps may have at once (0 or unset: no limit) */
+  pidsLimit?: number;
+  /** cgroup filesystem of the daemon's host, where the per-build pids cgroup is created */
+  cgroupRoot?: string;
+}
+
 export class DockerImageBuilder implements ImageBuilder {
   readonly docker: Docker;
+  readonly #pidsLimit: number;
+  readonly #cgroupRoot: string;
+  #cgroupDriverChecked = false;
 
-  constructor(options: { socketPath?: string; host?: string; port?: number } = {}) {
+  constructor(options: DockerImageBuilderOptions = {}) {
     this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
+    this.#pidsLimit = options.pidsLimit ?? 0;
+    this.#cgroupRoot = options.cgroupRoot ?? "/sys/fs/cgroup";
+  }
+
+  /** The per-build cgroup, or undefined when no pids limit is configured. */
+  async #createCgroup(): Promise<BuildCgroup | undefined> {
+    if (this.#pidsLimit <= 0) return undefined;
+    if (!this.#cgroupDriverChecked) {
+      const info = (await this.docker.info().catch((cause: unknown) => {
+        throw daemonError(cause);
+      })) as { CgroupDriver?: string };
+      if (info.CgroupDriver && info.CgroupDriver !== "cgroupfs") {
+        throw new BuilderError("INTERNAL", `BUILD_PIDS_LIMIT needs the daemon's cgroupfs cgroup driver (this daemon uses ${info.CgroupDriver}); set BUILD_PIDS_LIMIT=0 or run dockerd with --exec-opt native.cgroupdriver=cgroupfs`);
+      }
+      this.#cgroupDriverChecked = true;
+    }
+    return createBuildCgroup({ root: this.#cgroupRoot, limit: this.#pidsLimit });
   }
 
   async ping(): Promise<void> {
@@ -94,6 +128,24 @@ export class DockerImageBuilder implements ImageBuilder {
   }
 
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    const cgroup = await this.#createCgroup();
+    try {
+      return await this.#build(request, cgroup);
+    } catch (error) {
+      if (cgroup && error instanceof BuilderError && error.code === "BUILD_FAILED" && (await cgroup.limitReached().catch(() => false) || FORK_REFUSED.test(error.message))) {
+        throw new BuilderError(
+          "PIDS_LIMIT_EXCEEDED",
+          `the build reached its limit of ${cgroup.limit} processes (the worker's BUILD_PIDS_LIMIT) and a RUN step could not start more: ${error.message}`,
+          { cause: error },
+        );
+      }
+      throw error;
+    } finally {
+      await cgroup?.release().catch(() => undefined);
+    }
+  }
+
+  async #build(request: ImageBuildRequest, cgroup: BuildCgroup | undefined): Promise<{ imageId: string }> {
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(request.context, {
@@ -105,6 +157,7 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
         ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
         ...(request.labels ? { labels: request.labels } : {}),
+        ...(cgroup ? { cgroupparent: cgroup.parent } : {}),
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {

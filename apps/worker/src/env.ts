@@ -19,6 +19,10 @@ const envSchema = z.object({
   BUILD_NETWORK: z.string().default("default"),
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
   BUILD_CPUS: z.coerce.number().min(0).default(0),
+  /** most processes one build's RUN steps may have at once, enforced by a per-build pids cgroup; 0 = no limit */
+  BUILD_PIDS_LIMIT: z.coerce.number().int().min(0).default(1024),
+  /** the cgroup filesystem shared with the Docker daemon (cgroupfs driver), where per-build cgroups are created */
+  BUILD_CGROUP_ROOT: z.string().default("/sys/fs/cgroup"),
   WORK_DIR: z.string().default(tmpdir()),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,

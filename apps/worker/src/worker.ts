@@ -39,7 +39,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
   });
   return {
     store,
-    builder: builder ?? new DockerImageBuilder({ socketPath: env.DOCKER_SOCKET }),
+    builder: builder ?? new DockerImageBuilder({ socketPath: env.DOCKER_SOCKET, pidsLimit: env.BUILD_PIDS_LIMIT, cgroupRoot: env.BUILD_CGROUP_ROOT }),
     registry: createRegistryResolvers(env),
     catalog,
     sourcePolicy: {

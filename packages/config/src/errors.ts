@@ -15,6 +15,12 @@ export const ERROR_CODES = {
   DEPENDENCY_INSTALL_FAILED: { http: 422, retryable: false },
   BASE_IMAGE_UNAVAILABLE: { http: 422, retryable: false },
   BUILD_FAILED: { http: 422, retryable: false },
+  /** a RUN step hit the per-build process limit (BUILD_PIDS_LIMIT) */
+  PIDS_LIMIT_EXCEEDED: { http: 422, retryable: false },
+  /** a Dockerfile's FROM names a registry outside ALLOWED_BASE_REGISTRIES */
+  BASE_IMAGE_NOT_ALLOWED: { http: 422, retryable: false },
+  /** a source is larger than the worker's caps (checked-out bytes or files) */
+  SOURCE_TOO_LARGE: { http: 422, retryable: false },
   REGISTRY_AUTH_FAILED: { http: 422, retryable: false },
   REGISTRY_UNREACHABLE: { http: 502, retryable: true },
   PUSH_FAILED: { http: 502, retryable: true },
