@@ -23,6 +23,8 @@ const envSchema = z.object({
   BUILD_PIDS_LIMIT: z.coerce.number().int().min(0).default(1024),
   /** the cgroup filesystem shared with the Docker daemon (cgroupfs driver), where per-build cgroups are created */
   BUILD_CGROUP_ROOT: z.string().default("/sys/fs/cgroup"),
+  /** comma list of registries (host[:port]) a user Dockerfile's FROM / COPY --from may use; empty = docker.io + the catalog's */
+  ALLOWED_BASE_REGISTRIES: z.string().default(""),
   WORK_DIR: z.string().default(tmpdir()),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
+import { checkDockerfileBaseImages } from "./base-images.js";
 import type { ImageBuilder } from "./docker.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
@@ -28,6 +29,8 @@ export interface PipelineDeps {
   buildNetwork: string;
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
+  /** registries a user-supplied Dockerfile may pull from (ALLOWED_BASE_REGISTRIES); unset → docker.io only */
+  allowedBaseRegistries?: string[];
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
@@ -67,6 +70,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       }
       dockerfileName = config.dockerfile;
       fetchLog(`using the source's own Dockerfile ${config.dockerfile}`);
+      const images = await checkDockerfileBaseImages(fetched.root, config.dockerfile, deps.allowedBaseRegistries ?? ["docker.io"]);
+      fetchLog(`base images ${images.join(", ") || "(none)"}: allowed`);
     } else {
       if (!(await contextHasFile(fetched.root, filter, config.entry))) {
         throw new BuilderError("ENTRY_NOT_FOUND", `entry file "${config.entry}" was not found in the source (or is excluded by ignores); set "entry" to the script that starts your project`);

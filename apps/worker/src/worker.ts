@@ -8,6 +8,7 @@ import type { Redis } from "ioredis";
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
+import { allowedBaseRegistries } from "./base-images.js";
 import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
 import type { WorkerEnv } from "./env.js";
 import { BuildLifecycle, abortReason } from "./lifecycle.js";
@@ -62,6 +63,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     buildNetwork: env.BUILD_NETWORK,
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),
     ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
+    allowedBaseRegistries: allowedBaseRegistries(env.ALLOWED_BASE_REGISTRIES, catalog),
     logger,
     artifacts: new ArtifactArchiver({
       artifacts: createWorkerArtifactStore(env),

@@ -1,2 +1,3 @@
 export { GENERATOR_VERSION, generateDockerfile, quoteLabelText, type DockerfileSpec } from "./dockerfile.js";
 export { buildLabels, type LabelInput } from "./labels.js";
+export { disallowedBaseImages, extractBaseImages, normalizeImageReference, normalizeRegistryHost, UnresolvableDockerfile, type BaseImage } from "./from.js";
