@@ -35,6 +35,9 @@ const envSchema = z.object({
   SOURCE_HOST_ALLOWLIST: z.string().default(""),
   CLONE_TIMEOUT_SECONDS: z.coerce.number().positive().default(600),
   CLONE_MAX_BYTES: z.coerce.number().int().positive().default(2 * 1024 ** 3),
+  /** cap on what a clone checks out (a small pack can inflate hugely), bytes and files */
+  CLONE_MAX_CHECKOUT_BYTES: z.coerce.number().int().positive().default(2 * 1024 ** 3),
+  CLONE_MAX_CHECKOUT_FILES: z.coerce.number().int().positive().default(200_000),
   /** host=username:token pairs, comma separated; or a file with one pair per line */
   GIT_CREDENTIALS: z.string().default(""),
   GIT_CREDENTIALS_FILE: z.string().optional(),

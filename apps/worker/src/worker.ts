@@ -51,6 +51,8 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
       hostAllowlist: env.SOURCE_HOST_ALLOWLIST.split(",").map((entry) => entry.trim()).filter(Boolean),
       cloneTimeoutMs: env.CLONE_TIMEOUT_SECONDS * 1000,
       cloneMaxBytes: env.CLONE_MAX_BYTES,
+      cloneMaxCheckoutBytes: env.CLONE_MAX_CHECKOUT_BYTES,
+      cloneMaxCheckoutFiles: env.CLONE_MAX_CHECKOUT_FILES,
     },
     gitCredentials: env.gitCredentials,
     s3: createS3Client({

@@ -15,11 +15,17 @@ export interface SourcePolicy {
   cloneTimeoutMs?: number;
   /** cap on bytes received from the git server for one clone (default DEFAULT_CLONE_LIMITS.maxBytes) */
   cloneMaxBytes?: number;
+  /** cap on the bytes of the checked-out working tree (what the pack inflates to) */
+  cloneMaxCheckoutBytes?: number;
+  /** cap on the files (and symlinks) of the checked-out working tree */
+  cloneMaxCheckoutFiles?: number;
 }
 
 export const DEFAULT_CLONE_LIMITS = Object.freeze({
   timeoutMs: 10 * 60_000,
   maxBytes: 2 * 1024 ** 3,
+  maxCheckoutBytes: 2 * 1024 ** 3,
+  maxCheckoutFiles: 200_000,
 });
 
 export interface GitCredential {
