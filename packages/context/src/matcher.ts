@@ -53,6 +53,8 @@ export class InvalidPatternError extends Error {}
 export class CompiledPattern {
   readonly source: string;
   readonly #nodes: Node[];
+  /** the pattern when it has no wildcard, class or escape: matched by string comparison */
+  readonly #literal: string | null;
   /** scratch state sets, reused across calls (one matcher is never used re-entrantly) */
   #current: Uint8Array;
   #next: Uint8Array;
@@ -60,6 +62,7 @@ export class CompiledPattern {
   constructor(source: string) {
     this.source = source;
     this.#nodes = compile(source);
+    this.#literal = /[*?[\\]/.test(source) ? null : source;
     this.#current = new Uint8Array(this.#nodes.length + 1);
     this.#next = new Uint8Array(this.#nodes.length + 1);
   }
@@ -80,6 +83,12 @@ export class CompiledPattern {
   }
 
   #run(text: string, acceptAtSlash: boolean, counter: StepCounter | undefined): boolean {
+    const literal = this.#literal;
+    if (literal !== null) {
+      if (counter) counter.steps += Math.min(text.length, literal.length) + 1;
+      // the same answer the automaton gives for a pattern of plain characters
+      return text === literal || (acceptAtSlash && literal.length > 0 && text.startsWith(literal) && text.charCodeAt(literal.length) === SLASH);
+    }
     const nodes = this.#nodes;
     const accept = nodes.length;
     let current = this.#current;

@@ -42,6 +42,37 @@ export function encodeHeader(header: EntryHeader): Buffer {
   return Buffer.concat([paxHeader, body, padding(body.length), encodeUstar(header, fallbackName, "", fallbackLink)]);
 }
 
+/**
+ * Writes a plain ustar header (no pax needed) into `target` at `offset` and returns true, or
+ * returns false when the entry needs pax (use encodeHeader then). Saves an allocation per entry.
+ */
+export function encodeUstarHeaderInto(header: EntryHeader, target: Buffer, offset: number): boolean {
+  const split = splitUstarName(header.name);
+  const linkname = header.linkname ?? "";
+  if (!split || !isAscii(linkname) || linkname.length > LINKNAME_FIELD || header.size > MAX_OCTAL_SIZE) return false;
+  // Every field but name, prefix, link name, size and checksum comes from a per-(type, mode, mtime) template.
+  const key = `${header.type}:${header.mode}:${header.mtime.getTime()}`;
+  let template = templates.get(key);
+  if (!template) {
+    template = Buffer.alloc(BLOCK_SIZE);
+    writeUstar(template, { ...header, size: 0 }, "", "", "", TYPE_FLAGS[header.type]);
+    template.fill(0, 124, 136); // size: written per entry
+    template.fill(0x20, 148, 156); // checksum: computed per entry
+    if (templates.size < 64) templates.set(key, template);
+  }
+  template.copy(target, offset);
+  target.write(split.name, offset, NAME_FIELD, "latin1");
+  if (split.prefix) target.write(split.prefix, offset + 345, PREFIX_FIELD, "latin1");
+  if (linkname) target.write(linkname, offset + 157, LINKNAME_FIELD, "latin1");
+  target.write(header.size.toString(8).padStart(11, "0"), offset + 124, 11, "latin1");
+  let checksum = 0;
+  for (let index = offset; index < offset + BLOCK_SIZE; index++) checksum += target[index]!;
+  target.write(`${checksum.toString(8).padStart(6, "0")}\u0000 `, offset + 148, 8, "latin1");
+  return true;
+}
+
+const templates = new Map<string, Buffer>();
+
 /** Zero bytes that round `size` up to a whole block. */
 export function padding(size: number): Buffer {
   const remainder = size % BLOCK_SIZE;
@@ -54,6 +85,12 @@ export function paddedSize(size: number): number {
 
 function encodeUstar(header: EntryHeader, name: string, prefix: string, linkname: string, typeFlag: string = TYPE_FLAGS[header.type]): Buffer {
   const block = Buffer.alloc(BLOCK_SIZE);
+  writeUstar(block, header, name, prefix, linkname, typeFlag);
+  return block;
+}
+
+function writeUstar(block: Buffer, header: EntryHeader, name: string, prefix: string, linkname: string, typeFlag: string): void {
+  block.fill(0);
   block.write(name, 0, NAME_FIELD, "latin1");
   writeOctal(block, 100, 8, header.mode & 0o7777);
   writeOctal(block, 108, 8, 0); // uid
@@ -73,7 +110,6 @@ function encodeUstar(header: EntryHeader, name: string, prefix: string, linkname
   let checksum = 0;
   for (const byte of block) checksum += byte;
   block.write(`${checksum.toString(8).padStart(6, "0")}\u0000 `, 148, 8, "latin1");
-  return block;
 }
 
 /** ustar stores long paths as prefix + "/" + name; null when the path needs pax. */

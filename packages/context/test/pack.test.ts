@@ -201,6 +201,20 @@ describe("packContext", () => {
     if (openFilesBefore !== null) expect(countOpenFiles()).toBe(openFilesBefore);
   });
 
+  it("lets timers run while a greedy reader consumes a large context", async () => {
+    const root = await makeTempDir();
+    await writeTree(root, Object.fromEntries(Array.from({ length: 24 }, (_, index) => [`blob-${index}.bin`, randomBytes(1024 * 1024)])));
+    const filter = await createContextFilter(root, []);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    let bytes = 0;
+    for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
+    clearInterval(timer);
+    expect(bytes).toBeGreaterThan(24 * 1024 * 1024);
+    // the producer is synchronous; without yielding, for-await would keep it on nextTick and the timer would never fire
+    expect(ticks).toBeGreaterThanOrEqual(3);
+  });
+
   it("falls back to descending into ignored directories when a custom filter has exceptions", async () => {
     const root = await makeTempDir();
     await writeTree(root, { "data/keep.txt": "k", "data/drop.txt": "d", "main.py": "m" });
