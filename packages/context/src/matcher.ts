@@ -6,8 +6,8 @@
  *
  * Semantics (moby translates each pattern to a regex, `^…$`):
  * - `*` matches any run of characters except `/`; `?` one character except `/`;
- * - `**` matches any number of whole path segments: `**​/` (or `**` before more pattern) is
- *   `(.*​/)?`, a trailing `**` is `.*`;
+ * - `**` matches any number of whole path segments: `**` followed by a slash (or by more pattern)
+ *   is the regex `(.*` + `/)?`, a trailing `**` is `.*`;
  * - `[abc]`, `[a-z]`, `[^a-z]` are character classes (`^` negates; `!` is an ordinary member, as in
  *   Go's regexp); `\x` is a literal `x`; every other character is itself;
  * - a pattern that matches a directory also matches everything below it (the path or any of its
@@ -26,7 +26,7 @@ const enum Kind {
   AnyButSlash,
   /** `*`: loops on any character except `/`, may be skipped */
   Star,
-  /** `**` followed by more pattern, i.e. `(.*​/)?`: skippable; once entered, must end on a `/` */
+  /** `**` followed by more pattern, the regex `(.*` + `/)?`: skippable; once entered, must end on a `/` */
   SegmentsStart,
   /** inner state of SegmentsStart: loops on anything, leaves on `/` */
   SegmentsInner,
