@@ -81,8 +81,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.post("/builds", async (request, reply) => {
     const idempotencyKey = request.headers["idempotency-key"];
-    const { record, created } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
-    return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, links: links(record.id) });
+    const { record, created, attached } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
+    // 202: a new build was queued; 200: an existing build answers (Idempotency-Key, or attached to an identical one in flight)
+    return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, ...(attached ? { attached: true } : {}), links: links(record.id) });
   });
 
   app.get<{ Querystring: { status?: string; limit?: string } }>("/builds", async (request) => {
