@@ -35,6 +35,16 @@ export interface RemoteImage {
   labels: Record<string, string>;
 }
 
+/**
+ * What this process learnt about registries, to save round trips on the next lookup: which
+ * hosts take Basic credentials up front (instead of a 401 first), Bearer tokens until they
+ * expire, and image configs by digest (content-addressed, so never stale).
+ */
+const basicHosts = new Set<string>();
+const bearerTokens = new Map<string, { value: string; expiresAt: number }>();
+const configLabels = new Map<string, Record<string, string>>();
+const CONFIG_CACHE_ENTRIES = 1_000;
+
 /** Why the registry could not answer; callers treat it as "not known", never as "absent". */
 export class ImageLookupError extends Error {
   override readonly name = "ImageLookupError";
@@ -76,7 +86,12 @@ export async function lookupRemoteImage(target: ImageLookupTarget, options: Imag
   const scheme = options.plainHttp ?? isLoopbackRegistry(host) ? "http" : "https";
   const base = `${scheme}://${host}/v2/${repositoryPath(target.registry, target.repository)}`;
   const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 10_000), ...(options.signal ? [options.signal] : [])]);
+  const scope = `repository:${repositoryPath(target.registry, target.repository)}:pull`;
+  const tokenKey = `${host} ${scope} ${options.auth?.username ?? ""}`;
   let authorization: string | undefined;
+  if (options.auth && basicHosts.has(host)) authorization = basicAuthorization(options.auth);
+  const cachedToken = bearerTokens.get(tokenKey);
+  if (options.auth && cachedToken && cachedToken.expiresAt > Date.now()) authorization = cachedToken.value;
 
   const get = async (url: string, accept: string[]): Promise<Response> => {
     const send = () =>
@@ -88,10 +103,13 @@ export async function lookupRemoteImage(target: ImageLookupTarget, options: Imag
     let response: Response;
     try {
       response = await send();
-      if (response.status === 401 && !authorization && options.auth) {
+      if (response.status === 401 && options.auth) {
         await response.body?.cancel();
-        authorization = await authorize(response.headers.get("www-authenticate") ?? "", target, options.auth, signal);
+        const challenge = parseChallenge(response.headers.get("www-authenticate") ?? "");
+        authorization = await authorize(challenge, scope, options.auth, signal, target.registry);
+        if (challenge.scheme === "basic") basicHosts.add(host);
         response = await send();
+        if (authorization?.startsWith("Bearer ") && response.ok) bearerTokens.set(tokenKey, { value: authorization, expiresAt: Date.now() + 50_000 });
       }
     } catch (error) {
       if (error instanceof ImageLookupError) throw error;
@@ -139,27 +157,42 @@ export async function lookupRemoteImage(target: ImageLookupTarget, options: Imag
   }
   const configDigest = (manifest.config as { digest?: unknown } | undefined)?.digest;
   if (typeof configDigest !== "string") return { digest, labels: {} };
+  const known = configLabels.get(configDigest);
+  if (known) return { digest, labels: known };
   const blob = await get(`${base}/blobs/${configDigest}`, ["application/octet-stream", "application/json"]);
   if (!blob.ok) {
     await blob.body?.cancel();
     throw failed(blob, "the image config");
   }
   const config = (await readJson(blob, "image config")).json as { config?: { Labels?: Record<string, string> | null } };
-  return { digest, labels: config.config?.Labels ?? {} };
+  const labels = config.config?.Labels ?? {};
+  if (configLabels.size >= CONFIG_CACHE_ENTRIES) configLabels.delete(configLabels.keys().next().value as string);
+  configLabels.set(configDigest, labels);
+  return { digest, labels };
 }
 
-async function authorize(challenge: string, target: ImageLookupTarget, auth: RegistryAuth, signal: AbortSignal): Promise<string | undefined> {
-  const { scheme, params } = parseChallenge(challenge);
-  const basic = `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}`;
-  if (scheme === "basic") return basic;
-  if (scheme !== "bearer" || !params.realm) return undefined;
+function basicAuthorization(auth: RegistryAuth): string {
+  return `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString("base64")}`;
+}
+
+async function authorize(
+  challenge: { scheme: string; params: Record<string, string> },
+  scope: string,
+  auth: RegistryAuth,
+  signal: AbortSignal,
+  registry: string,
+): Promise<string | undefined> {
+  const basic = basicAuthorization(auth);
+  if (challenge.scheme === "basic") return basic;
+  const { params } = challenge;
+  if (challenge.scheme !== "bearer" || !params.realm) return undefined;
   const realm = new URL(params.realm);
   if (params.service) realm.searchParams.set("service", params.service);
-  realm.searchParams.set("scope", params.scope ?? `repository:${repositoryPath(target.registry, target.repository)}:pull`);
+  realm.searchParams.set("scope", params.scope ?? scope);
   const response = await fetch(realm, { headers: { authorization: basic }, signal });
   if (!response.ok) {
     await response.body?.cancel();
-    throw new ImageLookupError(`registry ${target.registry} refused a pull token (HTTP ${response.status})`);
+    throw new ImageLookupError(`registry ${registry} refused a pull token (HTTP ${response.status})`);
   }
   const token = (await response.json()) as { token?: string; access_token?: string };
   const value = token.token ?? token.access_token;

@@ -548,7 +548,9 @@ export async function resolveGitRevision(options: ResolveRevisionOptions): Promi
       onAuthFailure: () => ({ cancel: true }),
       symrefs: true,
       peelTags: true,
-      ...(parsed.ref === undefined ? { prefix: "HEAD" } : {}),
+      // v1: one request (the advertisement) instead of v2's two (capabilities, then ls-refs);
+      // the lookup is on the path of every unchanged resubmit
+      protocolVersion: 1,
     });
     const byName = new Map(refs.map((ref) => [ref.ref, ref]));
     const names = parsed.ref === undefined ? ["HEAD"] : [`refs/heads/${parsed.ref}`, `refs/tags/${parsed.ref}`, parsed.ref];
