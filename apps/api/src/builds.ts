@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
 import {
   BuilderError,
+  canonicalJson,
   newBuildId,
   parseBuildConfig,
   type BuildConfig,
@@ -135,11 +136,3 @@ export function requestKey(config: BuildConfig, submitter?: string): string {
     .digest("hex");
 }
 
-/** JSON with object keys sorted, so equal values always hash alike. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, inner: unknown) =>
-    inner && typeof inner === "object" && !Array.isArray(inner)
-      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : inner,
-  );
-}

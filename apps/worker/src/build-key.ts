@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { isTerminal, type BuildConfig } from "@m1l0/config";
+import { canonicalJson, isTerminal, type BuildConfig } from "@m1l0/config";
 import { GENERATOR_VERSION } from "@m1l0/dockerfile";
 import type { BuildStore } from "@m1l0/queue";
 import { ImageLookupError, isLoopbackRegistry, lookupRemoteImage, type PushTarget, type RemoteImage } from "@m1l0/registry";
@@ -17,14 +17,6 @@ export interface BuildKeyInputs {
   base: { image: string; content: string | undefined } | undefined;
 }
 
-/** JSON with object keys sorted, so equal values always hash alike. */
-function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, inner: unknown) =>
-    inner && typeof inner === "object" && !Array.isArray(inner)
-      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : inner,
-  );
-}
 
 /**
  * sha256 over everything that shapes the image: the source content, every config field but
