@@ -27,7 +27,7 @@ declare module "fastify" {
     principal: Principal;
   }
   interface FastifyContextConfig {
-    auth?: Partial<RouteAuth>;
+    auth?: Partial<RouteAuth> | undefined;
   }
 }
 
@@ -67,14 +67,20 @@ export function registerRestAuth(app: FastifyInstance, authenticator: Authentica
 
   app.addHook("onRoute", (route) => {
     const url = route.url ?? route.path;
-    let auth: RouteAuth;
-    if (route.config?.auth?.access) auth = { ...DEFAULT_AUTH, ...route.config.auth } as RouteAuth;
-    else if (options.adminPages.some((prefix) => underPrefix(url, prefix))) auth = { access: "admin", allowBasic: true };
-    else if (options.userPages.some((prefix) => underPrefix(url, prefix))) auth = { access: "user", allowBasic: true };
-    else if (url === options.metricsPath) auth = options.metricsPublic ? { access: "public", allowBasic: false } : { access: "admin", allowBasic: true };
-    else auth = DEFAULT_AUTH;
-    route.config = { ...route.config, auth };
-    for (const method of Array.isArray(route.method) ? route.method : [route.method]) routes.push({ method, url, auth });
+    for (const method of Array.isArray(route.method) ? route.method : [route.method]) {
+      // Basic only for reads: a browser replays remembered Basic credentials cross-site (CSRF)
+      const readOnly = method === "GET" || method === "HEAD";
+      let auth: RouteAuth;
+      if (route.config?.auth?.access) auth = { ...DEFAULT_AUTH, ...route.config.auth } as RouteAuth;
+      else if (options.adminPages.some((prefix) => underPrefix(url, prefix))) auth = { access: "admin", allowBasic: readOnly };
+      else if (options.userPages.some((prefix) => underPrefix(url, prefix))) auth = { access: "user", allowBasic: readOnly };
+      else if (url === options.metricsPath) auth = options.metricsPublic ? { access: "public", allowBasic: false } : { access: "admin", allowBasic: readOnly };
+      else auth = DEFAULT_AUTH;
+      routes.push({ method, url, auth });
+    }
+    // one route object may serve several methods; the request hook picks the entry for its method
+    const byMethod = Object.fromEntries(routes.filter((entry) => entry.url === url).map((entry) => [entry.method, entry.auth]));
+    route.config = { ...route.config, auth: undefined, authByMethod: byMethod } as typeof route.config;
   });
 
   app.addHook("onRequest", async (request, reply) => {
@@ -88,16 +94,18 @@ export function registerRestAuth(app: FastifyInstance, authenticator: Authentica
       if (auth.access === "admin") requireAdmin(principal);
       request.principal = principal;
     } catch (error) {
-      if (error instanceof BuilderError && error.code === "UNAUTHENTICATED") {
+      if (!(error instanceof BuilderError)) throw error;
+      if (error.code === "UNAUTHENTICATED") {
         // a browser page gets the Basic challenge, so the browser asks for (or sends) the token
         reply.header("www-authenticate", auth.allowBasic ? 'Basic realm="m1l0", charset="UTF-8"' : 'Bearer realm="m1l0"');
       }
-      throw error;
+      // answered here, not thrown: plugins (bull-board) have error handlers of their own
+      return reply.status(error.httpStatus).send({ error: error.toJSON() });
     }
   });
 }
 
 function routeAuth(request: FastifyRequest): RouteAuth {
-  const configured = (request.routeOptions.config as { auth?: RouteAuth } | undefined)?.auth;
-  return configured?.access ? configured : DEFAULT_AUTH;
+  const byMethod = (request.routeOptions.config as { authByMethod?: Record<string, RouteAuth> } | undefined)?.authByMethod;
+  return byMethod?.[request.method] ?? DEFAULT_AUTH;
 }
