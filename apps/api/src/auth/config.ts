@@ -15,7 +15,7 @@ export function authenticatorFromEnv(env: Pick<ApiEnv, "API_TOKENS_FILE" | "API_
     try {
       text = readFile(env.API_TOKENS_FILE);
     } catch (error) {
-      throw new Error(`API_TOKENS_FILE: cannot read ${env.API_TOKENS_FILE}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      throw new Error(`API_TOKENS_FILE: cannot read ${env.API_TOKENS_FILE}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
     }
     entries.push(...parseApiTokenLines(text, "API_TOKENS_FILE"));
   }
