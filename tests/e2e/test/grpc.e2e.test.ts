@@ -183,7 +183,8 @@ function bearer(token: string): grpc.Interceptor {
     });
 }
 
-function connect<T extends grpc.Client>(Client: ClientConstructor<T>, token: string | undefined = stack.token): T {
+/** `token` null: a client that sends no authorization metadata. */
+function connect<T extends grpc.Client>(Client: ClientConstructor<T>, token: string | null = stack.token): T {
   // a channel of its own, as a separate client process would have
   const client = new Client(stack.grpcAddress, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1, ...(token ? { interceptors: [bearer(token)] } : {}) });
   clients.push(client);
@@ -312,7 +313,7 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     const owner = connect(ImageBuilder, stack.tokens.alice);
     const started = collect(owner.Build(seedRequest(id, `owned-${run}`)));
     await waitUntil(stack.apiUrl, id, () => true, 30_000);
-    for (const [label, client] of [["no token", connect(ImageBuilder, undefined)], ["a wrong token", connect(ImageBuilder, "m1l0_wrong")]] as const) {
+    for (const [label, client] of [["no token", connect(ImageBuilder, null)], ["a wrong token", connect(ImageBuilder, "m1l0_wrong")]] as const) {
       await expect(unary(client.Find, client, { id }), label).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
       const pushed = await collect(client.Push({ id }));
       expect(pushed.error?.code, label).toBe(grpc.status.UNAUTHENTICATED);
@@ -324,7 +325,7 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     await expect(unary(other.Find, other, { id })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
     expect((await collect(other.Build(seedRequest(id, `owned-${run}`)))).error?.code).toBe(grpc.status.ALREADY_EXISTS);
     expect((await getBuild(stack.apiUrl, id)).submitter).toBe("e2e-alice");
-    const health = connect(Health, undefined);
+    const health = connect(Health, null);
     expect(await unary(health.Check, health, { service: "" })).toEqual({ status: "SERVING" });
     // no need to wait for the image: the owner's stream ends when an admin cancels the build
     const cancel = await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
