@@ -420,3 +420,33 @@ describe("tokens never stored", () => {
     for (const needle of needles) expect(logLines.join("")).not.toContain(needle);
   });
 });
+
+describe("when Redis is unreachable", () => {
+  it("an authenticated submission still fails fast with 503 QUEUE_UNAVAILABLE (the rate limiter too)", async () => {
+    const deadRedis = createRedis("redis://127.0.0.1:1", "producer");
+    deadRedis.on("error", () => undefined);
+    const deadQueue = new Queue<BuildJobData>(queueName, { connection: deadRedis });
+    deadQueue.on("error", () => undefined);
+    const deadStore = new BuildStore(deadRedis, prefix);
+    const deadApp = await buildApp({
+      auth: Authenticator.withTokens([alice.entry]),
+      rateLimiter: new SubmissionRateLimiter(deadRedis, prefix, { max: 5, windowMs: 60_000 }),
+      builds: new BuildService(deadStore, deadQueue, loadCatalog(), { allowHttp: false, allowDir: false }),
+      store: deadStore,
+      redis: deadRedis,
+    });
+    try {
+      const started = Date.now();
+      const response = await deadApp.inject({ method: "POST", url: "/builds", headers: bearer(alice), payload: CONFIG });
+      expect(response.statusCode).toBe(503);
+      expect(response.json().error.code).toBe("QUEUE_UNAVAILABLE");
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // authentication itself needs no Redis
+      expect((await deadApp.inject({ method: "POST", url: "/builds", payload: CONFIG })).statusCode).toBe(401);
+    } finally {
+      await deadApp.close();
+      await deadQueue.close().catch(() => undefined);
+      deadRedis.disconnect();
+    }
+  });
+});
