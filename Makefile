@@ -9,8 +9,8 @@ build-image:     ## original: build the service; now installs and builds the wor
 	bash scripts/install.sh && bash scripts/services.sh up && bash scripts/base-images.sh
 run-service:     ## original: run the service; now the API + a worker against local services
 	bash scripts/services.sh up && bash scripts/stack.sh up
-run-client:      ## original: run the test client; now submits examples/mnist and follows it
-	node apps/cli/dist/main.js build examples/mnist/m1l0.yaml --follow
+run-client:      ## original: run the test client; now submits examples/mnist and follows it (local admin token from stack.sh)
+	M1L0_TOKEN_FILE="$${M1L0_TOKEN_FILE:-$${M1L0_STATE_DIR:-/var/lib/m1l0-dev}/api/admin-token}" node apps/cli/dist/main.js build examples/mnist/m1l0.yaml --follow
 services:
 	bash scripts/services.sh up
 stop:

@@ -12,6 +12,8 @@ bash "$ROOT_DIR/scripts/services.sh" up
 bash "$ROOT_DIR/scripts/base-images.sh"
 bash "$ROOT_DIR/scripts/stack.sh" up
 export M1L0_API_URL="${M1L0_API_URL:-http://127.0.0.1:${API_PORT:-8080}}"
+# the local admin token scripts/stack.sh created (the API refuses requests without a token)
+[ -n "${M1L0_TOKEN:-}" ] || export M1L0_TOKEN_FILE="${M1L0_TOKEN_FILE:-$M1L0_STATE_DIR/api/admin-token}"
 
 config="$ROOT_DIR/examples/mnist/m1l0.yaml"
 log "submitting $config to $M1L0_API_URL/builds"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or stops) the builder itself — API + one worker — against the local services,
 # configured for this machine: http git sources allowed (the local git server), pushes to
-# the local registry as the "dockerhub" target, base images from the local catalog override.
+# the local registry as the "dockerhub" target, base images from the local catalog override,
+# API authentication on with a local admin token ($M1L0_STATE_DIR/api/admin-token).
 # usage: scripts/stack.sh [up|down]
 source "$(dirname "$0")/lib.sh"
 
@@ -38,11 +39,24 @@ case "${1:-up}" in
     export GIT_CREDENTIALS="127.0.0.1:$GIT_SERVER_PORT=$GIT_PRIVATE_USERNAME:$GIT_PRIVATE_TOKEN"
     export S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
     export BUILD_NETWORK="${BUILD_NETWORK:-none}"
+    # API tokens: the API reads hashes (API_TOKENS_FILE); the local admin token itself sits in a
+    # 0600 file the CLI reads (M1L0_TOKEN_FILE). Created once, kept across restarts.
+    api_dir="$M1L0_STATE_DIR/api"
+    mkdir -p "$api_dir" && chmod 700 "$api_dir"
+    if [ -z "${API_TOKENS_FILE:-}" ]; then
+      export API_TOKENS_FILE="$api_dir/tokens"
+      if [ ! -s "$api_dir/admin-token" ] || [ ! -s "$API_TOKENS_FILE" ]; then
+        rm -f "$api_dir/admin-token"
+        node "$ROOT_DIR/apps/cli/dist/main.js" token create --name local-admin --role admin --out "$api_dir/admin-token" > "$API_TOKENS_FILE"
+        log "created the local admin API token ($api_dir/admin-token; hashes in $API_TOKENS_FILE)"
+      fi
+    fi
     setsid nohup node "$ROOT_DIR/apps/api/dist/server.js" >>"$log_dir/api.log" 2>&1 < /dev/null &
     echo $! > "$run_dir/api.pid"
     (setsid nohup node "$ROOT_DIR/apps/worker/dist/main.js" >>"$log_dir/worker.log" 2>&1 < /dev/null & echo $! > "$run_dir/worker.pid")
     wait_for "the API on $M1L0_API_URL" 30 curl -sf "$M1L0_API_URL/readyz"
     log "api on $M1L0_API_URL (log $log_dir/api.log), worker running (log $log_dir/worker.log)"
+    log "CLI token: export M1L0_TOKEN_FILE=$M1L0_STATE_DIR/api/admin-token"
     ;;
   down) stop; log "api and worker stopped" ;;
   *) die "usage: $0 [up|down]" ;;

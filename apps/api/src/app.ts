@@ -1,10 +1,14 @@
-import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBuilderError, type BuildEvent, type BuildStatus } from "@m1l0/config";
+import rateLimit from "@fastify/rate-limit";
+import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBuilderError, type BuildEvent, type BuildRecord, type BuildStatus } from "@m1l0/config";
 import { isRedisUnavailableError, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
-import { BuildHistory, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute, type DashboardAuthorizer } from "./admin/index.js";
+import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute } from "./admin/index.js";
+import { canAccess, submitterOf, type Authenticator, type Principal } from "./auth/principal.js";
+import { rateLimitStore, type SubmissionRateLimiter } from "./auth/rate-limit.js";
+import { registerRestAuth } from "./auth/rest.js";
 import type { BuildService } from "./builds.js";
 
 export interface AppDeps {
@@ -17,8 +21,12 @@ export interface AppDeps {
   queue?: Queue<BuildJobData>;
   /** archived logs and records (S3 or a local folder), served once Redis no longer has them */
   artifacts?: ArtifactStore;
-  /** AUTH HOOK for /admin/queues; absent = open (see DashboardAuthorizer) */
-  authorizeDashboard?: DashboardAuthorizer;
+  /** checks API tokens on every route but /healthz and /readyz (Authenticator.disabled() only when the operator says so) */
+  auth: Authenticator;
+  /** per-token budget for POST /builds (shared with gRPC Build); unlimited when absent or auth is disabled */
+  rateLimiter?: SubmissionRateLimiter;
+  /** leave /metrics open (default: admin token) */
+  metricsPublic?: boolean;
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
@@ -43,8 +51,28 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
   const history = new BuildHistory(deps.store, deps.artifacts);
+  // first of all: every route added from here on gets an auth policy
+  registerRestAuth(app, deps.auth, { adminPages: [DASHBOARD_PATH], userPages: [DOCS_PATH], metricsPath: "/metrics", metricsPublic: deps.metricsPublic ?? false });
+  const limiter = deps.rateLimiter?.enabled && !deps.auth.disabled ? deps.rateLimiter : undefined;
+  if (limiter) {
+    await app.register(rateLimit, {
+      global: false,
+      hook: "onRequest", // after authentication (root hooks run first), before the body is parsed
+      store: rateLimitStore(limiter) as never,
+      keyGenerator: (request) => request.principal.name,
+      errorResponseBuilder: (_request, context) =>
+        new BuilderError("RATE_LIMITED", `build submission limit reached for this token (${context.max} per ${limiter.settings.windowMs / 1000} s); retry in ${context.after}`),
+    });
+  }
   // before the routes: the OpenAPI document is collected as routes are added
   await registerApiDocs(app);
+
+  /** The build if this caller may see it; another token's build is 404, exactly like a missing one. */
+  const visible = async (principal: Principal, id: string): Promise<BuildRecord> => {
+    const record = await history.get(id);
+    if (!record || !canAccess(principal, record)) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
+    return record;
+  };
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: "string" }, (_request, body, done) => {
     try {
@@ -75,8 +103,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return reply.status(500).send({ error: { code: "INTERNAL", message: "internal error" } });
   });
 
-  app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async (_request, reply) => {
+  const open = { config: { auth: { access: "public" as const } } };
+  app.get("/healthz", open, async () => ({ status: "ok" }));
+  app.get("/readyz", open, async (_request, reply) => {
     try {
       await deps.redis.ping();
       return { status: "ready" };
@@ -85,9 +114,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.post("/builds", async (request, reply) => {
+  const submitLimit = limiter ? { config: { rateLimit: { max: limiter.settings.max, timeWindow: limiter.settings.windowMs } } } : {};
+  app.post("/builds", submitLimit, async (request, reply) => {
     const idempotencyKey = request.headers["idempotency-key"];
-    const { record, created, attached } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
+    const submitter = submitterOf(request.principal);
+    const { record, created, attached } = await deps.builds.submit(request.body, {
+      ...(typeof idempotencyKey === "string" ? { idempotencyKey } : {}),
+      ...(submitter !== undefined ? { submitter } : {}),
+    });
     // 202: a new build was queued; 200: an existing build answers (Idempotency-Key, or attached to an identical one in flight)
     return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, ...(attached ? { attached: true } : {}), links: links(record.id) });
   });
@@ -103,24 +137,27 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
       throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
     }
-    const builds = await history.list({ limit: parsedLimit, ...(status ? { status: status as BuildStatus } : {}) });
+    // a user token lists its own builds; an admin token every build
+    const own = request.principal.role === "admin" ? {} : { submitter: request.principal.name };
+    const builds = await history.list({ limit: parsedLimit, ...own, ...(status ? { status: status as BuildStatus } : {}) });
     return { builds };
   });
 
   app.get<{ Params: { id: string } }>("/builds/:id", async (request) => {
-    const record = await history.require(request.params.id);
+    const record = await visible(request.principal, request.params.id);
     return { ...record, links: links(record.id) };
   });
 
   // 202: accepted; a running build stops on its worker shortly after (status becomes `cancelled`)
   app.delete<{ Params: { id: string } }>("/builds/:id", async (request, reply) => {
+    await visible(request.principal, request.params.id);
     const { record, outcome } = await deps.builds.cancel(request.params.id);
     return reply.status(202).send({ id: record.id, status: record.status, cancel: outcome, links: links(record.id) });
   });
 
   app.get<{ Params: { id: string }; Querystring: { follow?: string } }>("/builds/:id/logs", async (request, reply) => {
     const { id } = request.params;
-    await history.require(id);
+    await visible(request.principal, id);
     // once the Redis stream is gone (expired/trimmed away), the archived log is the log
     const archivedLog = (await deps.store.readEvents(id, "0", { count: 1 })).length === 0 ? await history.archivedLog(id) : undefined;
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
@@ -162,7 +199,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.queue) {
     registerMetricsRoute(app, createApiMetrics(deps.queue, deps.store));
-    await registerDashboard(app, deps.queue, deps.authorizeDashboard);
+    await registerDashboard(app, deps.queue);
   }
 
   return app;

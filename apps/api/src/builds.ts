@@ -69,7 +69,8 @@ export class BuildService {
   /**
    * `idempotencyKey` (REST Idempotency-Key): the build id is derived from the key, so a
    * repeated POST finds the original build through the same create-if-absent that guards
-   * client-chosen ids; reusing a key for a different config is a CONFLICT.
+   * client-chosen ids; reusing a key for a different config is a CONFLICT. `submitter` (the
+   * token name, recorded on the build) scopes the key: two tokens using one key get two builds.
    *
    * Without an id or key, a request identical to one whose build is still in flight (same
    * config, same submitter) attaches to that build: `attached: true`, nothing enqueued.
@@ -79,7 +80,7 @@ export class BuildService {
     options: { id?: string; idempotencyKey?: string; submitter?: string } = {},
   ): Promise<{ record: BuildRecord; created: boolean; attached: boolean }> {
     const config = this.validate(input);
-    const id = options.id ?? (options.idempotencyKey !== undefined ? idempotentBuildId(options.idempotencyKey) : newBuildId());
+    const id = options.id ?? (options.idempotencyKey !== undefined ? idempotentBuildId(options.idempotencyKey, options.submitter) : newBuildId());
     const now = new Date().toISOString();
     const record: BuildRecord = { id, status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
     if (options.submitter !== undefined) record.submitter = options.submitter;
@@ -119,14 +120,18 @@ export class BuildService {
   }
 }
 
-/** A build id derived from an Idempotency-Key (any text up to 255 chars; hashed so it is safe in keys and URLs). */
-export function idempotentBuildId(key: string): string {
+/**
+ * A build id derived from an Idempotency-Key (any text up to 255 chars; hashed so it is safe
+ * in keys and URLs), scoped by the submitting token's name when there is one.
+ */
+export function idempotentBuildId(key: string, scope?: string): string {
   if (key.length === 0 || key.length > 255) {
     throw new BuilderError("VALIDATION_FAILED", "Idempotency-Key must be 1 to 255 characters", {
       issues: [{ field: "Idempotency-Key", message: "must be 1 to 255 characters" }],
     });
   }
-  return `bld_k${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
+  const material = scope === undefined ? key : `${scope}\n${key}`;
+  return `bld_k${createHash("sha256").update(material).digest("hex").slice(0, 40)}`;
 }
 
 /** What makes two requests the same request: the parsed config (canonical JSON) and who sent it. */

@@ -35,6 +35,17 @@ const envSchema = z.object({
   CATALOG_OVERRIDES_FILE: z.string().optional(),
   /** largest `timeout` (seconds) a build request may ask for; keep equal to the workers' value */
   BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),
+  /** file of `name:role:sha256hex` token entries (create them with `m1l0 token create`) */
+  API_TOKENS_FILE: z.string().optional(),
+  /** the same entries inline (comma separated), e.g. for development; hashes, never tokens */
+  API_TOKENS: z.string().default(""),
+  /** serve without authentication (every caller is an anonymous admin); refused while tokens are configured */
+  AUTH_DISABLED: bool,
+  /** build submissions (POST /builds + gRPC Build) per token per window; 0 = unlimited */
+  SUBMIT_RATE_LIMIT_MAX: z.coerce.number().int().min(0).default(30),
+  SUBMIT_RATE_LIMIT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(60),
+  /** serve /metrics without a token (e.g. for a scraper on a private network); default: admin token */
+  METRICS_PUBLIC: bool,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -3,3 +3,7 @@ export * from "./builds.js";
 export * from "./env.js";
 export * from "./grpc/server.js";
 export * from "./grpc/errors.js";
+export * from "./auth/principal.js";
+export * from "./auth/rate-limit.js";
+export * from "./auth/rest.js";
+export * from "./auth/grpc.js";

@@ -4,11 +4,14 @@ import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m
 import { createArtifactStore } from "@m1l0/storage";
 import { Queue } from "bullmq";
 import { buildApp } from "./app.js";
+import { authenticatorFromEnv } from "./auth/config.js";
+import { SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { BuildService } from "./builds.js";
 import { loadApiEnv } from "./env.js";
 import { startGrpcServer } from "./grpc/server.js";
 
 const env = loadApiEnv();
+const auth = authenticatorFromEnv(env); // throws (the process exits) when no token is configured and auth is not disabled
 const redis = createRedis(env.REDIS_URL, "producer");
 redis.on("error", () => undefined); // surfaced per request as 503 QUEUE_UNAVAILABLE
 const queue = new Queue<BuildJobData>(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME, { connection: redis });
@@ -24,7 +27,11 @@ const artifacts = createArtifactStore({
   s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
   localDir: env.ARTIFACTS_DIR,
 });
+const rateLimiter = new SubmissionRateLimiter(redis, env.REDIS_KEY_PREFIX, { max: env.SUBMIT_RATE_LIMIT_MAX, windowMs: env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS * 1000 });
 const app = await buildApp({
+  auth,
+  rateLimiter,
+  metricsPublic: env.METRICS_PUBLIC,
   builds,
   store,
   redis,
@@ -33,16 +40,24 @@ const app = await buildApp({
   bodyLimit: env.BODY_LIMIT_BYTES,
   logger: {
     level: env.LOG_LEVEL,
-    redact: ["req.headers.authorization"],
+    redact: ["req.headers.authorization", "req.headers.cookie"],
     ...(process.stdout.isTTY ? {} : {}),
   },
 });
+
+if (auth.disabled) {
+  app.log.warn("AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this API can submit, read and cancel every build, and open the dashboard. Development only.");
+} else {
+  app.log.info({ tokens: auth.tokenCount, submitRateLimit: rateLimiter.enabled ? `${env.SUBMIT_RATE_LIMIT_MAX}/${env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS}s per token` : "off" }, "API authentication on");
+}
 
 // gRPC binds before REST listens, so a ready /readyz means both ingresses are up
 const grpc = await startGrpcServer({
   builds,
   store,
   redis,
+  auth,
+  rateLimiter,
   host: env.GRPC_HOST,
   port: env.GRPC_PORT,
   tls: { certFile: env.GRPC_TLS_CERT_FILE, keyFile: env.GRPC_TLS_KEY_FILE },

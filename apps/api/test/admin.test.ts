@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { BuildService, buildApp } from "../src/index.js";
+import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const queueName = `test-admin-${randomUUID()}`;
@@ -53,7 +53,7 @@ beforeAll(async () => {
   queue = new Queue<BuildJobData>(queueName, { connection: redis });
   store = new BuildStore(redis, prefix);
   const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ builds, store, redis, queue, artifacts });
+  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis, queue, artifacts });
 });
 
 afterAll(async () => {

@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BuildService, buildApp } from "../src/index.js";
+import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const queueName = `test-api-${randomUUID()}`;
@@ -35,7 +35,7 @@ beforeAll(async () => {
   queue = new Queue<BuildJobData>(queueName, { connection: redis });
   store = new BuildStore(redis, prefix);
   const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ builds, store, redis });
+  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis });
 });
 
 afterAll(async () => {
@@ -161,7 +161,7 @@ describe("when Redis is unreachable", () => {
     const deadQueue = new Queue<BuildJobData>(queueName, { connection: deadRedis });
     deadQueue.on("error", () => undefined);
     const deadStore = new BuildStore(deadRedis, prefix);
-    const deadApp = await buildApp({ builds: new BuildService(deadStore, deadQueue, loadCatalog(), { allowHttp: false, allowDir: false }), store: deadStore, redis: deadRedis });
+    const deadApp = await buildApp({ auth: Authenticator.disabled(), builds: new BuildService(deadStore, deadQueue, loadCatalog(), { allowHttp: false, allowDir: false }), store: deadStore, redis: deadRedis });
     const started = Date.now();
     const response = await deadApp.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/yaml" }, payload: VALID_YAML });
     expect(response.statusCode).toBe(503);

@@ -5,7 +5,7 @@ import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { BuildService, buildApp } from "../src/index.js";
+import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const queueName = `test-api-hostile-${randomUUID()}`;
@@ -24,7 +24,7 @@ beforeAll(async () => {
   queue = new Queue<BuildJobData>(queueName, { connection: redis });
   store = new BuildStore(redis, prefix);
   const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ builds, store, redis, bodyLimit: BODY_LIMIT });
+  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis, bodyLimit: BODY_LIMIT });
 });
 
 afterEach(async () => {

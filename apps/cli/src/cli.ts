@@ -1,6 +1,6 @@
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { decodeConfigText, isBuilderError, parseBuildConfig, type FieldIssue } from "@m1l0/config";
+import { API_TOKEN_ROLES, createApiToken, decodeConfigText, isBuilderError, parseBuildConfig, type ApiTokenRole, type FieldIssue } from "@m1l0/config";
 import { M1l0ApiError, M1l0Client, isBuildStatus, isTerminal, type BuildRecord } from "@m1l0/sdk";
 import { loadCliEnv, type CliEnv } from "./env.js";
 import { describeRecord, formatEventLine, formatTable } from "./format.js";
@@ -20,16 +20,21 @@ Usage:
   m1l0 logs <id> [--follow] [--json]
   m1l0 list [--status STATUS] [--limit N] [--json]
   m1l0 cancel <id> [--json]
+  m1l0 token create --name NAME [--role user|admin] [--out FILE] [--json]
 
 Options:
   --api URL      API address (env M1L0_API_URL, default http://127.0.0.1:8080)
-  --token TOKEN  bearer token (env M1L0_TOKEN)
+  --token TOKEN  bearer token (env M1L0_TOKEN, or a file named by M1L0_TOKEN_FILE)
   --follow       build: wait for the build, showing its progress (default on a terminal)
                  logs: keep streaming until the build ends
   --no-follow    build: print the id and return at once
   --json         machine-readable output on stdout (build --follow: the final record;
                  logs: {id, lines}, with --follow one event per line)
   -h, --help     show this help
+
+token create makes a new API token (offline: nothing is sent anywhere). It prints the token
+(shown once; give it to the client) and the line "name:role:sha256" for the operator's
+API_TOKENS_FILE; with --out FILE the token goes to FILE (mode 600) and only the line is printed.
 
 build prints progress on stderr and ends with "image: <ref>" and "digest: sha256:…" on
 stdout. Exit codes: 0 success, 1 failed build or request, 2 invalid config or usage.`;
@@ -61,6 +66,9 @@ function parse(argv: string[]) {
       "no-follow": { type: "boolean", default: false },
       status: { type: "string" },
       limit: { type: "string" },
+      name: { type: "string" },
+      role: { type: "string" },
+      out: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -84,7 +92,23 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     io.stdout.write(`${USAGE}\n`);
     return EXIT_OK;
   }
-  const client = new M1l0Client({ baseUrl: flags.api ?? env.apiUrl, ...((flags.token ?? env.token) ? { token: flags.token ?? env.token } : {}) });
+  if (command === "token") {
+    try {
+      return await tokenCommand(rest, flags, io);
+    } catch (error) {
+      return reportError(error, io);
+    }
+  }
+  let token = flags.token ?? env.token;
+  if (!token && env.tokenFile) {
+    try {
+      token = (await readFile(env.tokenFile, "utf8")).trim() || undefined;
+    } catch (error) {
+      io.stderr.write(`m1l0: cannot read M1L0_TOKEN_FILE ${env.tokenFile}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`);
+      return EXIT_USAGE;
+    }
+  }
+  const client = new M1l0Client({ baseUrl: flags.api ?? env.apiUrl, ...(token ? { token } : {}) });
   try {
     switch (command) {
       case "build":
@@ -113,12 +137,18 @@ function one(args: string[], usage: string): string {
 }
 
 function reportError(error: unknown, io: CliIo): number {
+  if (isBuilderError(error) && error.code === "VALIDATION_FAILED") {
+    io.stderr.write(`m1l0: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
   if (error instanceof UsageError) {
     io.stderr.write(`m1l0: ${error.message}\n(m1l0 --help for usage)\n`);
     return EXIT_USAGE;
   }
   if (error instanceof M1l0ApiError) {
-    io.stderr.write(`m1l0: ${error.code}: ${error.message}\n`);
+    // the SDK's 401 hint speaks to programmers; the CLI names its own settings
+    const message = error.isUnauthenticated ? `${error.message.replace(/ \(the API needs a valid token:.*\)$/, "")} (set M1L0_TOKEN, M1L0_TOKEN_FILE or --token)` : error.message;
+    io.stderr.write(`m1l0: ${error.code}: ${message}\n`);
     printIssues(io.stderr, error.issues);
     // a config the API rejects is the caller's input problem, like a local validation error
     return error.status === 400 ? EXIT_USAGE : EXIT_FAILED;
@@ -223,5 +253,23 @@ async function listCommand(client: M1l0Client, flags: Flags, io: CliIo): Promise
   const builds = await client.list({ ...(flags.status && isBuildStatus(flags.status) ? { status: flags.status } : {}), ...(limit ? { limit } : {}) });
   if (flags.json) io.stdout.write(`${JSON.stringify(builds)}\n`);
   else io.stdout.write(builds.length ? `${formatTable(builds)}\n` : "no builds\n");
+  return EXIT_OK;
+}
+
+/** `token create`: a new token and its hash line, made locally (the API only ever sees hashes in its config). */
+async function tokenCommand(args: string[], flags: Flags, io: CliIo): Promise<number> {
+  if (args[0] !== "create" || args.length !== 1) throw new UsageError("usage: m1l0 token create --name NAME [--role user|admin] [--out FILE] [--json]");
+  if (!flags.name) throw new UsageError("token create needs --name (recorded on the builds this token submits)");
+  const role = flags.role ?? "user";
+  if (!(API_TOKEN_ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${API_TOKEN_ROLES.join(", ")}`);
+  const { token, line, entry } = createApiToken(flags.name, role as ApiTokenRole);
+  if (flags.out) {
+    // exclusive create: never overwrite (or widen the mode of) an existing file
+    await writeFile(flags.out, `${token}\n`, { mode: 0o600, flag: "wx" });
+    io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, line, tokenFile: flags.out })}\n` : `${line}\n`);
+    return EXIT_OK;
+  }
+  io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, token, line })}\n` : `token: ${token}\nline:  ${line}\n`);
+  io.stderr.write("add the line to the API's API_TOKENS_FILE (then restart the API); the token is shown only now\n");
   return EXIT_OK;
 }

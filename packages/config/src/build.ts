@@ -47,6 +47,8 @@ export interface BuildRecord {
   /** when each status was entered (ISO timestamps) */
   timestamps: Partial<Record<BuildStatus, string>>;
   attempts: number;
+  /** name of the API token that submitted the build (never the token); absent when auth is disabled */
+  submitter?: string;
   commit?: string;
   baseImage?: string;
   /**

@@ -1,6 +1,12 @@
 /** Stable error codes. Each maps to an HTTP status, a gRPC status and a retry decision. */
 export const ERROR_CODES = {
   VALIDATION_FAILED: { http: 400, retryable: false },
+  /** no, a malformed or an unknown API token */
+  UNAUTHENTICATED: { http: 401, retryable: false },
+  /** a valid token without the role the route needs (admin routes) */
+  FORBIDDEN: { http: 403, retryable: false },
+  /** the token's build-submission budget is spent for now (Retry-After says when it refills) */
+  RATE_LIMITED: { http: 429, retryable: true },
   UNSUPPORTED_BASE: { http: 400, retryable: false },
   SOURCE_NOT_ALLOWED: { http: 400, retryable: false },
   NOT_FOUND: { http: 404, retryable: false },

@@ -5,3 +5,4 @@ export * from "./build.js";
 export * from "./reference.js";
 export * from "./env.js";
 export * from "./canonical.js";
+export * from "./tokens.js";

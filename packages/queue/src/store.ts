@@ -59,7 +59,14 @@ export interface StoredEvent {
 
 export interface ListOptions {
   status?: BuildStatus;
+  /** only builds this token name submitted */
+  submitter?: string;
   limit?: number;
+}
+
+/** Whether a record passes a list's filters. */
+export function matchesListFilter(record: BuildRecord, options: ListOptions): boolean {
+  return (!options.status || record.status === options.status) && (options.submitter === undefined || record.submitter === options.submitter);
 }
 
 /**
@@ -332,7 +339,7 @@ export class BuildStore {
     const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
     const records: BuildRecord[] = [];
     let offset = 0;
-    const page = options.status ? 200 : limit;
+    const page = options.status || options.submitter !== undefined ? 200 : limit;
     while (records.length < limit) {
       const ids = await this.redis.zrevrange(this.indexKey, offset, offset + page - 1);
       if (ids.length === 0) break;
@@ -341,7 +348,7 @@ export class BuildStore {
       for (const raw of raws) {
         if (!raw) continue;
         const record = JSON.parse(raw) as BuildRecord;
-        if (!options.status || record.status === options.status) records.push(record);
+        if (matchesListFilter(record, options)) records.push(record);
         if (records.length >= limit) break;
       }
     }

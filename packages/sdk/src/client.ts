@@ -15,8 +15,8 @@ export interface M1l0ClientOptions {
 
 export interface SubmitOptions {
   /**
-   * Sent as the `Idempotency-Key` header so a retried submit can be recognised. The REST
-   * API does not honour it yet: until it does, retrying a submit may start a second build.
+   * Sent as the `Idempotency-Key` header: a retried submit with the same key (and token)
+   * returns the original build instead of starting a second one.
    */
   idempotencyKey?: string;
   signal?: AbortSignal;

@@ -12,13 +12,26 @@ export class M1l0ApiError extends Error {
   readonly status: number;
   readonly code: string;
   readonly issues: FieldIssue[];
+  /** 429 RATE_LIMITED (and 503s that say so): seconds to wait before retrying, from Retry-After */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(status: number, code: string, message: string, options: { issues?: FieldIssue[]; cause?: unknown } = {}) {
+  constructor(status: number, code: string, message: string, options: { issues?: FieldIssue[]; cause?: unknown; retryAfterSeconds?: number } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "M1l0ApiError";
     this.status = status;
     this.code = code;
     this.issues = options.issues ?? [];
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
+
+  /** 401: no token, a malformed one, or one the API does not know. */
+  get isUnauthenticated(): boolean {
+    return this.status === 401;
+  }
+
+  /** 429: this token's build-submission budget is spent for now (see retryAfterSeconds). */
+  get isRateLimited(): boolean {
+    return this.status === 429;
   }
 }
 
@@ -55,7 +68,11 @@ export async function errorFromResponse(response: Response): Promise<M1l0ApiErro
     body = undefined;
   }
   const error = body?.error;
-  const code = typeof error?.code === "string" ? error.code : `HTTP_${response.status}`;
-  const message = typeof error?.message === "string" ? error.message : text.trim() || `${response.status} ${response.statusText}`;
-  return new M1l0ApiError(response.status, code, message, { issues: toIssues(error?.issues) });
+  const code = typeof error?.code === "string" ? error.code : response.status === 401 ? "UNAUTHENTICATED" : response.status === 429 ? "RATE_LIMITED" : `HTTP_${response.status}`;
+  let message = typeof error?.message === "string" ? error.message : text.trim() || `${response.status} ${response.statusText}`;
+  const retryAfter = Number(response.headers.get("retry-after") ?? "");
+  const retryAfterSeconds = Number.isFinite(retryAfter) && retryAfter >= 0 && response.headers.has("retry-after") ? retryAfter : undefined;
+  if (response.status === 401) message = `${message} (the API needs a valid token: pass \`token\` to M1l0Client, e.g. from M1L0_TOKEN)`;
+  if (response.status === 429 && retryAfterSeconds !== undefined && !/retry/i.test(message)) message = `${message} (retry after ${retryAfterSeconds} s)`;
+  return new M1l0ApiError(response.status, code, message, { issues: toIssues(error?.issues), ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}) });
 }

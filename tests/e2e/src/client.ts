@@ -1,4 +1,25 @@
-/** Minimal REST helpers for the tests (the SDK package will replace these). */
+/** Minimal REST helpers for the tests; they send the token registered for the API they call. */
+
+const tokens = new Map<string, string>();
+
+/** Makes apiFetch and the helpers below send `Authorization: Bearer <token>` to this API (an origin). */
+export function registerApiToken(apiUrl: string, token: string): void {
+  tokens.set(new URL(apiUrl).origin, token);
+}
+
+/** The bearer header for an API started by startStack (empty for an unknown one). */
+export function authHeaders(url: string): Record<string, string> {
+  const token = tokens.get(new URL(url).origin);
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/** fetch that adds the registered token for the URL's API, unless the caller set an authorization header. */
+export async function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  for (const [name, value] of Object.entries(authHeaders(url))) if (!headers.has(name)) headers.set(name, value);
+  return fetch(url, { ...init, headers });
+}
+
 export interface BuildRecordView {
   id: string;
   status: string;
@@ -9,19 +30,20 @@ export interface BuildRecordView {
   error?: { code: string; message: string };
   timestamps: Record<string, string>;
   worker?: string;
+  submitter?: string;
   cancelRequestedAt?: string;
   attemptErrors?: Array<{ attempt: number; code: string; message: string; at: string }>;
 }
 
 export async function submit(apiUrl: string, config: unknown): Promise<string> {
-  const response = await fetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
+  const response = await apiFetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
   const body = (await response.json()) as { id?: string; error?: unknown };
   if (response.status !== 202 || !body.id) throw new Error(`submit failed (${response.status}): ${JSON.stringify(body)}`);
   return body.id;
 }
 
 export async function getBuild(apiUrl: string, id: string): Promise<BuildRecordView> {
-  const response = await fetch(`${apiUrl}/builds/${id}`);
+  const response = await apiFetch(`${apiUrl}/builds/${id}`);
   if (!response.ok) throw new Error(`GET /builds/${id}: ${response.status}`);
   return (await response.json()) as BuildRecordView;
 }
@@ -44,5 +66,5 @@ export async function waitForBuild(apiUrl: string, id: string, timeoutMs = 300_0
 }
 
 export async function getLog(apiUrl: string, id: string): Promise<string> {
-  return (await fetch(`${apiUrl}/builds/${id}/logs`)).text();
+  return (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
 }

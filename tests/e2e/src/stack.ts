@@ -6,6 +6,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createApiToken } from "@m1l0/config";
+import { registerApiToken } from "./client.js";
 
 export const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
@@ -34,8 +36,30 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** The API tokens of one stack: what clients send (the API only gets their hashes). */
+export interface StackTokens {
+  /** admin token: every build, the dashboard, metrics (the e2e helpers send this one) */
+  admin: string;
+  /** two user tokens, each seeing only its own builds */
+  alice: string;
+  bob: string;
+  /** `API_TOKENS` for another API process that should accept the same tokens */
+  apiTokensEnv: string;
+}
+
+/** Fresh tokens for a stack (random per stack, so one stack's tokens open no other). */
+export function createStackTokens(): StackTokens {
+  const admin = createApiToken("e2e-admin", "admin");
+  const alice = createApiToken("e2e-alice", "user");
+  const bob = createApiToken("e2e-bob", "user");
+  return { admin: admin.token, alice: alice.token, bob: bob.token, apiTokensEnv: [admin.line, alice.line, bob.line].join(",") };
+}
+
 export interface RunningStack {
   apiUrl: string;
+  /** the admin token (sent by apiFetch and the client helpers for apiUrl) */
+  token: string;
+  tokens: StackTokens;
   /** host:port of the API's plaintext gRPC server */
   grpcAddress: string;
   queueName: string;
@@ -89,7 +113,10 @@ export async function startStack(
     LOG_LEVEL: "info",
   };
   const logs: string[] = [];
-  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort), ...options.apiEnv }, logs, "api");
+  // every e2e stack runs with authentication on; the submission limit is out of the way unless a test sets one
+  const tokens = createStackTokens();
+  const apiAuthEnv: NodeJS.ProcessEnv = { API_TOKENS: tokens.apiTokensEnv, SUBMIT_RATE_LIMIT_MAX: "100000" };
+  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, ...apiAuthEnv, HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort), ...options.apiEnv }, logs, "api");
   const workerEnv: NodeJS.ProcessEnv = {
     ...common,
     WORKER_CONCURRENCY: String(options.concurrency ?? 2),
@@ -117,6 +144,7 @@ export async function startStack(
   startWorker();
   for (const env of options.extraWorkers ?? []) startWorker(env);
   const apiUrl = `http://127.0.0.1:${port}`;
+  registerApiToken(apiUrl, tokens.admin);
   const deadline = Date.now() + 90_000;
   for (;;) {
     try {
@@ -136,6 +164,8 @@ export async function startStack(
     });
   return {
     apiUrl,
+    token: tokens.admin,
+    tokens,
     grpcAddress: `127.0.0.1:${grpcPort}`,
     queueName,
     keyPrefix,

@@ -10,7 +10,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT_DIR, createGitFixture, freePort, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { apiFetch, registerApiToken, ROOT_DIR, createGitFixture, freePort, getLog, services, startStack, submit, waitForBuild, type RunningStack, type StackTokens } from "../src/index.js";
 
 /**
  * Archiving against a private s3rver (so the S3-outage test can stop it without touching the
@@ -110,16 +110,17 @@ const s3Env = (): NodeJS.ProcessEnv => ({
 });
 
 /** One more API process on the stack's Redis and queue, reading artifacts from our s3rver. */
-async function startApi(queueName: string, keyPrefix: string): Promise<SpawnedApi> {
+async function startApi(queueName: string, keyPrefix: string, tokens: StackTokens): Promise<SpawnedApi> {
   const port = await freePort();
   const logs: string[] = [];
   const child = spawn(process.execPath, [path.join(ROOT_DIR, "apps/api/dist/server.js")], {
-    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
+    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", API_TOKENS: tokens.apiTokensEnv, ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
   const url = `http://127.0.0.1:${port}`;
+  registerApiToken(url, tokens.admin);
   await waitUntil("API", async () => (await fetch(`${url}/readyz`)).ok || (child.exitCode !== null ? Promise.reject(new Error(logs.join(""))) : false), 30_000, 100);
   return { url, logs, stop: () => stopChild(child) };
 }
@@ -145,7 +146,7 @@ interface RecordView {
 }
 
 async function record(apiUrl: string, id: string): Promise<RecordView> {
-  return (await (await fetch(`${apiUrl}/builds/${id}`)).json()) as RecordView;
+  return (await (await apiFetch(`${apiUrl}/builds/${id}`)).json()) as RecordView;
 }
 
 function archivedEverything(apiUrl: string, id: string, timeoutMs = 120_000): Promise<RecordView> {
@@ -169,7 +170,7 @@ interface SseEvent {
 /** Reads SSE from `url` until the `end` event, or until `stopAfter` events (then disconnects). */
 async function readSse(url: string, options: { lastEventId?: string; stopAfter?: number } = {}): Promise<{ events: SseEvent[]; ended: boolean }> {
   const controller = new AbortController();
-  const response = await fetch(url, { headers: { accept: "text/event-stream", ...(options.lastEventId ? { "last-event-id": options.lastEventId } : {}) }, signal: controller.signal });
+  const response = await apiFetch(url, { headers: { accept: "text/event-stream", ...(options.lastEventId ? { "last-event-id": options.lastEventId } : {}) }, signal: controller.signal });
   const events: SseEvent[] = [];
   let buffer = "";
   const decoder = new TextDecoder();
@@ -216,7 +217,7 @@ function parseMetrics(text: string): Map<string, number> {
 }
 
 async function scrape(url: string): Promise<Map<string, number>> {
-  const response = await fetch(url);
+  const response = await apiFetch(url);
   expect(response.status).toBe(200);
   expect(response.headers.get("content-type")).toContain("text/plain");
   return parseMetrics(await response.text());
@@ -251,7 +252,7 @@ beforeAll(async () => {
   const metricsPort = await freePort();
   workerMetricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   stack = await startStack({ workerEnv: { ...s3Env(), METRICS_PORT: String(metricsPort) } });
-  [apiA, apiB] = await Promise.all([startApi(stack.queueName, stack.keyPrefix), startApi(stack.queueName, stack.keyPrefix)]);
+  [apiA, apiB] = await Promise.all([startApi(stack.queueName, stack.keyPrefix, stack.tokens), startApi(stack.queueName, stack.keyPrefix, stack.tokens)]);
   redis = new Redis(services.redisUrl);
   metricsBefore = await waitUntil("worker metrics", () => scrape(workerMetricsUrl), 30_000, 200);
 });
@@ -386,7 +387,7 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     expect(viaSse.ended).toBe(true);
     expect(viaSse.events.filter((event) => event.type === "log").length).toBe(liveLog.split("\n").filter((line) => / \[(fetch|build|push)\] /.test(line)).length);
     expect(await record(apiB.url, id)).toMatchObject({ id, status: "succeeded" });
-    const list = (await (await fetch(`${apiA.url}/builds?limit=500`)).json()) as { builds: RecordView[] };
+    const list = (await (await apiFetch(`${apiA.url}/builds?limit=500`)).json()) as { builds: RecordView[] };
     expect(list.builds.map((build) => build.id)).toContain(id);
   });
 

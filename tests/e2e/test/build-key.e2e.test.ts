@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT_DIR, createGitFixture, getLog, services, startStack, waitForBuild, type RunningStack } from "../src/index.js";
+import { ROOT_DIR, apiFetch, createGitFixture, getLog, services, startStack, waitForBuild, type RunningStack } from "../src/index.js";
 
 // One build per identity: the build key, skip-if-unchanged (`cached`), and identical requests
 // attaching to the build in flight — against the real registry, git server and daemon.
@@ -20,7 +20,7 @@ interface SubmitAnswer {
 }
 
 async function post(config: unknown, headers: Record<string, string> = {}): Promise<SubmitAnswer> {
-  const response = await fetch(`${stack.apiUrl}/builds`, {
+  const response = await apiFetch(`${stack.apiUrl}/builds`, {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(config),

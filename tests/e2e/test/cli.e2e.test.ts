@@ -26,7 +26,7 @@ interface CliResult {
 function m1l0(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH, M1L0_API_URL: stack.apiUrl, ...env },
+      env: { PATH: process.env.PATH, M1L0_API_URL: stack.apiUrl, M1L0_TOKEN: stack.token, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -142,6 +142,20 @@ describe("m1l0 CLI (built binary) against the real stack", () => {
     expect(result.stderr).toMatch(/^==> build bld_\w+ failed after .*: ENTRY_NOT_FOUND: .*missing\.py/m);
     expect(result.stdout).not.toMatch(/^image:/m);
     expect(result.stderr).not.toMatch(ANSI);
+  });
+
+  it("says what to set when the API refuses the token, and reads M1L0_TOKEN_FILE", async () => {
+    const missing = await m1l0(["list"], { M1L0_TOKEN: "" });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^m1l0: UNAUTHENTICATED: an API token is required: send Authorization: Bearer <token> \(set M1L0_TOKEN, M1L0_TOKEN_FILE or --token\)$/m);
+    const wrong = await m1l0(["list", "--token", "m1l0_wrong"]);
+    expect(wrong.stderr).toMatch(/UNAUTHENTICATED: invalid API token/);
+    expect(wrong.stderr).not.toContain("m1l0_wrong");
+    const tokenFile = path.join(configDir, "token");
+    writeFileSync(tokenFile, `${stack.token}\n`, { mode: 0o600 });
+    const fromFile = await m1l0(["list", "--json"], { M1L0_TOKEN: "", M1L0_TOKEN_FILE: tokenFile });
+    expect(fromFile.code, fromFile.stderr).toBe(0);
+    expect(Array.isArray(JSON.parse(fromFile.stdout))).toBe(true);
   });
 
   it("says when the API cannot be reached (exit 1) and rejects bad usage (exit 2)", async () => {

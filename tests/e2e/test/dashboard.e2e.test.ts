@@ -35,9 +35,20 @@ describe("dashboard (bull-board at /admin/queues) in headless Chromium", () => {
     const id = await submit(stack.apiUrl, { service: "dockerhub", repository: "m1l0/dashboard-e2e", source: repo.url, revision: `d-${Date.now().toString(36)}`, dockerfile: "Dockerfile" });
     expect((await waitForBuild(stack.apiUrl, id)).status).toBe("succeeded");
 
+    // admin only: a browser asks for Basic credentials (token as the password), a user token is refused
+    const dashboard = `${stack.apiUrl}/admin/queues/queue/${encodeURIComponent(stack.queueName)}?status=completed`;
+    const challenge = await fetch(dashboard);
+    expect(challenge.status).toBe(401);
+    expect(challenge.headers.get("www-authenticate")).toMatch(/^Basic /);
+    expect((await fetch(dashboard, { headers: { authorization: `Basic ${Buffer.from(`x:${stack.tokens.alice}`).toString("base64")}` } })).status).toBe(403);
+
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     try {
-      await page.goto(`${stack.apiUrl}/admin/queues/queue/${encodeURIComponent(stack.queueName)}?status=completed`);
+      // what an operator types: http://admin:TOKEN@host/admin/queues
+      const withCredentials = new URL(dashboard);
+      withCredentials.username = "admin";
+      withCredentials.password = stack.token;
+      await page.goto(withCredentials.toString());
       // bull-board shows the job id (= build id) on the job card
       await page.getByText(id).first().waitFor({ timeout: 30_000 });
       await expect(page.title()).resolves.toMatch(/M1L0 builds|bull/i);

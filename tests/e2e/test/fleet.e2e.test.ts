@@ -1,4 +1,4 @@
-import { waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
+import { apiFetch, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
 import Docker from "dockerode";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -69,14 +69,14 @@ describe("a fleet of 3 workers, each with its own Docker daemon", () => {
     for (const record of records) {
       // the image in the registry is the one the record names, whichever daemon built it
       expect(await registryDigest(record.image!.repository, record.image!.tag)).toBe(record.image!.digest);
-      const log = await (await fetch(`${stack.apiUrl}/builds/${record.id}/logs`)).text();
+      const log = await (await apiFetch(`${stack.apiUrl}/builds/${record.id}/logs`)).text();
       expect(log).toMatch(/\[build\] Step 2\/\d : RUN echo fleet-/);
       expect(log).toMatch(/\[push\] pushed .*@sha256:/);
       // the daemon that built it holds the image; another worker's daemon does not
       const builtOn = new Docker({ socketPath: FLEET_SOCKETS[workerIds.indexOf(record.worker!)]! });
       await expect(builtOn.getImage(record.image!.reference).inspect()).resolves.toBeTruthy();
     }
-    const listed = (await (await fetch(`${stack.apiUrl}/builds?limit=50`)).json()) as { builds: RecordView[] };
+    const listed = (await (await apiFetch(`${stack.apiUrl}/builds?limit=50`)).json()) as { builds: RecordView[] };
     expect(listed.builds.filter((build) => ids.includes(build.id))).toHaveLength(6);
   });
 
@@ -94,7 +94,7 @@ describe("a fleet of 3 workers, each with its own Docker daemon", () => {
     expect(await withMarker()).toHaveLength(1);
 
     const started = Date.now();
-    expect((await fetch(`${stack.apiUrl}/builds/${target!.id}`, { method: "DELETE" })).status).toBe(202);
+    expect((await apiFetch(`${stack.apiUrl}/builds/${target!.id}`, { method: "DELETE" })).status).toBe(202);
     const cancelled = await waitFor(stack.apiUrl, target!.id, isTerminal, 5_000, 50);
     expect(cancelled.status).toBe("cancelled");
     expect(Date.now() - started).toBeLessThan(5_000);
@@ -102,7 +102,7 @@ describe("a fleet of 3 workers, each with its own Docker daemon", () => {
     while ((await withMarker()).length > 0 && Date.now() < cleanDeadline) await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await withMarker()).toEqual([]);
 
-    for (const id of ids.filter((id) => id !== target!.id)) await fetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
+    for (const id of ids.filter((id) => id !== target!.id)) await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
     for (const id of ids) expect((await waitFor(stack.apiUrl, id, isTerminal, 10_000)).status).toBe("cancelled");
   });
 });
@@ -155,14 +155,14 @@ describe("a Redis restart mid-build (a Redis of this test's own, AOF on)", () =>
     const down = Date.now();
     const ready = await fetch(`${stack.apiUrl}/readyz`);
     expect(ready.status).toBe(503);
-    const find = await fetch(`${stack.apiUrl}/builds/${id}`);
+    const find = await apiFetch(`${stack.apiUrl}/builds/${id}`);
     expect(find.status).toBe(503);
     expect(Date.now() - down).toBeLessThan(10_000); // fails fast, does not hang
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     await startRedis();
 
     const record = await waitFor(stack.apiUrl, id, isTerminal, 120_000, 250);
-    expect(record.status, await (await fetch(`${stack.apiUrl}/builds/${id}/logs`)).text()).toBe("succeeded");
+    expect(record.status, await (await apiFetch(`${stack.apiUrl}/builds/${id}/logs`)).text()).toBe("succeeded");
     expect((await fetch(`${stack.apiUrl}/readyz`)).status).toBe(200);
     expect(await registryDigest(record.image!.repository, record.image!.tag)).toBe(record.image!.digest);
   });

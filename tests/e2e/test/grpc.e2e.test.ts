@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ROOT_DIR, getBuild, getLog, services, startStack, type RunningStack } from "../src/index.js";
+import { apiFetch, ROOT_DIR, getBuild, getLog, services, startStack, waitUntil, type RunningStack } from "../src/index.js";
 
 /*
  * A client that knows only the published contract: the .proto text below is a separate
@@ -172,9 +172,21 @@ function unary<Req, Res>(method: Unary<Req, Res>, client: grpc.Client, request: 
 
 let stack: RunningStack;
 const clients: grpc.Client[] = [];
-function connect<T extends grpc.Client>(Client: ClientConstructor<T>): T {
+/** Sends `authorization: Bearer <token>` metadata on every call (an original-style client adds it per call). */
+function bearer(token: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+/** `token` null: a client that sends no authorization metadata. */
+function connect<T extends grpc.Client>(Client: ClientConstructor<T>, token: string | null = stack.token): T {
   // a channel of its own, as a separate client process would have
-  const client = new Client(stack.grpcAddress, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+  const client = new Client(stack.grpcAddress, grpc.credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1, ...(token ? { interceptors: [bearer(token)] } : {}) });
   clients.push(client);
   return client;
 }
@@ -238,7 +250,7 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     expect(log.match(/\[status\] fetching/g)).toHaveLength(1);
     expect(record.attempts).toBe(1);
     expect(stack.logs.some((line) => line.includes(id) && line.includes("attached to an existing build"))).toBe(true);
-    const listed = (await (await fetch(`${stack.apiUrl}/builds?limit=500`)).json()) as { builds: Array<{ id: string }> };
+    const listed = (await (await apiFetch(`${stack.apiUrl}/builds?limit=500`)).json()) as { builds: Array<{ id: string }> };
     expect(listed.builds.filter((build) => build.id === id)).toHaveLength(1);
 
     // the digest reference Find returned is what a pipeline pulls
@@ -278,7 +290,7 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     expect(invalid.error?.details).toMatch(/repository: /);
     expect(invalid.error?.details).toMatch(/pyversion: /);
     expect(invalid.bodies).toEqual([]);
-    expect((await fetch(`${stack.apiUrl}/builds/${id}`)).status).toBe(404);
+    expect((await apiFetch(`${stack.apiUrl}/builds/${id}`)).status).toBe(404);
 
     const noConfig = await collect(client.Build({ id }));
     expect(noConfig.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
@@ -294,6 +306,32 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     await expect(unary(client.Find, client, { id: `no-such-build-${run}` })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
     const pushed = await collect(client.Push({ id: `no-such-build-${run}` }));
     expect(pushed.error?.code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it("refuses calls without a valid token (UNAUTHENTICATED) and hides other tokens' builds (NOT_FOUND); health needs none", async () => {
+    const id = `grpc-owned-${run}`;
+    const owner = connect(ImageBuilder, stack.tokens.alice);
+    const started = collect(owner.Build(seedRequest(id, `owned-${run}`)));
+    await waitUntil(stack.apiUrl, id, () => true, 30_000);
+    for (const [label, client] of [["no token", connect(ImageBuilder, null)], ["a wrong token", connect(ImageBuilder, "m1l0_wrong")]] as const) {
+      await expect(unary(client.Find, client, { id }), label).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+      const pushed = await collect(client.Push({ id }));
+      expect(pushed.error?.code, label).toBe(grpc.status.UNAUTHENTICATED);
+      const built = await collect(client.Build(seedRequest(`grpc-unauth-${run}`, "v1")));
+      expect(built.error?.code, label).toBe(grpc.status.UNAUTHENTICATED);
+    }
+    expect((await apiFetch(`${stack.apiUrl}/builds/grpc-unauth-${run}`)).status).toBe(404);
+    const other = connect(ImageBuilder, stack.tokens.bob);
+    await expect(unary(other.Find, other, { id })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    expect((await collect(other.Build(seedRequest(id, `owned-${run}`)))).error?.code).toBe(grpc.status.ALREADY_EXISTS);
+    expect((await getBuild(stack.apiUrl, id)).submitter).toBe("e2e-alice");
+    const health = connect(Health, null);
+    expect(await unary(health.Check, health, { service: "" })).toEqual({ status: "SERVING" });
+    // no need to wait for the image: the owner's stream ends when an admin cancels the build
+    const cancel = await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
+    const ended = await started;
+    if (cancel.status === 202) expect(ended.error?.code).toBe(grpc.status.ABORTED);
+    else expect(ended.error).toBeUndefined(); // it had already finished
   });
 
   it("reports SERVING on grpc.health.v1.Health for the server and the service", async () => {

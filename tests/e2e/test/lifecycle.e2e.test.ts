@@ -1,4 +1,4 @@
-import { getBuild as getRecord, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
+import { apiFetch, getBuild as getRecord, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
 import Docker from "dockerode";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer, connect, type Server } from "node:net";
@@ -19,7 +19,7 @@ const TERMINAL = ["succeeded", "failed", "cancelled", "cached"];
 const isTerminal = (record: RecordView) => TERMINAL.includes(record.status);
 
 async function logOf(apiUrl: string, id: string): Promise<string> {
-  return (await fetch(`${apiUrl}/builds/${id}/logs`)).text();
+  return (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
 }
 
 /** A git repo whose only file is a Dockerfile: `RUN echo <marker> && sleep <seconds>`. */
@@ -75,7 +75,7 @@ describe("cancellation and timeouts", () => {
     expect(await containersWith(marker)).toHaveLength(1);
 
     const cancelledAt = Date.now();
-    const response = await fetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
+    const response = await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
     expect(response.status).toBe(202);
     expect(await response.json()).toMatchObject({ id, cancel: "signalled" });
     const record = await waitFor(stack.apiUrl, id, isTerminal, 5_000, 50);
@@ -96,7 +96,7 @@ describe("cancellation and timeouts", () => {
     expect(later.attempts).toBe(1);
     expect(await terminalEvents(stack.apiUrl, id)).toEqual(["cancelled"]);
 
-    const again = await fetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
+    const again = await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" });
     expect(again.status).toBe(409);
     expect(await again.json()).toMatchObject({ error: { code: "CONFLICT" } });
   });
@@ -105,11 +105,11 @@ describe("cancellation and timeouts", () => {
     const blocker = await submit(stack.apiUrl, sleeperConfig(`blocker-${run}`, 60));
     await waitFor(stack.apiUrl, blocker, (record) => record.status === "building", 60_000);
     const queued = await submit(stack.apiUrl, sleeperConfig(`queued-${run}`, 1));
-    const response = await fetch(`${stack.apiUrl}/builds/${queued}`, { method: "DELETE" });
+    const response = await apiFetch(`${stack.apiUrl}/builds/${queued}`, { method: "DELETE" });
     expect(response.status).toBe(202);
     expect(await response.json()).toMatchObject({ id: queued, status: "cancelled", cancel: "cancelled" });
 
-    expect((await fetch(`${stack.apiUrl}/builds/${blocker}`, { method: "DELETE" })).status).toBe(202);
+    expect((await apiFetch(`${stack.apiUrl}/builds/${blocker}`, { method: "DELETE" })).status).toBe(202);
     await waitFor(stack.apiUrl, blocker, isTerminal, 5_000, 50);
     // the worker is free again: had the job survived, it would be picked up now
     await new Promise((resolve) => setTimeout(resolve, 2_000));
@@ -120,7 +120,7 @@ describe("cancellation and timeouts", () => {
   });
 
   it("DELETE of an unknown build is 404", async () => {
-    const response = await fetch(`${stack.apiUrl}/builds/bld_doesnotexist`, { method: "DELETE" });
+    const response = await apiFetch(`${stack.apiUrl}/builds/bld_doesnotexist`, { method: "DELETE" });
     expect(response.status).toBe(404);
   });
 
@@ -137,7 +137,7 @@ describe("cancellation and timeouts", () => {
   });
 
   it("the API rejects a timeout above the operator maximum, naming the field", async () => {
-    const response = await fetch(`${stack.apiUrl}/builds`, {
+    const response = await apiFetch(`${stack.apiUrl}/builds`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ service: "dockerhub", repository: "m1l0/e2e-lifecycle", source: `${services.gitServerUrl}/examples/mnist.git`, timeout: 601 }),

@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { startEcrStandIn, type EcrStandIn } from "../src/ecr-standin.js";
-import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { apiFetch, ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const registryAuth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
@@ -208,7 +208,7 @@ describe("Docker Hub credentials and other OCI registries", () => {
       ["https://ghcr.io/v2", /host\[:port\]/],
       ["127.0.0.1:99999", /host\[:port\]/],
     ] as const) {
-      const response = await fetch(`${running.apiUrl}/builds`, {
+      const response = await apiFetch(`${running.apiUrl}/builds`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(fastConfig({ service: "dockerhub", registry, repository: "team/mnist" })),
@@ -218,7 +218,7 @@ describe("Docker Hub credentials and other OCI registries", () => {
       expect(body.error.code).toBe("VALIDATION_FAILED");
       expect(body.error.issues).toContainEqual({ field: "registry", message: expect.stringMatching(message) });
     }
-    const withEcr = await fetch(`${running.apiUrl}/builds`, {
+    const withEcr = await apiFetch(`${running.apiUrl}/builds`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(fastConfig({ service: "ecr", registry: services.registryHost, repository: "team/mnist" })),

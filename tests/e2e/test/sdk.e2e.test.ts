@@ -23,7 +23,7 @@ async function collect(events: AsyncIterable<WatchedEvent>): Promise<WatchedEven
 
 beforeAll(async () => {
   stack = await startStack();
-  client = new M1l0Client({ baseUrl: stack.apiUrl });
+  client = new M1l0Client({ baseUrl: stack.apiUrl, token: stack.token });
 });
 
 afterAll(async () => {
@@ -104,6 +104,11 @@ describe("SDK against the real stack", () => {
 
   it("reports an unknown build as NOT_FOUND and an unreachable API as API_UNREACHABLE", async () => {
     await expect(client.get("bld_doesnotexist")).rejects.toMatchObject({ name: "M1l0ApiError", status: 404, code: "NOT_FOUND" });
+    const anonymous = new M1l0Client({ baseUrl: stack.apiUrl });
+    await expect(anonymous.list()).rejects.toMatchObject({ name: "M1l0ApiError", status: 401, code: "UNAUTHENTICATED", isUnauthenticated: true });
+    // another user's build is as unknown as a missing one
+    const other = new M1l0Client({ baseUrl: stack.apiUrl, token: stack.tokens.bob });
+    if (finishedBuildId) await expect(other.get(finishedBuildId)).rejects.toMatchObject({ status: 404, code: "NOT_FOUND" });
     const nowhere = new M1l0Client({ baseUrl: "http://127.0.0.1:1" });
     await expect(nowhere.list()).rejects.toMatchObject({ status: 0, code: "API_UNREACHABLE" });
   });
@@ -129,7 +134,7 @@ describe("SDK against the real stack", () => {
       if (followRequests > 1) return response;
       return new Response(cutAfter(response.body!, 1500), { status: response.status, headers: response.headers });
     };
-    const flaky = new M1l0Client({ baseUrl: stack.apiUrl, fetch: flakyFetch });
+    const flaky = new M1l0Client({ baseUrl: stack.apiUrl, token: stack.token, fetch: flakyFetch });
     const recovered = await collect(flaky.watch(id));
     expect(followRequests).toBe(2);
     expect(lastEventIds[0]).toBeNull();

@@ -7,7 +7,7 @@ import { gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { startEcrStandIn, type EcrStandIn } from "../src/ecr-standin.js";
-import { ROOT_DIR, createGitFixture, getBuild, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { apiFetch, ROOT_DIR, createGitFixture, getBuild, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
 const mnistDir = path.join(ROOT_DIR, "examples/mnist");
 const mnistConfig = parse(readFileSync(path.join(mnistDir, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
@@ -150,7 +150,15 @@ describe("credentials never leak", () => {
       { ...fast, service: "dockerhub", registry: services.registryHost, repository: `secrets-${run}/oci/mnist`, revision: "oci" },
       { ...mnistConfig, source: `${services.gitServerUrl}/private/mnist.git#v1`, revision: `secrets-git-${run}` },
     ];
-    const ids = await Promise.all(configs.map((config) => submit(stack.apiUrl, config)));
+    // the last build goes in with a user token, so a second token's path is searched too
+    const asAlice = async (config: Record<string, unknown>) => {
+      const response = await apiFetch(`${stack.apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${stack.tokens.alice}` }, body: JSON.stringify(config) });
+      expect(response.status).toBe(202);
+      return ((await response.json()) as { id: string }).id;
+    };
+    const ids = await Promise.all(configs.map((config, index) => (index === configs.length - 1 ? asAlice(config) : submit(stack.apiUrl, config))));
+    // and a refused attempt: bob reading alice's build
+    expect((await apiFetch(`${stack.apiUrl}/builds/${ids.at(-1)}`, { headers: { authorization: `Bearer ${stack.tokens.bob}` } })).status).toBe(404);
     const records = await Promise.all(ids.map((id) => waitForBuild(stack.apiUrl, id)));
     for (const record of records) expect(record.status, `${record.id}: ${record.error?.message}`).toBe("succeeded");
     expect(standIn.issuedTokens.length).toBeGreaterThanOrEqual(1);
@@ -160,6 +168,10 @@ describe("credentials never leak", () => {
       services.registryPassword,
       services.gitPrivateToken,
       AWS_SECRET_ACCESS_KEY,
+      // the API tokens the builds were submitted with (e2e helpers send the admin one)
+      stack.tokens.admin,
+      stack.tokens.alice,
+      stack.tokens.bob,
       ...ecrTokens,
       ...ecrTokens.map((token) => Buffer.from(token, "base64").toString("utf8")),
       // what Docker's X-Registry-Auth header would carry, in case an authconfig were stored

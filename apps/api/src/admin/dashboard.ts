@@ -2,19 +2,16 @@ import { createBullBoard } from "@bull-board/api";
 import { BullMQAdapter } from "@bull-board/api/bullMQAdapter";
 import { FastifyAdapter } from "@bull-board/fastify";
 import type { Queue } from "bullmq";
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 
 export const DASHBOARD_PATH = "/admin/queues";
 
 /**
- * Decides whether a request may open the dashboard; throw a BuilderError to refuse.
- * AUTH HOOK: until the API has authentication this is absent and the dashboard is open, so
- * bind the API to a private address. When auth lands, pass the same check the REST routes use.
+ * bull-board for the build queue at /admin/queues (read-only: retrying or deleting builds
+ * belongs to the API). Admin tokens only, as HTTP Basic (token as the password) or Bearer:
+ * the auth hook (auth/rest.ts) gives every route under DASHBOARD_PATH that policy.
  */
-export type DashboardAuthorizer = (request: FastifyRequest) => Promise<void>;
-
-/** bull-board for the build queue at /admin/queues (read-only: retrying or deleting builds belongs to the API). */
-export async function registerDashboard(app: FastifyInstance, queue: Queue, authorize?: DashboardAuthorizer): Promise<void> {
+export async function registerDashboard(app: FastifyInstance, queue: Queue): Promise<void> {
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(DASHBOARD_PATH);
   createBullBoard({
@@ -24,11 +21,5 @@ export async function registerDashboard(app: FastifyInstance, queue: Queue, auth
     serverAdapter: serverAdapter as unknown as Parameters<typeof createBullBoard>[0]["serverAdapter"],
     options: { uiConfig: { boardTitle: "M1L0 builds" } },
   });
-  await app.register(
-    async (scope) => {
-      if (authorize) scope.addHook("onRequest", async (request) => authorize(request));
-      await scope.register(serverAdapter.registerPlugin());
-    },
-    { prefix: DASHBOARD_PATH },
-  );
+  await app.register(serverAdapter.registerPlugin(), { prefix: DASHBOARD_PATH });
 }

@@ -1,5 +1,5 @@
 import { BUILD_ID_PATTERN, BUILD_STATUSES, BuilderError, type BuildRecord, type BuildStatus } from "@m1l0/config";
-import type { BuildStore, ListOptions, StoredEvent } from "@m1l0/queue";
+import { matchesListFilter, type BuildStore, type ListOptions, type StoredEvent } from "@m1l0/queue";
 import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import type { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
@@ -31,14 +31,15 @@ export class BuildHistory {
     if (live.length >= limit || !this.artifacts) return live;
     const seen = new Set(live.map((record) => record.id));
     const archived: BuildRecord[] = [];
-    // filtering by status needs the record bodies, so read a few more than needed
-    const objects = await this.artifacts.list(artifactKeys.recordsPrefix, options.status ? 500 : limit + live.length);
+    // filtering by status or submitter needs the record bodies, so read a few more than needed
+    const filtered = options.status !== undefined || options.submitter !== undefined;
+    const objects = await this.artifacts.list(artifactKeys.recordsPrefix, filtered ? 500 : limit + live.length);
     for (const object of objects) {
       if (live.length + archived.length >= limit) break;
       const id = object.key.slice(artifactKeys.recordsPrefix.length).replace(/\.json$/, "");
       if (seen.has(id)) continue;
       const record = await this.archivedRecord(id);
-      if (record && (!options.status || record.status === (options.status satisfies BuildStatus))) archived.push(record);
+      if (record && matchesListFilter(record, options)) archived.push(record);
     }
     return [...live, ...archived].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
   }

@@ -1,4 +1,4 @@
 export { BuildHistory, archivedEvents } from "./history.js";
-export { DASHBOARD_PATH, registerDashboard, type DashboardAuthorizer } from "./dashboard.js";
+export { DASHBOARD_PATH, registerDashboard } from "./dashboard.js";
 export { DOCS_PATH, buildConfigJsonSchema, registerApiDocs } from "./docs.js";
 export { createApiMetrics, registerMetricsRoute } from "./metrics.js";

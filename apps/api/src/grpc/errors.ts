@@ -13,6 +13,10 @@ const GRPC_STATUS_BY_ERROR_CODE: Partial<Record<ErrorCode, status>> = {
   UNSUPPORTED_BASE: status.INVALID_ARGUMENT,
   SOURCE_NOT_ALLOWED: status.INVALID_ARGUMENT,
   NOT_FOUND: status.NOT_FOUND,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
+  FORBIDDEN: status.PERMISSION_DENIED,
+  CONFLICT: status.ALREADY_EXISTS,
+  RATE_LIMITED: status.RESOURCE_EXHAUSTED,
   QUEUE_UNAVAILABLE: status.UNAVAILABLE,
 };
 
@@ -24,6 +28,13 @@ function serviceError(code: status, message: string, errorCode: ErrorCode | unde
   const metadata = new Metadata();
   if (errorCode) metadata.set(ERROR_CODE_TRAILER, errorCode);
   return Object.assign(new Error(message), { code, details: message, metadata });
+}
+
+/** The token's submission budget is spent: RESOURCE_EXHAUSTED with a `retry-after` (seconds) trailer. */
+export function rateLimitedError(message: string, retryAfterSeconds: number): ServiceError {
+  const error = serviceError(status.RESOURCE_EXHAUSTED, message, "RATE_LIMITED");
+  error.metadata.set("retry-after", String(retryAfterSeconds));
+  return error;
 }
 
 /** Any error thrown while serving a call → the ServiceError sent to the client. */

@@ -1,5 +1,5 @@
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from "@grpc/grpc-js";
-import { isTerminal, type BuildRecord } from "@m1l0/config";
+import { BuilderError, isTerminal, type BuildRecord } from "@m1l0/config";
 import {
   buildRequestToConfigInput,
   type BuildRequestMessage,
@@ -11,8 +11,11 @@ import {
 } from "@m1l0/proto";
 import type { BuildStore } from "@m1l0/queue";
 import { once } from "node:events";
+import { principalOf } from "../auth/grpc.js";
+import { canAccess, submitterOf, type Principal } from "../auth/principal.js";
+import type { SubmissionRateLimiter } from "../auth/rate-limit.js";
 import type { BuildService } from "../builds.js";
-import { buildEndedError, buildNotFinishedError, requireBuildId, toServiceError, type ErrorLogger } from "./errors.js";
+import { buildEndedError, buildNotFinishedError, rateLimitedError, requireBuildId, toServiceError, type ErrorLogger } from "./errors.js";
 
 export interface GrpcLogger extends ErrorLogger {
   info(object: object, message: string): void;
@@ -22,6 +25,15 @@ export interface ImageBuilderDeps {
   builds: BuildService;
   store: BuildStore;
   logger: GrpcLogger;
+  /** per-token Build budget, shared with REST POST /builds */
+  rateLimiter?: SubmissionRateLimiter;
+}
+
+/** The record if this caller may see it; another token's build is NOT_FOUND, exactly like a missing one. */
+async function visibleRecord(store: BuildStore, principal: Principal, id: string): Promise<BuildRecord> {
+  const record = await store.get(id);
+  if (!record || !canAccess(principal, record)) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
+  return record;
 }
 
 type StreamingCall<Request, Response> = ServerWritableStream<Request, Response>;
@@ -50,7 +62,7 @@ const succeeded = (record: BuildRecord) => record.status === "succeeded" || reco
  * an ordinary build record and any replica can stream any build.
  */
 export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImplementation {
-  const { builds, store, logger } = deps;
+  const { builds, store, logger, rateLimiter } = deps;
 
   const fail = (call: StreamingCall<unknown, unknown>, signal: AbortSignal, error: unknown) => {
     if (!signal.aborted) call.emit("error", toServiceError(error, logger));
@@ -62,7 +74,18 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
       const signal = abortOnCancel(call);
       try {
         const id = requireBuildId(call.request.id);
-        const { created } = await builds.submit(buildRequestToConfigInput(call.request), { id });
+        const principal = principalOf(call);
+        if (rateLimiter?.enabled && !principal.anonymous) {
+          const limit = await rateLimiter.hit(principal.name);
+          if (!limit.allowed) {
+            call.emit("error", rateLimitedError(`build submission limit reached for this token (${rateLimiter.settings.max} per ${rateLimiter.settings.windowMs / 1000} s); retry in ${limit.retryAfterSeconds} s`, limit.retryAfterSeconds));
+            return;
+          }
+        }
+        const submitter = submitterOf(principal);
+        const { record: submitted, created } = await builds.submit(buildRequestToConfigInput(call.request), { id, ...(submitter !== undefined ? { submitter } : {}) });
+        // client-chosen ids share one namespace: another token's build is not attached to (nor shown)
+        if (!created && !canAccess(principal, submitted)) throw new BuilderError("CONFLICT", `id: build id ${id} is already taken; choose another id`);
         logger.info({ buildId: id, created }, created ? "gRPC Build enqueued a build" : "gRPC Build attached to an existing build");
         for await (const { event } of store.follow(id, "0", signal)) {
           if (event.type === "log") {
@@ -97,7 +120,7 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
       const signal = abortOnCancel(call);
       try {
         const id = requireBuildId(call.request.id);
-        await store.require(id);
+        await visibleRecord(store, principalOf(call), id);
         for await (const { event } of store.follow(id, "0", signal)) {
           if (event.type === "log" && event.phase === "push") await send(call, { body: event.line }, signal);
         }
@@ -118,7 +141,7 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
     Find: async (call: ServerUnaryCall<FindRequestMessage, FindResponseMessage>, callback: sendUnaryData<FindResponseMessage>) => {
       try {
         const id = requireBuildId(call.request.id);
-        const record = await store.require(id);
+        const record = await visibleRecord(store, principalOf(call), id);
         if (!succeeded(record) || !record.image?.digest) {
           callback(isTerminal(record.status) && !succeeded(record) ? buildEndedError(record) : buildNotFinishedError(record));
           return;

@@ -5,6 +5,9 @@ import { IMAGE_BUILDER_SERVICE_NAME, healthServiceDefinition, imageBuilderServic
 import type { BuildStore } from "@m1l0/queue";
 import type { Redis } from "ioredis";
 import { readFileSync } from "node:fs";
+import { requireCallAuth } from "../auth/grpc.js";
+import type { Authenticator } from "../auth/principal.js";
+import type { SubmissionRateLimiter } from "../auth/rate-limit.js";
 import type { BuildService } from "../builds.js";
 import { HealthReporter } from "./health.js";
 import { imageBuilderHandlers, type GrpcLogger } from "./image-builder.js";
@@ -22,6 +25,10 @@ export interface GrpcServerOptions {
   port: number;
   tls?: GrpcTlsFiles;
   logger: GrpcLogger;
+  /** ImageBuilderService calls need `authorization: Bearer <token>` metadata; health and reflection stay open */
+  auth: Authenticator;
+  /** per-token Build budget (shared with REST POST /builds) */
+  rateLimiter?: SubmissionRateLimiter;
   /** how long close() lets open calls finish before cancelling them */
   shutdownGraceMs?: number;
 }
@@ -51,11 +58,15 @@ function formatAddress(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Starts ImageBuilderService, grpc.health.v1.Health and server reflection on one port. */
+/**
+ * Starts ImageBuilderService, grpc.health.v1.Health and server reflection on one port. Only
+ * ImageBuilderService needs a token: health is for probes, and reflection describes the
+ * published contract (packages/proto), no data.
+ */
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const definitions = loadProtoDefinitions();
   const server = new Server();
-  server.addService(imageBuilderServiceDefinition(definitions), imageBuilderHandlers(options));
+  server.addService(imageBuilderServiceDefinition(definitions), requireCallAuth(imageBuilderHandlers(options), options.auth, options.logger));
   const health = new HealthReporter(options.redis, [IMAGE_BUILDER_SERVICE_NAME]);
   server.addService(healthServiceDefinition(definitions), health.handlers());
   new ReflectionService(definitions).addToServer(server);

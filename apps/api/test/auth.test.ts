@@ -1,0 +1,452 @@
+import * as grpc from "@grpc/grpc-js";
+import { loadCatalog } from "@m1l0/catalog";
+import { createApiToken, type ApiTokenRole } from "@m1l0/config";
+import { healthServiceDefinition, imageBuilderServiceDefinition, loadProtoDefinitions } from "@m1l0/proto";
+import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { Queue } from "bullmq";
+import type { FastifyInstance, InjectOptions } from "fastify";
+import type { Redis } from "ioredis";
+import { randomUUID } from "node:crypto";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Authenticator, BuildService, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
+import { authenticatorFromEnv } from "../src/auth/config.js";
+
+const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const queueName = `test-auth-${randomUUID()}`;
+const prefix = `test:${randomUUID()}:`;
+const CONFIG = { service: "dockerhub", repository: "m1l0/auth", source: "https://git.example.com/me/auth.git" };
+
+function token(name: string, role: ApiTokenRole) {
+  return createApiToken(name, role);
+}
+const admin = token("ops", "admin");
+const alice = token("alice", "user");
+const bob = token("bob", "user");
+const carol = token("carol", "user");
+const ALL_TOKENS = [admin, alice, bob, carol];
+const TOKEN_LINES = ALL_TOKENS.map((t) => t.line).join("\n");
+
+let redis: Redis;
+let queue: Queue<BuildJobData>;
+let store: BuildStore;
+let builds: BuildService;
+let app: FastifyInstance;
+const logLines: string[] = [];
+
+const bearer = (t: { token: string }) => ({ authorization: `Bearer ${t.token}` });
+const basic = (password: string, user = "x") => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
+
+beforeAll(async () => {
+  redis = createRedis(REDIS_URL, "producer");
+  queue = new Queue<BuildJobData>(queueName, { connection: redis });
+  store = new BuildStore(redis, prefix);
+  builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
+  const auth = authenticatorFromEnv({ API_TOKENS: TOKEN_LINES, AUTH_DISABLED: false });
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logLines.push(chunk.toString());
+      done();
+    },
+  });
+  // the most verbose logging there is: requests with their headers must still not show a token
+  app = await buildApp({ auth, builds, store, redis, queue, logger: { level: "trace", stream, redact: ["req.headers.authorization"] } });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await queue?.obliterate({ force: true });
+  await queue?.close();
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length) await redis.del(...keys);
+  redis?.disconnect();
+});
+
+async function submitAs(t: { token: string }, headers: Record<string, string> = {}) {
+  return app.inject({ method: "POST", url: "/builds", headers: { ...bearer(t), ...headers }, payload: CONFIG });
+}
+
+describe("operator configuration", () => {
+  it("refuses to start without tokens unless AUTH_DISABLED=true, and refuses both at once", () => {
+    expect(() => authenticatorFromEnv({ API_TOKENS: "", AUTH_DISABLED: false })).toThrow(/no API tokens configured/);
+    expect(() => authenticatorFromEnv({ API_TOKENS: alice.line, AUTH_DISABLED: true })).toThrow(/AUTH_DISABLED=true while API tokens are configured/);
+    expect(authenticatorFromEnv({ API_TOKENS: "", AUTH_DISABLED: true }).disabled).toBe(true);
+  });
+
+  it("reads hashed entries from a file plus inline ones, and never accepts a raw token as an entry", () => {
+    const auth = authenticatorFromEnv({ API_TOKENS_FILE: "/tokens", API_TOKENS: bob.line, AUTH_DISABLED: false }, () => `# comment\n${alice.line}\n\n${admin.line}  # ops\n`);
+    expect(auth.tokenCount).toBe(3);
+    expect(auth.authenticate(`Bearer ${alice.token}`)).toEqual({ name: "alice", role: "user" });
+    expect(auth.authenticate(`bearer ${admin.token}`)).toEqual({ name: "ops", role: "admin" });
+    expect(() => authenticatorFromEnv({ API_TOKENS: `alice:user:${alice.token}`, AUTH_DISABLED: false })).toThrow(/the hash must be 64 hex characters/);
+    expect(() => authenticatorFromEnv({ API_TOKENS: `${alice.line},${alice.line.replace("alice", "alias")}`, AUTH_DISABLED: false })).toThrow(/same token hash/);
+    expect(() => authenticatorFromEnv({ API_TOKENS_FILE: "/missing", API_TOKENS: "", AUTH_DISABLED: false }, () => { throw Object.assign(new Error("x"), { code: "ENOENT" }); })).toThrow(/API_TOKENS_FILE: cannot read \/missing: ENOENT/);
+    // an error message never repeats what it was given (it could be a pasted token)
+    try {
+      authenticatorFromEnv({ API_TOKENS: `alice:user:${alice.token}`, AUTH_DISABLED: false });
+    } catch (error) {
+      expect((error as Error).message).not.toContain(alice.token);
+    }
+  });
+});
+
+describe("REST: every route needs a token (table of every registered route)", () => {
+  const OPEN = new Set(["GET /healthz", "HEAD /healthz", "GET /readyz", "HEAD /readyz"]);
+  const sampleUrl = (url: string) => url.replace(/:[A-Za-z_]+/g, "bld_sample").replace(/\*$/, "x");
+  const requestsFor = (method: string, url: string): InjectOptions => ({
+    method: method as InjectOptions["method"],
+    url: sampleUrl(url),
+    ...(method === "POST" || method === "PUT" || method === "PATCH" ? { payload: CONFIG } : {}),
+  });
+
+  it("covers the API, the dashboard, the docs and metrics, and opens only the health endpoints", () => {
+    const routes = registeredRoutes(app);
+    const keys = routes.map((route) => `${route.method} ${route.url}`);
+    expect(keys).toEqual(expect.arrayContaining(["POST /builds", "GET /builds", "GET /builds/:id", "DELETE /builds/:id", "GET /builds/:id/logs", "GET /metrics", "GET /docs/json", "GET /admin/queues", "GET /healthz"]));
+    expect(routes.length).toBeGreaterThan(20);
+    expect(new Set(routes.filter((route) => route.auth.access === "public").map((route) => `${route.method} ${route.url}`))).toEqual(OPEN);
+    // Basic (browser) credentials only on GET pages, never on the build API
+    for (const route of routes.filter((r) => r.auth.allowBasic)) expect(["GET", "HEAD"]).toContain(route.method);
+    expect(routes.filter((route) => route.url.startsWith("/admin")).every((route) => route.auth.access === "admin")).toBe(true);
+  });
+
+  it.each([
+    ["no Authorization header", {}],
+    ["an empty header", { authorization: "" }],
+    ["a bare scheme", { authorization: "Bearer" }],
+    ["another scheme", { authorization: "Token abc" }],
+    ["a wrong token", { authorization: "Bearer m1l0_not-a-real-token" }],
+    ["a token's hash instead of the token", { authorization: `Bearer ${alice.entry.sha256}` }],
+  ])("answers 401 UNAUTHENTICATED on every non-health route with %s", async (_label, headers) => {
+    const routes = registeredRoutes(app).filter((route) => !OPEN.has(`${route.method} ${route.url}`));
+    const failures: string[] = [];
+    for (const route of routes) {
+      const response = await app.inject({ ...requestsFor(route.method, route.url), headers });
+      const body = route.method === "HEAD" ? undefined : response.json();
+      if (response.statusCode !== 401 || (body && body.error?.code !== "UNAUTHENTICATED") || !response.headers["www-authenticate"]) {
+        failures.push(`${route.method} ${route.url} → ${response.statusCode} ${response.body.slice(0, 120)}`);
+      }
+    }
+    expect(failures).toEqual([]);
+    expect(await queue.count()).toBe(0);
+  });
+
+  it("keeps /healthz and /readyz open", async () => {
+    expect((await app.inject({ method: "GET", url: "/healthz" })).statusCode).toBe(200);
+    expect((await app.inject({ method: "GET", url: "/readyz" })).statusCode).toBe(200);
+  });
+
+  it("asks browsers for Basic on the dashboard and accepts the token as the password; refuses Basic on the build API", async () => {
+    const challenge = await app.inject({ method: "GET", url: "/admin/queues" });
+    expect(challenge.statusCode).toBe(401);
+    expect(challenge.headers["www-authenticate"]).toMatch(/^Basic realm="m1l0"/);
+    const page = await app.inject({ method: "GET", url: "/admin/queues", headers: basic(admin.token) });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain("<html");
+    expect((await app.inject({ method: "GET", url: "/admin/queues/api/queues", headers: basic(admin.token) })).json().queues.map((q: { name: string }) => q.name)).toContain(queueName);
+    expect((await app.inject({ method: "GET", url: "/admin/queues", headers: basic(alice.entry.sha256) })).statusCode).toBe(401);
+    const post = await app.inject({ method: "POST", url: "/builds", headers: basic(admin.token), payload: CONFIG });
+    expect(post.statusCode).toBe(401);
+    expect(post.headers["www-authenticate"]).toBe('Bearer realm="m1l0"');
+    expect((await app.inject({ method: "GET", url: "/builds", headers: basic(admin.token) })).statusCode).toBe(401);
+  });
+
+  it("keeps the dashboard and metrics for admin tokens (403 FORBIDDEN for a user token); docs for any token", async () => {
+    for (const url of ["/admin/queues", "/admin/queues/api/queues", "/metrics"]) {
+      const response = await app.inject({ method: "GET", url, headers: bearer(alice) });
+      expect(response.statusCode, url).toBe(403);
+      expect(response.json().error.code).toBe("FORBIDDEN");
+    }
+    expect((await app.inject({ method: "GET", url: "/metrics", headers: bearer(admin) })).body).toContain("m1l0_queue_jobs");
+    expect((await app.inject({ method: "GET", url: "/docs/json", headers: bearer(alice) })).statusCode).toBe(200);
+    expect((await app.inject({ method: "GET", url: "/docs/json", headers: basic(bob.token) })).statusCode).toBe(200);
+  });
+
+  it("needs a token even to learn that a path does not exist", async () => {
+    expect((await app.inject({ method: "GET", url: "/no/such/route" })).statusCode).toBe(401);
+    expect((await app.inject({ method: "GET", url: "/no/such/route", headers: bearer(alice) })).statusCode).toBe(404);
+  });
+});
+
+describe("ownership", () => {
+  let aliceBuild: string;
+
+  beforeAll(async () => {
+    const response = await submitAs(alice);
+    expect(response.statusCode).toBe(202);
+    aliceBuild = response.json().id;
+  });
+
+  it("records the submitting token's name, never the token", async () => {
+    const record = await store.require(aliceBuild);
+    expect(record.submitter).toBe("alice");
+    expect(JSON.stringify(record)).not.toContain(alice.token);
+    const own = await app.inject({ method: "GET", url: `/builds/${aliceBuild}`, headers: bearer(alice) });
+    expect(own.statusCode).toBe(200);
+    expect(own.json()).toMatchObject({ id: aliceBuild, submitter: "alice" });
+  });
+
+  it("answers another user's token 404 on read, logs, events and cancel, exactly as for a missing build", async () => {
+    const missing = await app.inject({ method: "GET", url: "/builds/bld_missing000", headers: bearer(bob) });
+    for (const [method, url, extra] of [
+      ["GET", `/builds/${aliceBuild}`, {}],
+      ["GET", `/builds/${aliceBuild}/logs`, {}],
+      ["GET", `/builds/${aliceBuild}/logs?follow=1`, {}],
+      ["GET", `/builds/${aliceBuild}/logs`, { accept: "text/event-stream" }],
+      ["DELETE", `/builds/${aliceBuild}`, {}],
+    ] as const) {
+      const response = await app.inject({ method, url, headers: { ...bearer(bob), ...extra } });
+      expect(response.statusCode, `${method} ${url}`).toBe(404);
+      expect(response.json().error).toEqual({ code: "NOT_FOUND", message: `build ${aliceBuild} not found` });
+    }
+    expect(missing.json().error).toEqual({ code: "NOT_FOUND", message: "build bld_missing000 not found" });
+    // bob's cancel did nothing
+    expect((await store.require(aliceBuild)).status).toBe("queued");
+    expect((await store.require(aliceBuild)).cancelRequestedAt).toBeUndefined();
+  });
+
+  it("lists only a user's own builds; an admin sees everyone's", async () => {
+    const bobBuild = (await submitAs(bob)).json().id as string;
+    const bobList = (await app.inject({ method: "GET", url: "/builds?limit=500", headers: bearer(bob) })).json().builds as Array<{ id: string; submitter?: string }>;
+    expect(bobList.map((b) => b.id)).toContain(bobBuild);
+    expect(bobList.map((b) => b.id)).not.toContain(aliceBuild);
+    expect(bobList.every((b) => b.submitter === "bob")).toBe(true);
+    const adminList = (await app.inject({ method: "GET", url: "/builds?limit=500", headers: bearer(admin) })).json().builds as Array<{ id: string }>;
+    expect(adminList.map((b) => b.id)).toEqual(expect.arrayContaining([aliceBuild, bobBuild]));
+    const queuedOnly = (await app.inject({ method: "GET", url: "/builds?status=queued", headers: bearer(bob) })).json().builds as Array<{ id: string }>;
+    expect(queuedOnly.map((b) => b.id)).toEqual([bobBuild]);
+  });
+
+  it("lets an admin read and cancel any build, and the owner cancel its own", async () => {
+    expect((await app.inject({ method: "GET", url: `/builds/${aliceBuild}/logs`, headers: bearer(admin) })).body).toMatch(/\[status\] queued/);
+    const own = (await submitAs(alice)).json().id as string;
+    expect((await app.inject({ method: "DELETE", url: `/builds/${own}`, headers: bearer(alice) })).statusCode).toBe(202);
+    expect((await app.inject({ method: "DELETE", url: `/builds/${aliceBuild}`, headers: bearer(admin) })).statusCode).toBe(202);
+    expect((await store.require(aliceBuild)).status).toBe("cancelled");
+  });
+
+  it("scopes Idempotency-Key by token: the same key from another token is another build", async () => {
+    const key = `shared-${randomUUID()}`;
+    const first = await submitAs(alice, { "idempotency-key": key });
+    const other = await submitAs(bob, { "idempotency-key": key });
+    const repeat = await submitAs(alice, { "idempotency-key": key });
+    expect(first.statusCode).toBe(202);
+    expect(other.statusCode).toBe(202);
+    expect(other.json().id).not.toBe(first.json().id);
+    expect(repeat.statusCode).toBe(200);
+    expect(repeat.json().id).toBe(first.json().id);
+    expect((await store.require(other.json().id)).submitter).toBe("bob");
+  });
+});
+
+describe("per-token submission rate limit (Redis, shared by replicas and by gRPC)", () => {
+  const limitPrefix = `test:${randomUUID()}:`;
+  let limited: FastifyInstance[];
+  let grpcServer: RunningGrpcServer;
+  let limiter: SubmissionRateLimiter;
+
+  beforeAll(async () => {
+    const auth = Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry));
+    limiter = new SubmissionRateLimiter(redis, limitPrefix, { max: 2, windowMs: 1_500 });
+    // two "replicas" over one Redis, each with its own limiter instance
+    limited = await Promise.all(
+      [0, 1].map(() => buildApp({ auth, rateLimiter: new SubmissionRateLimiter(redis, limitPrefix, limiter.settings), builds, store, redis })),
+    );
+    grpcServer = await startGrpcServer({ builds, store, redis, auth, rateLimiter: limiter, host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+  });
+
+  afterAll(async () => {
+    for (const instance of limited ?? []) await instance.close();
+    await grpcServer?.close();
+    const keys = await redis.keys(`${limitPrefix}*`);
+    if (keys.length) await redis.del(...keys);
+  });
+
+  const post = (instance: FastifyInstance, t: { token: string }) => instance.inject({ method: "POST", url: "/builds", headers: bearer(t), payload: CONFIG });
+
+  it("answers 429 RATE_LIMITED with Retry-After once a token's budget is spent, on any replica, and resets after the window", async () => {
+    const [a, b] = limited as [FastifyInstance, FastifyInstance];
+    const first = await post(a, carol);
+    expect(first.statusCode).toBe(202);
+    expect(first.headers["x-ratelimit-limit"]).toBe("2");
+    expect((await post(b, carol)).statusCode).toBe(202);
+    const refused = await post(a, carol);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json().error.code).toBe("RATE_LIMITED");
+    expect(refused.json().error.message).toMatch(/2 per 1.5 s/);
+    expect(Number(refused.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    expect((await post(b, carol)).statusCode).toBe(429);
+    // another token has its own budget
+    expect((await post(a, bob)).statusCode).toBe(202);
+    // reads are not limited
+    expect((await a.inject({ method: "GET", url: "/builds", headers: bearer(carol) })).statusCode).toBe(200);
+    // the counter lives in Redis under the token's name, not the token
+    expect(await redis.get(limiter.key("carol"))).toBe("4");
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    expect((await post(b, carol)).statusCode).toBe(202);
+  });
+
+  it("gRPC Build draws from the same budget: RESOURCE_EXHAUSTED with a retry-after trailer", async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    const [a] = limited as [FastifyInstance];
+    expect((await post(a, alice)).statusCode).toBe(202);
+    expect((await post(a, alice)).statusCode).toBe(202);
+    const client = imageBuilderClient(grpcServer.address);
+    try {
+      const error = await firstError(client.Build!({ id: `rl-${randomUUID()}`, config: CONFIG }, metadataFor(alice.token)));
+      expect(error.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(error.metadata.get("m1l0-error-code")).toEqual(["RATE_LIMITED"]);
+      expect(Number(error.metadata.get("retry-after")[0])).toBeGreaterThanOrEqual(1);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+type StreamClient = grpc.Client & Record<string, (request: unknown, metadata?: grpc.Metadata) => grpc.ClientReadableStream<{ body: string }>>;
+type UnaryClient = grpc.Client & Record<string, (request: unknown, metadata: grpc.Metadata, callback: (error: grpc.ServiceError | null, response?: unknown) => void) => void>;
+
+function imageBuilderClient(address: string): StreamClient & UnaryClient {
+  const Client = grpc.makeGenericClientConstructor(imageBuilderServiceDefinition(), "ImageBuilderService");
+  return new Client(address, grpc.credentials.createInsecure()) as unknown as StreamClient & UnaryClient;
+}
+
+function metadataFor(tokenOrHeader: string | undefined, raw = false): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  if (tokenOrHeader !== undefined) metadata.set("authorization", raw ? tokenOrHeader : `Bearer ${tokenOrHeader}`);
+  return metadata;
+}
+
+/** The status a server-streaming call ends with (its first message also counts as "no error"). */
+function firstError(stream: grpc.ClientReadableStream<unknown>): Promise<grpc.ServiceError> {
+  return new Promise((resolve, reject) => {
+    stream.on("data", () => undefined);
+    stream.on("error", resolve);
+    stream.on("end", () => reject(new Error("the call ended without an error")));
+  });
+}
+
+/** Calls any method (unary or server-streaming) and resolves with the status it ended with, or "data" if it answered. */
+function callMethod(client: StreamClient & UnaryClient, method: grpc.MethodDefinition<unknown, unknown>, name: string, request: unknown, metadata: grpc.Metadata): Promise<grpc.status | "data"> {
+  return new Promise((resolve) => {
+    if (method.responseStream) {
+      const stream = client[name]!(request, metadata) as grpc.ClientReadableStream<unknown>;
+      stream.on("data", () => {
+        stream.cancel();
+        resolve("data");
+      });
+      stream.on("error", (error: grpc.ServiceError) => resolve(error.code));
+      stream.on("end", () => resolve(grpc.status.OK));
+    } else {
+      (client[name] as UnaryClient[string])(request, metadata, (error) => resolve(error ? error.code : "data"));
+    }
+  });
+}
+
+describe("gRPC: every ImageBuilderService method needs a token; health stays open", () => {
+  let server: RunningGrpcServer;
+  let client: StreamClient & UnaryClient;
+  const definition = imageBuilderServiceDefinition(loadProtoDefinitions());
+
+  beforeAll(async () => {
+    server = await startGrpcServer({ builds, store, redis, auth: Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry)), host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+    client = imageBuilderClient(server.address);
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await server?.close();
+  });
+
+  it.each([
+    ["no metadata", undefined, false],
+    ["a wrong token", "m1l0_wrong", false],
+    ["another scheme", "Basic Zm9vOmJhcg==", true],
+    ["a bare scheme", "Bearer", true],
+  ] as const)("answers UNAUTHENTICATED to every method with %s, before any work", async (_label, value, raw) => {
+    const names = Object.keys(definition);
+    expect(names.sort()).toEqual(["Build", "Find", "Push"]);
+    for (const name of names) {
+      const id = `unauth-${name}-${randomUUID()}`;
+      const code = await callMethod(client, definition[name] as grpc.MethodDefinition<unknown, unknown>, name, { id, config: CONFIG }, metadataFor(value, raw));
+      expect(code, name).toBe(grpc.status.UNAUTHENTICATED);
+      expect(await store.get(id)).toBeUndefined();
+    }
+  });
+
+  it("serves grpc.health.v1.Health without a token", async () => {
+    const Health = grpc.makeGenericClientConstructor(healthServiceDefinition(), "Health");
+    const health = new Health(server.address, grpc.credentials.createInsecure()) as unknown as UnaryClient;
+    try {
+      const answer = await new Promise((resolve, reject) => health.Check!({ service: "" }, new grpc.Metadata(), (error, response) => (error ? reject(error) : resolve(response))));
+      expect(answer).toEqual({ status: "SERVING" });
+    } finally {
+      health.close();
+    }
+  });
+
+  it("scopes Build, Push and Find by owner: another user's id is NOT_FOUND (ALREADY_EXISTS on Build), an admin's is visible", async () => {
+    const id = `owned-${randomUUID()}`;
+    // alice's Build enqueues and then follows the build (no worker here): the first line never comes, so stop following
+    const stream = client.Build!({ id, config: CONFIG }, metadataFor(alice.token));
+    stream.on("error", () => undefined);
+    stream.on("data", () => undefined);
+    for (let i = 0; i < 50 && !(await store.get(id)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    stream.cancel();
+    expect((await store.require(id)).submitter).toBe("alice");
+
+    const find = (t: { token: string }) => callMethod(client, definition.Find as grpc.MethodDefinition<unknown, unknown>, "Find", { id }, metadataFor(t.token));
+    const push = (t: { token: string }) => callMethod(client, definition.Push as grpc.MethodDefinition<unknown, unknown>, "Push", { id }, metadataFor(t.token));
+    expect(await find(bob)).toBe(grpc.status.NOT_FOUND);
+    expect(await push(bob)).toBe(grpc.status.NOT_FOUND);
+    expect(await callMethod(client, definition.Build as grpc.MethodDefinition<unknown, unknown>, "Build", { id, config: CONFIG }, metadataFor(bob.token))).toBe(grpc.status.ALREADY_EXISTS);
+    // not finished yet: the owner and an admin are told so
+    expect(await find(alice)).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(await find(admin)).toBe(grpc.status.FAILED_PRECONDITION);
+  });
+});
+
+describe("tokens never stored", () => {
+  it("appear in no Redis key or value and in no log line", async () => {
+    const needles = ALL_TOKENS.map((t) => t.token);
+    const keys = await redis.keys(`${prefix}*`);
+    expect(keys.length).toBeGreaterThan(0);
+    for (const key of keys) {
+      const type = await redis.type(key);
+      const value = type === "string" ? await redis.get(key) : type === "stream" ? JSON.stringify(await redis.xrange(key, "-", "+")) : type === "zset" ? JSON.stringify(await redis.zrange(key, "0", "-1")) : "";
+      for (const needle of needles) expect(`${key} ${value}`).not.toContain(needle);
+    }
+    expect(logLines.length).toBeGreaterThan(10);
+    for (const needle of needles) expect(logLines.join("")).not.toContain(needle);
+  });
+});
+
+describe("when Redis is unreachable", () => {
+  it("an authenticated submission still fails fast with 503 QUEUE_UNAVAILABLE (the rate limiter too)", async () => {
+    const deadRedis = createRedis("redis://127.0.0.1:1", "producer");
+    deadRedis.on("error", () => undefined);
+    const deadQueue = new Queue<BuildJobData>(queueName, { connection: deadRedis });
+    deadQueue.on("error", () => undefined);
+    const deadStore = new BuildStore(deadRedis, prefix);
+    const deadApp = await buildApp({
+      auth: Authenticator.withTokens([alice.entry]),
+      rateLimiter: new SubmissionRateLimiter(deadRedis, prefix, { max: 5, windowMs: 60_000 }),
+      builds: new BuildService(deadStore, deadQueue, loadCatalog(), { allowHttp: false, allowDir: false }),
+      store: deadStore,
+      redis: deadRedis,
+    });
+    try {
+      const started = Date.now();
+      const response = await deadApp.inject({ method: "POST", url: "/builds", headers: bearer(alice), payload: CONFIG });
+      expect(response.statusCode).toBe(503);
+      expect(response.json().error.code).toBe("QUEUE_UNAVAILABLE");
+      expect(Date.now() - started).toBeLessThan(5_000);
+      // authentication itself needs no Redis
+      expect((await deadApp.inject({ method: "POST", url: "/builds", payload: CONFIG })).statusCode).toBe(401);
+    } finally {
+      await deadApp.close();
+      await deadQueue.close().catch(() => undefined);
+      deadRedis.disconnect();
+    }
+  });
+});
