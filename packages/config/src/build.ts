@@ -61,8 +61,6 @@ export interface BuildRecord {
    * request made meanwhile attaches to this build instead of starting another
    */
   requestKey?: string;
-  /** name of the API token that submitted the build (never the token itself) */
-  submitter?: string;
   worker?: string;
   image?: PushedImage;
   error?: BuildFailure;
