@@ -360,8 +360,9 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     await stopChild(s3rver!);
     const done = await waitForBuild(apiA.url, id);
     expect(done.status, stack.logs.join("\n")).toBe("succeeded");
-    // the build finished while S3 was down: its artifacts wait, marked pending
-    const pending = await record(apiA.url, id);
+    // the build finished while S3 was down: its artifacts wait, marked pending (the worker marks
+    // them just after the final status, so a fast poll can see the record a moment before)
+    const pending = await waitUntil("artifacts marked", async () => { const current = await record(apiA.url, id); return current.artifacts?.log ? current : undefined; }, 10_000, 50);
     expect(pending.artifacts?.log).toBe("pending");
     await new Promise((resolve) => setTimeout(resolve, 2_000)); // at least one failed retry
     expect((await record(apiA.url, id)).artifacts?.log).toBe("pending");
