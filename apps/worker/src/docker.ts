@@ -12,8 +12,16 @@ export interface ImageBuildRequest {
   memoryBytes?: number;
   cpuQuota?: number;
   labels?: Record<string, string>;
+  /** images on this daemon whose layers the build may reuse (the classic builder's cachefrom) */
+  cacheFrom?: string[];
   signal?: AbortSignal;
   onLine: (line: string) => void;
+}
+
+export interface PullRequest {
+  reference: string;
+  auth?: RegistryAuth;
+  signal?: AbortSignal;
 }
 
 export interface PushRequest {
@@ -29,6 +37,10 @@ export interface ImageBuilder {
   build(request: ImageBuildRequest): Promise<{ imageId: string }>;
   push(request: PushRequest): Promise<{ digest: string }>;
   ping(): Promise<void>;
+  /** whether the daemon holds this image; builders without it get no registry cache */
+  hasImage?(reference: string): Promise<boolean>;
+  /** pulls an image onto the daemon (for cache-from); throws on failure */
+  pull?(request: PullRequest): Promise<void>;
 }
 
 interface ProgressMessage {
@@ -105,6 +117,7 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
         ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
         ...(request.labels ? { labels: request.labels } : {}),
+        ...(request.cacheFrom && request.cacheFrom.length > 0 ? { cachefrom: JSON.stringify(request.cacheFrom) } : {}),
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
@@ -141,6 +154,34 @@ export class DockerImageBuilder implements ImageBuilder {
     if (failure) throw failure;
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
+  }
+
+  async hasImage(reference: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(reference).inspect();
+      return true;
+    } catch (cause) {
+      if (daemonAnswered(cause) && cause.statusCode === 404) return false;
+      throw daemonError(cause);
+    }
+  }
+
+  async pull(request: PullRequest): Promise<void> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.pull(request.reference, {
+        ...(request.auth ? { authconfig: request.auth } : {}),
+        ...(request.signal ? { abortSignal: request.signal } : {}),
+      });
+    } catch (cause) {
+      if (daemonAnswered(cause)) throw new Error(`pull of ${request.reference} failed: ${daemonMessage(cause)}`);
+      throw daemonError(cause);
+    }
+    let failure: string | undefined;
+    await this.follow(stream, (message) => {
+      if (message.error || message.errorDetail) failure ??= message.errorDetail?.message ?? message.error ?? "unknown error";
+    });
+    if (failure) throw new Error(`pull of ${request.reference} failed: ${failure}`);
   }
 
   async push(request: PushRequest): Promise<{ digest: string }> {

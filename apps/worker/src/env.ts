@@ -20,6 +20,8 @@ const envSchema = z.object({
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
   BUILD_CPUS: z.coerce.number().min(0).default(0),
   WORK_DIR: z.string().default(tmpdir()),
+  /** reuse layers of the repository's last pushed image (pulled when this daemon lacks it) as cache-from */
+  CACHE_FROM_REGISTRY: z.enum(["true", "false", "1", "0", "yes", "no"]).default("true").transform((value) => value === "true" || value === "1" || value === "yes"),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
   DIR_SOURCE_ROOTS: z.string().default(""),

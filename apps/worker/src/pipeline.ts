@@ -2,7 +2,7 @@ import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
 import { BuilderError, type BuildConfig, type BuildRecord } from "@m1l0/config";
 import { contextHasFile, createContextFilter, packContext } from "@m1l0/context";
 import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
-import type { BuildStore } from "@m1l0/queue";
+import type { BuildStore, LastImageStore } from "@m1l0/queue";
 import type { RegistryResolver } from "@m1l0/registry";
 import { describeSource, fetchSource, type GitCredential, type SourcePolicy } from "@m1l0/source";
 import type { S3Client } from "@m1l0/storage";
@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
+import { prepareCacheFrom, rememberPushedImage } from "./cache-from.js";
 import type { ImageBuilder } from "./docker.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
@@ -31,6 +32,8 @@ export interface PipelineDeps {
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
+  /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
+  lastImages?: LastImageStore;
 }
 
 /**
@@ -101,6 +104,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(fetched.commit ? { commit: fetched.commit } : {}),
       ...(baseImage ? { baseImage } : {}),
     });
+    const buildLog = (line: string) => void store.appendLog(buildId, "build", line);
+    const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
     const packed = packContext(fetched.root, { filter, extraFiles });
     // the archive is a tee of what Docker reads, so it is exactly the context that was built
     const contextCapture = deps.artifacts?.captureContext(buildId, packed);
@@ -112,8 +117,9 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       networkMode: deps.buildNetwork,
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
+      ...(cacheFrom ? { cacheFrom: [cacheFrom] } : {}),
       ...(signal ? { signal } : {}),
-      onLine: (line) => void store.appendLog(buildId, "build", line),
+      onLine: buildLog,
     }).finally(() => contextCapture?.finish());
     await store.appendLog(buildId, "build", `built image ${imageId} tagged ${target.reference}`);
 
@@ -132,6 +138,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       onLine: (line) => void store.appendLog(buildId, "push", line),
     });
     await store.appendLog(buildId, "push", `pushed ${target.reference}@${digest}`);
+    await rememberPushedImage(deps, target, (error) => log.warn({ err: error }, "cannot record the last pushed image"));
     return await store.transition(buildId, "succeeded", {
       image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference, digest },
     });
