@@ -131,7 +131,8 @@ export async function startStack(
       rmSync(secretDir, { recursive: true, force: true });
     },
   };
-  const deadline = Date.now() + 30_000;
+  // generous: on a loaded 2-core machine an API next to 3 starting workers can take tens of seconds
+  const deadline = Date.now() + 90_000;
   for (;;) {
     try {
       if ((await fetch(`${stack.apiUrl}/readyz`)).ok) break;
