@@ -7,7 +7,7 @@ import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
 import { startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
-import { createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
+import { between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
 
 const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
 const POLL_MS = 20;
@@ -29,7 +29,17 @@ interface Pair {
   pipStepMs: number | undefined;
   /** the rebuild's pull of the cache image, as the worker logged it */
   pullMs: number | undefined;
+  /** recorded status timestamps of both builds */
+  coldPhases: Record<string, number | undefined>;
+  warmPhases: Record<string, number | undefined>;
 }
+
+const phasesOf = (record: BuildRecord): Record<string, number | undefined> => ({
+  "queued → fetching (pickup)": between(record, "queued", "fetching"),
+  "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
+  "building → pushing (cache pull + context + docker build)": between(record, "building", "pushing"),
+  "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
+});
 
 const MAIN_PY = (version: string) => `import m1l0_bench_deps\n\nprint("bench project ${version}", m1l0_bench_deps.CHAIN[:12])\n`;
 
@@ -107,6 +117,8 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
           warmMs: warm.ms,
           pipStepMs: stepDuration(cold.log, PIP_STEP),
           pullMs: pulled ? Number(pulled[1]) * 1000 : undefined,
+          coldPhases: phasesOf(cold.record),
+          warmPhases: phasesOf(warm.record),
         };
         pairs.push(sample);
         log(`codechange pair ${pair + 1}/${options.pairs}: cold on ${daemonLabel(coldDaemon)} ${formatMs(sample.coldMs)} (pip ${sample.pipStepMs === undefined ? "?" : formatMs(sample.pipStepMs)}), code-only on ${daemonLabel(warmDaemon)} ${formatMs(sample.warmMs)} (pull ${sample.pullMs === undefined ? "none" : formatMs(sample.pullMs)})`);
@@ -149,6 +161,14 @@ function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: str
   }
   const pips = pairs.map((pair) => pair.pipStepMs).filter((value): value is number => value !== undefined);
   const pulls = pairs.map((pair) => pair.pullMs).filter((value): value is number => value !== undefined);
+  rows.push(["by recorded status timestamps:", "", "", "", "", ""]);
+  for (const name of Object.keys(pairs[0]?.warmPhases ?? {})) {
+    const values = (pick: (pair: Pair) => number | undefined) => {
+      const found = pairs.map(pick).filter((value): value is number => value !== undefined);
+      return found.length ? formatSummary(summarize(found), formatMs) : "–";
+    };
+    rows.push([`  ${name}`, values((pair) => pair.warmPhases[name]), values((pair) => pair.coldPhases[name]), "", "", ""]);
+  }
   if (pips.length) rows.push(["  the cold build's pip step (log timestamps)", "", formatSummary(summarize(pips), formatMs), "", "", ""]);
   if (pulls.length) rows.push(["  the rebuild's pull of the cache image (worker log)", formatSummary(summarize(pulls), formatMs), "", "", "", ""]);
   return {

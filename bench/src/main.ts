@@ -15,7 +15,7 @@ import { runIngress, type IngressOptions } from "./ingress.js";
 import { runOverhead, type OverheadOptions } from "./overhead.js";
 import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
 import { runPickup } from "./pickup.js";
-import { describeMachine, renderReport, renderTable, type Table } from "./report.js";
+import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
 import { ROOT_DIR } from "./stack.js";
 
 const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet"] as const;
@@ -130,7 +130,8 @@ if (selected.has("fleet")) {
   await attempt("7", "7. Fleet scaling", async () => void tables.set("7", await runFleet(services, plan.fleet, log)));
 }
 
-const sections = [...tables.entries()].sort(([left], [right]) => Number(left) - Number(right)).map(([, table]) => renderTable(table));
+const ordered = [...tables.entries()].sort(([left], [right]) => Number(left) - Number(right)).map(([, table]) => table);
+const sections = [renderTargets(ordered), ...ordered.map((table) => renderTable(table))];
 const report = renderReport({
   command,
   startedAt,
@@ -138,6 +139,9 @@ const report = renderReport({
   machineBefore,
   loadAfter: os.loadavg().map((value) => value.toFixed(2)).join(" / "),
   quick,
+  setup: [
+    "services: one Docker daemon (/var/run/docker.sock) for benchmarks 1, 2, 4–6; benchmark 3 also uses /var/run/docker-w2.sock and benchmark 7 docker-w2 and docker-w3 (scripts/fleet.sh), all on this machine; Redis, the registry (127.0.0.1:5000), S3 (s3rver) and the git server local too",
+  ],
   sections: [
     ...sections,
     "## Noise",
