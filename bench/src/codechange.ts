@@ -1,4 +1,5 @@
 import type { BuildRecord } from "@m1l0/config";
+import { createRedis } from "@m1l0/queue";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -132,10 +133,26 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${logs}`, { cause: error });
   } finally {
     await Promise.all([...stacks.values()].map((stack) => stack.stop()));
+    await forgetNamespace(services, keyPrefix).catch((error: Error) => log(`codechange: cannot delete the ${keyPrefix}* keys: ${error.message}`));
     await index.close();
     rmSync(dir, { recursive: true, force: true });
   }
   return codeChangeTable(pairs, options, daemonX, daemonY, index.sdistBytes, gateway);
+}
+
+/** The benchmark's records, event streams and last-image keys: nothing of it stays in the shared Redis. */
+async function forgetNamespace(services: Services, keyPrefix: string): Promise<void> {
+  const redis = createRedis(services.redisUrl, "producer");
+  try {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 500);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+  } finally {
+    await redis.quit();
+  }
 }
 
 function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: string, daemonY: string, sdistBytes: number, gateway: string): Table {
@@ -179,6 +196,7 @@ function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: str
       `Each pair: a fresh repository; a cold build of v1 on one daemon, then v2 (only main.py changed, requirements.txt identical) submitted to a stack whose only worker drives the other daemon, which holds nothing of the repository. Directions alternate (pair 1: ${daemonLabel(daemonX)} → ${daemonLabel(daemonY)}, pair 2: back), ${pairs.length} pairs; the images of both daemons are removed after each pair. Both stacks share one Redis namespace, where a worker records the last image it pushed per repository.`,
       "The rebuild's worker looks that image up, pulls it from the registry with its own credentials (only the layers its daemon lacks: the base is shared), logs `cache from <ref>` and passes it to the classic builder as `cachefrom`; the builder reports `Using cache` for every step up to the pip install, and runs `COPY . ./` and later steps. Checked on every pair: the benchmark fails if the cold build's pip step did not run or the rebuild's was not a cache hit.",
       `The dependency is realistic in cost and offline: requirements.txt names a local package index (\`--index-url http://${gateway}:<port>/simple/\`, \`--trusted-host\`; a Node HTTP server of the benchmark on the default daemon's bridge address, reachable from build containers of every daemon) serving one source distribution, ${PACKAGE_SUMMARY(options.dependency, sdistBytes)} pip downloads it, builds the wheel (PEP 517, build isolation) and installs it, with the worker's default build network (\`BUILD_NETWORK=default\`).`,
+      "Where the rebuild's time goes (see the rows by status timestamps): the clone, the pull of the cache image (the dependency layer's bytes, downloaded and unpacked), the cached steps (milliseconds), then `COPY . ./` and the LABEL and ENTRYPOINT steps, each of which the classic builder commits through a container (their cost does not shrink with caching), and a push of only the new layers. That is the floor of a code-only rebuild on a daemon that has never seen the project; the bigger the dependency step relative to its layer, the lower the ratio.",
       "Ratio: median rebuild time ÷ median cold time; per daemon, the rebuilds landing on a daemon against the cold builds made on that daemon. Both figures include submission, clone, context streaming, build and push; the rebuild also includes the pull of the cache image.",
     ],
   };

@@ -4,8 +4,8 @@ import type { ImageBuilder } from "./docker.js";
 
 export interface CacheFromDeps {
   builder: ImageBuilder;
-  /** absent → no registry cache (CACHE_FROM_REGISTRY=false, or a builder that cannot pull) */
-  lastImages?: LastImageStore;
+  /** absent → no registry cache (CACHE_FROM_REGISTRY=false) */
+  lastImages?: Pick<LastImageStore, "get" | "set">;
 }
 
 /**
