@@ -174,7 +174,7 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
-      if (daemonAnswered(cause)) throw new Error(`pull of ${request.reference} failed: ${daemonMessage(cause)}`);
+      if (daemonAnswered(cause)) throw new Error(`pull of ${request.reference} failed: ${daemonMessage(cause)}`, { cause });
       throw daemonError(cause);
     }
     let failure: string | undefined;
