@@ -11,7 +11,8 @@ export interface CacheFromDeps {
 /**
  * The image a build may reuse layers from: the last image pushed to the same repository (by any
  * worker). Pulled first when this daemon does not hold it, with the worker's credentials for the
- * target. Never fails a build: a missing record, a failed lookup or a failed pull builds without it.
+ * target; not used when this daemon built it (the local build cache has its layers). Never fails
+ * a build: a missing record, a failed lookup or a failed pull builds without it.
  */
 export async function prepareCacheFrom(
   deps: CacheFromDeps,
@@ -20,12 +21,20 @@ export async function prepareCacheFrom(
   signal?: AbortSignal,
 ): Promise<string | undefined> {
   const { builder, lastImages } = deps;
-  if (!lastImages || !builder.hasImage || !builder.pull) return undefined;
+  if (!lastImages || !builder.imageOrigin || !builder.pull) return undefined;
   let reference: string | undefined;
   try {
     reference = await lastImages.get(target.registry, target.repository);
     if (!reference) return undefined;
-    if (!(await builder.hasImage(reference))) {
+    const origin = await builder.imageOrigin(reference);
+    if (origin === "built") {
+      // Its layers are in this daemon's own build cache already. Passing it as cachefrom would
+      // make the classic builder accept only its ancestors from that cache (other local hits,
+      // e.g. another branch's dependencies, would be refused).
+      onLine(`local build cache (the last image ${reference} was built here)`);
+      return undefined;
+    }
+    if (origin === "absent") {
       const started = Date.now();
       const auth = target.refreshAuth ? await target.refreshAuth() : target.auth;
       await builder.pull({ reference, ...(auth ? { auth } : {}), ...(signal ? { signal } : {}) });

@@ -37,8 +37,12 @@ export interface ImageBuilder {
   build(request: ImageBuildRequest): Promise<{ imageId: string }>;
   push(request: PushRequest): Promise<{ digest: string }>;
   ping(): Promise<void>;
-  /** whether the daemon holds this image; builders without it get no registry cache */
-  hasImage?(reference: string): Promise<boolean>;
+  /**
+   * Whether the daemon holds this image and how it got it: `built` (by this daemon: its layers
+   * are in the local build cache) or `pulled` (its layers are reusable only through cachefrom).
+   * Builders without it get no registry cache.
+   */
+  imageOrigin?(reference: string): Promise<"absent" | "built" | "pulled">;
   /** pulls an image onto the daemon (for cache-from); throws on failure */
   pull?(request: PullRequest): Promise<void>;
 }
@@ -156,12 +160,13 @@ export class DockerImageBuilder implements ImageBuilder {
     return { imageId };
   }
 
-  async hasImage(reference: string): Promise<boolean> {
+  async imageOrigin(reference: string): Promise<"absent" | "built" | "pulled"> {
     try {
-      await this.docker.getImage(reference).inspect();
-      return true;
+      // the classic builder records each step's image as the next one's Parent; pulled images have none
+      const image = await this.docker.getImage(reference).inspect();
+      return image.Parent ? "built" : "pulled";
     } catch (cause) {
-      if (daemonAnswered(cause) && cause.statusCode === 404) return false;
+      if (daemonAnswered(cause) && cause.statusCode === 404) return "absent";
       throw daemonError(cause);
     }
   }

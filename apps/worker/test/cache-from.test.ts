@@ -13,14 +13,14 @@ const target: PushTarget = {
   auth: { username: "u", password: "p", serveraddress: "registry.test" },
 };
 
-function fakes(options: { last?: string; present?: boolean; pullError?: Error } = {}) {
+function fakes(options: { last?: string; origin?: "absent" | "built" | "pulled"; pullError?: Error } = {}) {
   const stored = new Map<string, string>(options.last ? [["registry.test/team/app", options.last]] : []);
   const pulls: PullRequest[] = [];
   const builder: ImageBuilder = {
     build: async () => ({ imageId: "sha256:x" }),
     push: async () => ({ digest: "sha256:y" }),
     ping: async () => undefined,
-    hasImage: async () => options.present ?? false,
+    imageOrigin: async () => options.origin ?? "absent",
     pull: async (request) => {
       pulls.push(request);
       if (options.pullError) throw options.pullError;
@@ -49,10 +49,17 @@ describe("prepareCacheFrom", () => {
     expect(f.pulls[0]?.auth).toEqual(fresh);
   });
 
-  it("does not pull an image the daemon already holds", async () => {
-    const f = fakes({ last: "registry.test/team/app:v1", present: true });
+  it("does not pull an image the daemon already pulled, and uses it", async () => {
+    const f = fakes({ last: "registry.test/team/app:v1", origin: "pulled" });
     await expect(prepareCacheFrom(f, target, f.onLine)).resolves.toBe("registry.test/team/app:v1");
     expect(f.pulls).toEqual([]);
+  });
+
+  it("leaves an image this daemon built to the local build cache (no cachefrom, no pull)", async () => {
+    const f = fakes({ last: "registry.test/team/app:v1", origin: "built" });
+    await expect(prepareCacheFrom(f, target, f.onLine)).resolves.toBeUndefined();
+    expect(f.pulls).toEqual([]);
+    expect(f.lines).toEqual(["local build cache (the last image registry.test/team/app:v1 was built here)"]);
   });
 
   it("builds without cache when nothing was pushed yet or the store is off", async () => {

@@ -97,7 +97,7 @@ describe("dependency layer shared through the registry (cache-from across daemon
     expect(rebuilt.layers.at(-1)).not.toBe(built.layers.at(-1));
   }, 300_000);
 
-  it("an unavailable cache image is logged and ignored: the build succeeds without it", async () => {
+  it("an unavailable cache image is logged and ignored; an image the daemon built itself is left to its local cache", async () => {
     const redis = new Redis(services.redisUrl, { lazyConnect: true });
     await redis.connect();
     const missing = `${services.registryHost}/${repository}:never-pushed`;
@@ -111,5 +111,13 @@ describe("dependency layer shared through the registry (cache-from across daemon
     const log = await getLog(stack.apiUrl, record.id);
     expect(log).toContain(`no registry cache: ${missing} is unavailable`);
     expect(log).not.toContain(`cache from ${missing}`);
+
+    // that build, made on daemon B, is now the last image: B's own build cache serves the next one
+    const next = await waitForBuild(stack.apiUrl, await submit(stack.apiUrl, configFor(`${run}-v4`, { "main.py": `${mainPy}\n# a third change ${run}\n` })));
+    expect(next.status, JSON.stringify(next)).toBe("succeeded");
+    const nextLog = await getLog(stack.apiUrl, next.id);
+    expect(nextLog).toContain(`local build cache (the last image ${record.image!.reference} was built here)`);
+    expect(nextLog).not.toContain("cache from");
+    expect(nextLog).toMatch(/\[build\] Step \d+\/\d+ : RUN python3 -m pip install -r requirements.txt\n.*\[build\]\s+---> Using cache/);
   }, 300_000);
 });
