@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { BuilderError } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
@@ -45,6 +46,11 @@ export interface ImageBuilder {
   imageOrigin?(reference: string): Promise<"absent" | "built" | "pulled">;
   /** pulls an image onto the daemon (for cache-from); throws on failure */
   pull?(request: PullRequest): Promise<void>;
+  /**
+   * What an image on this daemon is made of, independent of where it came from: a hash of its
+   * layer diff ids (equal on every daemon that has the same layers). Undefined when absent.
+   */
+  imageContentId?(reference: string): Promise<string | undefined>;
 }
 
 interface ProgressMessage {
@@ -107,6 +113,18 @@ export class DockerImageBuilder implements ImageBuilder {
     } catch (cause) {
       throw daemonError(cause);
     }
+  }
+
+  async imageContentId(reference: string): Promise<string | undefined> {
+    let info: Docker.ImageInspectInfo;
+    try {
+      info = await this.docker.getImage(reference).inspect();
+    } catch (cause) {
+      if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
+      throw daemonError(cause);
+    }
+    const layers = info.RootFS?.Layers ?? [];
+    return `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`;
   }
 
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {

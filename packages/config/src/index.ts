@@ -4,3 +4,4 @@ export * from "./parse.js";
 export * from "./build.js";
 export * from "./reference.js";
 export * from "./env.js";
+export * from "./canonical.js";
