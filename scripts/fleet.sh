@@ -2,7 +2,7 @@
 # Extra, independent Docker daemons for fleet tests and benchmarks: daemon k (2..N) gets
 # its own data root, exec root, socket /var/run/docker-w<k>.sock and its own bridge
 # (a daemon started without one deletes docker0 of the first daemon; see ENVIRONMENT.md).
-# The local base images are imported into each (from the cached rootfs tarball).
+# The local base images are copied into each from the default daemon (docker save | load).
 # usage: scripts/fleet.sh up [N=3] | down [N=3] | sockets [N=3]
 source "$(dirname "$0")/lib.sh"
 
@@ -29,19 +29,19 @@ up_daemon() {
 }
 
 load_base_images() {
-  local socket; socket="$(socket_of "$1")"
-  local tarball="$M1L0_CACHE_DIR/python-bookworm-rootfs.tar"
-  export DOCKER_HOST="unix://$socket"
-  if ! docker image inspect "$BASE_IMAGE_PYTHON" >/dev/null 2>&1; then
-    [ -s "$tarball" ] || die "run scripts/base-images.sh first (no cached rootfs at $tarball)"
-    docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' \
-      "$tarball" "$BASE_IMAGE_PYTHON" >/dev/null
-  fi
-  if ! docker image inspect "$BASE_IMAGE_BUSYBOX" >/dev/null 2>&1; then
-    DOCKER_HOST=unix:///var/run/docker.sock docker save "$BASE_IMAGE_BUSYBOX" | docker load -q >/dev/null
-  fi
-  unset DOCKER_HOST
+  # The same image (same id, same history) as on the default daemon, copied with save | load:
+  # the classic builder reuses layers of a pulled image (cache-from) only when the base image
+  # underneath is identical, as it is in production where every daemon pulls the same public image.
+  local socket image want have; socket="$(socket_of "$1")"
+  for image in "$BASE_IMAGE_PYTHON" "$BASE_IMAGE_BUSYBOX"; do
+    want="$(DOCKER_HOST=unix:///var/run/docker.sock docker image inspect -f '{{.Id}}' "$image")" \
+      || die "run scripts/base-images.sh first ($image is missing on the default daemon)"
+    have="$(DOCKER_HOST="unix://$socket" docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
+    if [ "$have" != "$want" ]; then
+      log "copying $image to dockerd #$1"
+      DOCKER_HOST=unix:///var/run/docker.sock docker save "$image" | DOCKER_HOST="unix://$socket" docker load -q >/dev/null
+    fi
+  done
 }
 
 case "${1:-up}" in

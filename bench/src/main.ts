@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,packing,ingress,pickup] [--output FILE]`.
+ * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet] [--output FILE]`.
  * Runs each benchmark against the real local stack (scripts/services.sh), alternating the
  * compared variants, and writes BENCHMARKS.md (full runs) or prints the tables (--quick).
  */
@@ -8,15 +8,17 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { runCodeChange, type CodeChangeOptions } from "./codechange.js";
 import { loadServices } from "./env.js";
+import { runFleet, type FleetOptions } from "./fleet.js";
 import { runIngress, type IngressOptions } from "./ingress.js";
 import { runOverhead, type OverheadOptions } from "./overhead.js";
 import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
 import { runPickup } from "./pickup.js";
-import { describeMachine, renderReport, renderTable, type Table } from "./report.js";
+import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
 import { ROOT_DIR } from "./stack.js";
 
-const BENCHMARKS = ["overhead", "packing", "ingress", "pickup"] as const;
+const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 interface Plan {
@@ -24,6 +26,8 @@ interface Plan {
   packing: { spec: TreeSpec; repetitions: number };
   ingress: IngressOptions;
   pickup: { builds: number };
+  codechange: CodeChangeOptions;
+  fleet: FleetOptions;
 }
 
 const FULL: Plan = {
@@ -31,14 +35,19 @@ const FULL: Plan = {
   packing: { spec: FULL_TREE, repetitions: 5 },
   ingress: { closedRepetitions: 3, closedDurationMs: 8_000, openRepetitions: 2, openDurationMs: 10_000, concurrency: 16, ratePerSecond: 500 },
   pickup: { builds: 100 },
+  // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
+  codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
+  fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2 },
 };
 
-/** CI smoke test: every code path once, under ~2 minutes; figures are indicative only. */
+/** CI smoke test: every code path once, in about a minute; figures are indicative only. */
 const QUICK: Plan = {
   overhead: { repetitions: 1, warmup: false },
   packing: { spec: QUICK_TREE, repetitions: 2 },
   ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500 },
   pickup: { builds: 10 },
+  codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
+  fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1 },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {
@@ -113,18 +122,16 @@ if (selected.has("overhead")) {
   if (!tables.has("2")) {
     tables.set("2", notMeasured("2. Unchanged resubmit", "≥ 10× faster than Docker, < 250 ms", "the overhead benchmark (which also measures this) failed"));
   }
-  tables.set(
-    "3",
-    notMeasured(
-      "3. Code-only change — dependency layer reused, also on another daemon",
-      "≤ 0.3× cold",
-      "needs cache-from through the registry and a multi-daemon fleet (issue 6), and an example whose dependency step is costly",
-    ),
-  );
 }
-tables.set("7", notMeasured("7. Fleet scaling — 30 waiting builds, 1 vs 3 workers with separate daemons", "≥ 2.5× faster with 3", "the multi-daemon fleet (issue 6) is not built yet"));
+if (selected.has("codechange")) {
+  await attempt("3", "3. Code-only change", async () => void tables.set("3", await runCodeChange(services, plan.codechange, log)));
+}
+if (selected.has("fleet")) {
+  await attempt("7", "7. Fleet scaling", async () => void tables.set("7", await runFleet(services, plan.fleet, log)));
+}
 
-const sections = [...tables.entries()].sort(([left], [right]) => Number(left) - Number(right)).map(([, table]) => renderTable(table));
+const ordered = [...tables.entries()].sort(([left], [right]) => Number(left) - Number(right)).map(([, table]) => table);
+const sections = [renderTargets(ordered), ...ordered.map((table) => renderTable(table))];
 const report = renderReport({
   command,
   startedAt,
@@ -132,6 +139,9 @@ const report = renderReport({
   machineBefore,
   loadAfter: os.loadavg().map((value) => value.toFixed(2)).join(" / "),
   quick,
+  setup: [
+    "services: one Docker daemon (/var/run/docker.sock) for benchmarks 1, 2, 4–6; benchmark 3 also uses /var/run/docker-w2.sock and benchmark 7 docker-w2 and docker-w3 (scripts/fleet.sh), all on this machine; Redis, the registry (127.0.0.1:5000), S3 (s3rver) and the git server local too",
+  ],
   sections: [
     ...sections,
     "## Noise",

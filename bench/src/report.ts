@@ -22,6 +22,31 @@ export function renderTable(table: Table): string {
   return `${lines.join("\n")}\n`;
 }
 
+/**
+ * One line per target across the tables (rows whose last column says yes/no or that were not
+ * measured), so the report opens with which targets are met.
+ */
+export function renderTargets(tables: Table[]): string {
+  const lines = ["## Targets", "", "| benchmark | metric | ours | target | met? |", "|---|---|---|---|---|"];
+  for (const table of tables) {
+    const metIndex = table.columns.indexOf("met?");
+    const targetIndex = table.columns.indexOf("target");
+    const name = escapeCell(table.title.replace(/ — .*$/, ""));
+    if (table.columns.length === 1) {
+      lines.push(`| ${name} | – | ${escapeCell(table.rows[0]?.[0] ?? "")} | – | – |`);
+      continue;
+    }
+    for (const row of table.rows) {
+      const met = row[metIndex] ?? "";
+      const target = row[targetIndex] ?? "";
+      if (metIndex < 0 || targetIndex < 0 || !target || target.startsWith("(")) continue;
+      if (!["yes", "no", "–"].includes(met)) continue;
+      lines.push(`| ${name} | ${escapeCell(row[0] ?? "")} | ${escapeCell(row[1] ?? "")} | ${escapeCell(target)} | ${met === "–" ? "not measured" : met} |`);
+    }
+  }
+  return `${lines.join("\n")}\n`;
+}
+
 export interface Machine {
   cpus: string;
   cores: number;
@@ -50,6 +75,8 @@ export interface ReportInput {
   machineBefore: Machine;
   loadAfter: string;
   quick: boolean;
+  /** how the services were laid out (daemons, workers), one line each */
+  setup?: string[];
   sections: string[];
 }
 
@@ -65,6 +92,7 @@ export function renderReport(input: ReportInput): string {
     `- date: ${input.startedAt.toISOString()} (took ${minutes} min)`,
     `- machine: ${machine.cores} cores (${machine.cpus}), ${machine.memory} RAM, ${machine.os}, Node ${machine.node}`,
     `- load average (1/5/15 min) before: ${machine.loadAverage}; after: ${input.loadAfter}`,
+    ...(input.setup ?? []).map((line) => `- ${line}`),
     "- Figures are medians with (min–max, n) over repetitions; compared variants alternate within one run.",
     "  Ratios are ours ÷ baseline (for times lower is better, for throughput higher is better).",
     "  Targets come from issue 8 and are reported, never asserted.",

@@ -66,7 +66,18 @@ function stopChild(child: ChildProcess): Promise<void> {
  * Starts the built API (apps/api/dist) and optionally a worker (apps/worker/dist) as separate
  * processes on a queue of their own, configured like scripts/stack.sh (and tests/e2e's stack).
  */
-export async function startStack(services: Services, options: { worker: boolean; workerConcurrency?: number; logLevel?: string }): Promise<RunningStack> {
+export async function startStack(
+  services: Services,
+  options: {
+    worker: boolean;
+    workerConcurrency?: number;
+    logLevel?: string;
+    /** one worker per entry (its env on top of the defaults, e.g. DOCKER_SOCKET, WORKER_ID); default one worker */
+    workers?: NodeJS.ProcessEnv[];
+    /** Redis namespace of records (and the workers' last-image keys); stacks sharing it share those */
+    keyPrefix?: string;
+  },
+): Promise<RunningStack> {
   const port = await freePort();
   // The API also serves gRPC, on a fixed port by default; a free one avoids clashing with other stacks on this machine.
   const grpcPort = await freePort();
@@ -81,12 +92,13 @@ export async function startStack(services: Services, options: { worker: boolean;
     ALLOW_HTTP_SOURCES: "true",
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: options.logLevel ?? "info",
+    ...(options.keyPrefix ? { REDIS_KEY_PREFIX: options.keyPrefix } : {}),
   };
   const logs: string[] = [];
   const children: ChildProcess[] = [];
   // AUTH_DISABLED: the benchmark clients send no token (auth adds one sha256 and one Redis round trip per submission)
   children.push(spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, AUTH_DISABLED: "true", HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort) }, logs, "api"));
-  if (options.worker) {
+  for (const [index, workerEnv] of (options.worker ? (options.workers ?? [{}]) : []).entries()) {
     children.push(
       spawnNode(
         path.join(ROOT_DIR, "apps/worker/dist/main.js"),
@@ -104,9 +116,10 @@ export async function startStack(services: Services, options: { worker: boolean;
           BUILD_NETWORK: "none",
           // the local git server is on loopback, which the worker refuses unless allowlisted
           SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
+          ...workerEnv,
         },
         logs,
-        "worker",
+        index === 0 ? "worker" : `worker${index + 1}`,
       ),
     );
   }
@@ -119,7 +132,8 @@ export async function startStack(services: Services, options: { worker: boolean;
       rmSync(secretDir, { recursive: true, force: true });
     },
   };
-  const deadline = Date.now() + 30_000;
+  // generous: on a loaded 2-core machine an API next to 3 starting workers can take tens of seconds
+  const deadline = Date.now() + 90_000;
   for (;;) {
     try {
       if ((await fetch(`${stack.apiUrl}/readyz`)).ok) break;

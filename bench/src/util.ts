@@ -55,8 +55,9 @@ export async function postBuild(apiUrl: string, config: unknown): Promise<string
 export async function waitForTerminal(apiUrl: string, id: string, options: { pollMs: number; timeoutMs: number }): Promise<BuildRecord> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
-    const response = await fetch(`${apiUrl}/builds/${id}`);
-    if (response.ok) {
+    // an unanswered poll (a loaded machine, a reset keep-alive connection) is retried until the deadline
+    const response = await fetch(`${apiUrl}/builds/${id}`).catch(() => undefined);
+    if (response?.ok) {
       const record = (await response.json()) as BuildRecord;
       if (isTerminal(record.status)) return record;
     }

@@ -14,8 +14,16 @@ export interface ImageBuildRequest {
   memoryBytes?: number;
   cpuQuota?: number;
   labels?: Record<string, string>;
+  /** images on this daemon whose layers the build may reuse (the classic builder's cachefrom) */
+  cacheFrom?: string[];
   signal?: AbortSignal;
   onLine: (line: string) => void;
+}
+
+export interface PullRequest {
+  reference: string;
+  auth?: RegistryAuth;
+  signal?: AbortSignal;
 }
 
 export interface PushRequest {
@@ -31,6 +39,14 @@ export interface ImageBuilder {
   build(request: ImageBuildRequest): Promise<{ imageId: string }>;
   push(request: PushRequest): Promise<{ digest: string }>;
   ping(): Promise<void>;
+  /**
+   * Whether the daemon holds this image and how it got it: `built` (by this daemon: its layers
+   * are in the local build cache) or `pulled` (its layers are reusable only through cachefrom).
+   * Builders without it get no registry cache.
+   */
+  imageOrigin?(reference: string): Promise<"absent" | "built" | "pulled">;
+  /** pulls an image onto the daemon (for cache-from); throws on failure */
+  pull?(request: PullRequest): Promise<void>;
   /**
    * What an image on this daemon is made of, independent of where it came from: a hash of its
    * layer diff ids (equal on every daemon that has the same layers). Undefined when absent.
@@ -176,6 +192,7 @@ export class DockerImageBuilder implements ImageBuilder {
         ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
         ...(request.labels ? { labels: request.labels } : {}),
         ...(cgroup ? { cgroupparent: cgroup.parent } : {}),
+        ...(request.cacheFrom && request.cacheFrom.length > 0 ? { cachefrom: JSON.stringify(request.cacheFrom) } : {}),
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
@@ -212,6 +229,35 @@ export class DockerImageBuilder implements ImageBuilder {
     if (failure) throw failure;
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
+  }
+
+  async imageOrigin(reference: string): Promise<"absent" | "built" | "pulled"> {
+    try {
+      // the classic builder records each step's image as the next one's Parent; pulled images have none
+      const image = await this.docker.getImage(reference).inspect();
+      return image.Parent ? "built" : "pulled";
+    } catch (cause) {
+      if (daemonAnswered(cause) && cause.statusCode === 404) return "absent";
+      throw daemonError(cause);
+    }
+  }
+
+  async pull(request: PullRequest): Promise<void> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.pull(request.reference, {
+        ...(request.auth ? { authconfig: request.auth } : {}),
+        ...(request.signal ? { abortSignal: request.signal } : {}),
+      });
+    } catch (cause) {
+      if (daemonAnswered(cause)) throw new Error(`pull of ${request.reference} failed: ${daemonMessage(cause)}`, { cause });
+      throw daemonError(cause);
+    }
+    let failure: string | undefined;
+    await this.follow(stream, (message) => {
+      if (message.error || message.errorDetail) failure ??= message.errorDetail?.message ?? message.error ?? "unknown error";
+    });
+    if (failure) throw new Error(`pull of ${request.reference} failed: ${failure}`);
   }
 
   async push(request: PushRequest): Promise<{ digest: string }> {

@@ -33,6 +33,8 @@ const envSchema = z.object({
   /** comma list of registries (host[:port]) a user Dockerfile's FROM / COPY --from may use; empty = docker.io + the catalog's */
   ALLOWED_BASE_REGISTRIES: z.string().default(""),
   WORK_DIR: z.string().default(tmpdir()),
+  /** reuse layers of the repository's last pushed image (pulled when this daemon lacks it) as cache-from */
+  CACHE_FROM_REGISTRY: z.enum(["true", "false", "1", "0", "yes", "no"]).default("true").transform((value) => value === "true" || value === "1" || value === "yes"),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
   DIR_SOURCE_ROOTS: z.string().default(""),

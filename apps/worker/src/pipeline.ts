@@ -2,7 +2,7 @@ import { resolveBaseImage, type Catalog } from "@m1l0/catalog";
 import { BuilderError, type BuildConfig, type BuildRecord } from "@m1l0/config";
 import { contextHasFile, createContextFilter, packContext } from "@m1l0/context";
 import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
-import type { BuildStore } from "@m1l0/queue";
+import type { BuildStore, LastImageStore } from "@m1l0/queue";
 import type { RegistryResolver } from "@m1l0/registry";
 import { describeSource, fetchSource, resolveSourceIdentity, type GitCredential, type SourcePolicy } from "@m1l0/source";
 import type { S3Client } from "@m1l0/storage";
@@ -11,6 +11,7 @@ import path from "node:path";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
 import { checkDockerfileBaseImages } from "./base-images.js";
+import { prepareCacheFrom, rememberPushedImage } from "./cache-from.js";
 import { BUILD_KEY_LABEL, computeBuildKey, findCachedImage, waitForBuildKey } from "./build-key.js";
 import type { ImageBuilder } from "./docker.js";
 
@@ -35,6 +36,8 @@ export interface PipelineDeps {
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
+  /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
+  lastImages?: LastImageStore;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
   plainHttpRegistries?: readonly string[];
   /** false turns skip-if-unchanged off: every build builds and pushes */
@@ -158,6 +161,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(baseImage ? { baseImage } : {}),
       ...(buildKey ? { buildKey } : {}),
     });
+    const buildLog = (line: string) => void store.appendLog(buildId, "build", line);
+    const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
     const packed = packContext(fetched.root, { filter, extraFiles });
     // the archive is a tee of what Docker reads, so it is exactly the context that was built
     const contextCapture = deps.artifacts?.captureContext(buildId, packed);
@@ -171,8 +176,9 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(buildKey && config.dockerfile ? { labels: { [BUILD_KEY_LABEL]: buildKey } } : {}),
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
+      ...(cacheFrom ? { cacheFrom: [cacheFrom] } : {}),
       ...(signal ? { signal } : {}),
-      onLine: (line) => void store.appendLog(buildId, "build", line),
+      onLine: buildLog,
     }).finally(() => contextCapture?.finish());
     await store.appendLog(buildId, "build", `built image ${imageId} tagged ${target.reference}`);
 
@@ -191,6 +197,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       onLine: (line) => void store.appendLog(buildId, "push", line),
     });
     await store.appendLog(buildId, "push", `pushed ${target.reference}@${digest}`);
+    await rememberPushedImage(deps, target, (error) => log.warn({ err: error }, "cannot record the last pushed image"));
     return await store.transition(buildId, "succeeded", {
       image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference, digest },
     });

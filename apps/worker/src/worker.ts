@@ -1,6 +1,6 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { BuilderError, isBuilderError } from "@m1l0/config";
-import { BUILD_QUEUE_NAME, BuildStore, buildJobSchema, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BUILD_QUEUE_NAME, BuildStore, LastImageStore, buildJobSchema, createRedis, type BuildJobData } from "@m1l0/queue";
 import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
 import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
 import { UnrecoverableError, Worker, type Job } from "bullmq";
@@ -33,7 +33,7 @@ export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
   });
 }
 
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder?: ImageBuilder, metrics?: WorkerMetrics): PipelineDeps {
+export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder?: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
   const catalog = loadCatalog({
     ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
     ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
@@ -70,6 +70,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
     allowedBaseRegistries: allowedBaseRegistries(env.ALLOWED_BASE_REGISTRIES, catalog),
     logger,
+    ...(lastImages && env.CACHE_FROM_REGISTRY ? { lastImages } : {}),
     artifacts: new ArtifactArchiver({
       artifacts: createWorkerArtifactStore(env),
       builds: store,
@@ -167,7 +168,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
   const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
-  const deps = createPipelineDeps(env, store, logger, options.builder, metrics);
+  const deps = createPipelineDeps(env, store, logger, options.builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;

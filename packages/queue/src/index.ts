@@ -3,3 +3,4 @@ export * from "./redis.js";
 export * from "./store.js";
 export * from "./cancel.js";
 export * from "./unavailable.js";
+export * from "./cache-images.js";

@@ -31,9 +31,15 @@ async function runImage(reference: string): Promise<string> {
   }
 }
 
+/**
+ * The history entry of the step that made a layer: when it was created and by what. A reused
+ * layer keeps both; the local image Id does not identify it (a daemon may hold several
+ * equivalent images, e.g. one restored from a pulled image through cache-from).
+ */
 async function layerOf(reference: string, createdBy: RegExp): Promise<string | undefined> {
-  const history = (await docker.getImage(reference).history()) as Array<{ Id: string; CreatedBy: string }>;
-  return history.find((entry) => createdBy.test(entry.CreatedBy))?.Id;
+  const history = (await docker.getImage(reference).history()) as Array<{ Created: number; CreatedBy: string }>;
+  const entry = history.find((item) => createdBy.test(item.CreatedBy));
+  return entry ? `${entry.Created} ${entry.CreatedBy}` : undefined;
 }
 
 beforeAll(async () => {

@@ -1,0 +1,206 @@
+import type { BuildRecord } from "@m1l0/config";
+import { createRedis } from "@m1l0/queue";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { DAEMON_SOCKETS, bridgeGateway, checkDaemons, daemonLabel, removeRepositoryImages } from "./daemons.js";
+import { startPackageIndex, type DependencySpec } from "./deps-index.js";
+import type { Table } from "./report.js";
+import { startStack, type RunningStack, type Services } from "./stack.js";
+import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
+import { between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
+
+const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
+const POLL_MS = 20;
+const BUILD_TIMEOUT_MS = 10 * 60_000;
+const TARGET = 0.3;
+
+export interface CodeChangeOptions {
+  /** pairs (cold build on one daemon, code-only rebuild on the other), alternating direction */
+  pairs: number;
+  dependency: DependencySpec;
+}
+
+interface Pair {
+  coldDaemon: string;
+  warmDaemon: string;
+  coldMs: number;
+  warmMs: number;
+  /** the cold build's pip step, from the log's timestamps */
+  pipStepMs: number | undefined;
+  /** the rebuild's pull of the cache image, as the worker logged it */
+  pullMs: number | undefined;
+  /** recorded status timestamps of both builds */
+  coldPhases: Record<string, number | undefined>;
+  warmPhases: Record<string, number | undefined>;
+}
+
+const phasesOf = (record: BuildRecord): Record<string, number | undefined> => ({
+  "queued → fetching (pickup)": between(record, "queued", "fetching"),
+  "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
+  "building → pushing (cache pull + context + docker build)": between(record, "building", "pushing"),
+  "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
+});
+
+const MAIN_PY = (version: string) => `import m1l0_bench_deps\n\nprint("bench project ${version}", m1l0_bench_deps.CHAIN[:12])\n`;
+
+/** Milliseconds from a log line matching `from` to the next line starting a Dockerfile step. */
+export function stepDuration(log: string, from: RegExp): number | undefined {
+  const lines = log.split("\n");
+  const start = lines.findIndex((line) => from.test(line));
+  if (start < 0) return undefined;
+  const end = lines.findIndex((line, index) => index > start && /\[build\] Step \d+\/\d+ : /.test(line));
+  const at = (line: string | undefined) => (line ? Date.parse(line.slice(0, 24)) : Number.NaN);
+  const duration = at(lines[end]) - at(lines[start]);
+  return Number.isFinite(duration) ? duration : undefined;
+}
+
+async function build(stack: RunningStack, config: Record<string, unknown>): Promise<{ ms: number; record: BuildRecord; log: string }> {
+  const started = performance.now();
+  const id = await postBuild(stack.apiUrl, config);
+  const record = await waitForTerminal(stack.apiUrl, id, { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
+  const ms = performance.now() - started;
+  const log = await (await fetch(`${stack.apiUrl}/builds/${id}/logs`)).text();
+  if (record.status !== "succeeded") throw new Error(`build ${id} ended ${record.status}: ${JSON.stringify(record.error)}\n${log.slice(-1500)}`);
+  return { ms, record, log };
+}
+
+const PIP_STEP = /\[build\] Step \d+\/\d+ : RUN python3 -m pip install -r requirements.txt/;
+
+/** The classic builder's verdict on the pip step: "Using cache" (reused) or "Running in" (ran). */
+function pipStepCached(log: string): boolean | undefined {
+  const lines = log.split("\n");
+  const start = lines.findIndex((line) => PIP_STEP.test(line));
+  const verdict = lines.slice(start + 1).find((line) => /---> (Using cache|Running in)/.test(line));
+  return start < 0 || !verdict ? undefined : verdict.includes("Using cache");
+}
+
+export async function runCodeChange(services: Services, options: CodeChangeOptions, log: (line: string) => void): Promise<Table> {
+  const [daemonX, daemonY] = [DAEMON_SOCKETS[0], DAEMON_SOCKETS[1]];
+  await checkDaemons([daemonX, daemonY], [BASE_IMAGE]);
+  const dir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-codechange-"));
+  const gateway = await bridgeGateway();
+  const index = await startPackageIndex(path.join(dir, "index"), gateway, options.dependency);
+  // both stacks share a Redis namespace, so either worker finds the other's last pushed image
+  const keyPrefix = `bench-${shortId()}:`;
+  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: "default" });
+  const stacks = new Map<string, RunningStack>();
+  const pairs: Pair[] = [];
+  try {
+    for (const socket of [daemonX, daemonY]) {
+      stacks.set(socket, await startStack(services, { worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
+    }
+    // the project's files all come from the fixtures' edits
+    const empty = mkdtempSync(path.join(dir, "empty-"));
+    for (let pair = 0; pair < options.pairs; pair++) {
+      const [coldDaemon, warmDaemon] = pair % 2 === 0 ? [daemonX, daemonY] : [daemonY, daemonX];
+      const salt = shortId();
+      const repository = `m1l0bench/code-${salt}`;
+      // a unique comment: no daemon holds a layer of this requirements.txt, so the first build is cold
+      const requirements = `# bench code-only change ${salt}\n${index.requirements}`;
+      const base = { service: "dockerhub", repository, framework: "python", pyversion: "3.11", resource: "cpu", entry: "main.py" };
+      const fixtures = [
+        createGitFixture(services, empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
+        createGitFixture(services, empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
+      ] as const;
+      try {
+        const cold = await build(stacks.get(coldDaemon)!, { ...base, revision: "v1", source: fixtures[0].url });
+        if (pipStepCached(cold.log) !== false) throw new Error(`the cold build's pip step did not run:\n${cold.log.slice(-1500)}`);
+        const warm = await build(stacks.get(warmDaemon)!, { ...base, revision: "v2", source: fixtures[1].url });
+        if (!warm.log.includes(`cache from ${cold.record.image?.reference}`) || pipStepCached(warm.log) !== true) {
+          throw new Error(`the code-only rebuild did not reuse the pip layer:\n${warm.log.slice(-2500)}`);
+        }
+        const pulled = /pulled \S+ for its layers in ([\d.]+) s/.exec(warm.log);
+        const sample: Pair = {
+          coldDaemon,
+          warmDaemon,
+          coldMs: cold.ms,
+          warmMs: warm.ms,
+          pipStepMs: stepDuration(cold.log, PIP_STEP),
+          pullMs: pulled ? Number(pulled[1]) * 1000 : undefined,
+          coldPhases: phasesOf(cold.record),
+          warmPhases: phasesOf(warm.record),
+        };
+        pairs.push(sample);
+        log(`codechange pair ${pair + 1}/${options.pairs}: cold on ${daemonLabel(coldDaemon)} ${formatMs(sample.coldMs)} (pip ${sample.pipStepMs === undefined ? "?" : formatMs(sample.pipStepMs)}), code-only on ${daemonLabel(warmDaemon)} ${formatMs(sample.warmMs)} (pull ${sample.pullMs === undefined ? "none" : formatMs(sample.pullMs)})`);
+      } finally {
+        for (const fixture of fixtures) fixture.cleanup();
+        for (const socket of [daemonX, daemonY]) await removeRepositoryImages(socket, `${services.registryHost}/${repository}`);
+      }
+    }
+  } catch (error) {
+    const logs = [...stacks.values()].map((stack) => stack.recentLogs()).join("\n");
+    throw new Error(`${error instanceof Error ? error.message : String(error)}\n${logs}`, { cause: error });
+  } finally {
+    await Promise.all([...stacks.values()].map((stack) => stack.stop()));
+    await forgetNamespace(services, keyPrefix).catch((error: Error) => log(`codechange: cannot delete the ${keyPrefix}* keys: ${error.message}`));
+    await index.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return codeChangeTable(pairs, options, daemonX, daemonY, index.sdistBytes, gateway);
+}
+
+/** The benchmark's records, event streams and last-image keys: nothing of it stays in the shared Redis. */
+async function forgetNamespace(services: Services, keyPrefix: string): Promise<void> {
+  const redis = createRedis(services.redisUrl, "producer");
+  try {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 500);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+  } finally {
+    await redis.quit();
+  }
+}
+
+function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: string, daemonY: string, sdistBytes: number, gateway: string): Table {
+  const cold = summarize(pairs.map((pair) => pair.coldMs));
+  const warm = summarize(pairs.map((pair) => pair.warmMs));
+  const overall = ratio(warm.median, cold.median);
+  const rows: string[][] = [
+    [
+      "wall time, all pairs",
+      formatSummary(warm, formatMs),
+      formatSummary(cold, formatMs),
+      formatRatio(overall),
+      `≤ ${TARGET}× cold`,
+      overall === undefined ? "–" : overall <= TARGET ? "yes" : "no",
+    ],
+  ];
+  for (const daemon of [daemonX, daemonY]) {
+    const coldHere = pairs.filter((pair) => pair.coldDaemon === daemon).map((pair) => pair.coldMs);
+    const warmHere = pairs.filter((pair) => pair.warmDaemon === daemon).map((pair) => pair.warmMs);
+    if (coldHere.length === 0 || warmHere.length === 0) continue;
+    const here = ratio(summarize(warmHere).median, summarize(coldHere).median);
+    rows.push([`  landing on ${daemonLabel(daemon)} (vs cold on ${daemonLabel(daemon)})`, formatSummary(summarize(warmHere), formatMs), formatSummary(summarize(coldHere), formatMs), formatRatio(here), "", ""]);
+  }
+  const pips = pairs.map((pair) => pair.pipStepMs).filter((value): value is number => value !== undefined);
+  const pulls = pairs.map((pair) => pair.pullMs).filter((value): value is number => value !== undefined);
+  rows.push(["by recorded status timestamps:", "", "", "", "", ""]);
+  for (const name of Object.keys(pairs[0]?.warmPhases ?? {})) {
+    const values = (pick: (pair: Pair) => number | undefined) => {
+      const found = pairs.map(pick).filter((value): value is number => value !== undefined);
+      return found.length ? formatSummary(summarize(found), formatMs) : "–";
+    };
+    rows.push([`  ${name}`, values((pair) => pair.warmPhases[name]), values((pair) => pair.coldPhases[name]), "", "", ""]);
+  }
+  if (pips.length) rows.push(["  the cold build's pip step (log timestamps)", "", formatSummary(summarize(pips), formatMs), "", "", ""]);
+  if (pulls.length) rows.push(["  the rebuild's pull of the cache image (worker log)", formatSummary(summarize(pulls), formatMs), "", "", "", ""]);
+  return {
+    title: "3. Code-only change — dependency layer reused on another daemon",
+    columns: ["metric", "ours: code-only rebuild on the other daemon (POST /builds → succeeded)", "baseline: cold build + push on a daemon (same service)", "ratio", "target", "met?"],
+    rows,
+    notes: [
+      `Each pair: a fresh repository; a cold build of v1 on one daemon, then v2 (only main.py changed, requirements.txt identical) submitted to a stack whose only worker drives the other daemon, which holds nothing of the repository. Directions alternate (pair 1: ${daemonLabel(daemonX)} → ${daemonLabel(daemonY)}, pair 2: back), ${pairs.length} pairs; the images of both daemons are removed after each pair. Both stacks share one Redis namespace, where a worker records the last image it pushed per repository.`,
+      "The rebuild's worker looks that image up, pulls it from the registry with its own credentials (only the layers its daemon lacks: the base is shared), logs `cache from <ref>` and passes it to the classic builder as `cachefrom`; the builder reports `Using cache` for every step up to the pip install, and runs `COPY . ./` and later steps. Checked on every pair: the benchmark fails if the cold build's pip step did not run or the rebuild's was not a cache hit.",
+      `The dependency is realistic in cost and offline: requirements.txt names a local package index (\`--index-url http://${gateway}:<port>/simple/\`, \`--trusted-host\`; a Node HTTP server of the benchmark on the default daemon's bridge address, reachable from build containers of every daemon) serving one source distribution, ${PACKAGE_SUMMARY(options.dependency, sdistBytes)} pip downloads it, builds the wheel (PEP 517, build isolation) and installs it, with the worker's default build network (\`BUILD_NETWORK=default\`).`,
+      "Where the rebuild's time goes (see the rows by status timestamps): the clone, the pull of the cache image (the dependency layer's bytes, downloaded and unpacked), the cached steps (milliseconds), then `COPY . ./` and the LABEL and ENTRYPOINT steps, each of which the classic builder commits through a container (their cost does not shrink with caching), and a push of only the new layers. That is the floor of a code-only rebuild on a daemon that has never seen the project; the bigger the dependency step relative to its layer, the lower the ratio.",
+      "Ratio: median rebuild time ÷ median cold time; per daemon, the rebuilds landing on a daemon against the cold builds made on that daemon. Both figures include submission, clone, context streaming, build and push; the rebuild also includes the pull of the cache image.",
+    ],
+  };
+}
+
+const PACKAGE_SUMMARY = (spec: DependencySpec, sdistBytes: number) =>
+  `m1l0-bench-deps 1.0 (${formatBytes(sdistBytes)} sdist) whose in-tree build backend computes a SHA-256 hash chain of ${spec.iterations.toLocaleString("en-US")} steps in pure Python (CPU work standing in for compiling) and generates ${formatBytes(spec.dataBytes)} of incompressible data (SHAKE-256) into the wheel, so the pip layer weighs about that much, like a real dependency layer;`;

@@ -1,0 +1,35 @@
+import Docker from "dockerode";
+import { existsSync } from "node:fs";
+
+/** The default daemon plus the fleet daemons started by `scripts/fleet.sh up 3`. */
+export const DAEMON_SOCKETS = ["/var/run/docker.sock", "/var/run/docker-w2.sock", "/var/run/docker-w3.sock"] as const;
+
+export const daemonLabel = (socket: string) => (socket === DAEMON_SOCKETS[0] ? "default" : socket.replace(/^\/var\/run\/docker-(w\d+)\.sock$/, "$1"));
+
+/**
+ * Fails unless every socket answers and holds the same base images as the default daemon
+ * (scripts/fleet.sh copies them): layers can only be shared across daemons on identical bases.
+ */
+export async function checkDaemons(sockets: readonly string[], baseImages: readonly string[]): Promise<void> {
+  const missing = sockets.filter((socket) => !existsSync(socket));
+  if (missing.length) throw new Error(`daemons missing (${missing.join(", ")}): run \`bash scripts/fleet.sh up 3\` (scripts/bench.sh does)`);
+  for (const image of baseImages) {
+    const ids = await Promise.all(sockets.map(async (socket) => (await new Docker({ socketPath: socket }).getImage(image).inspect()).Id));
+    if (new Set(ids).size > 1) throw new Error(`${image} differs between the daemons (${ids.join(", ")}): run \`bash scripts/fleet.sh up 3\``);
+  }
+}
+
+/** Removes every image of `registry/repository` (any tag) from a daemon, with its untagged parents. */
+export async function removeRepositoryImages(socket: string, repositoryReference: string): Promise<void> {
+  const docker = new Docker({ socketPath: socket });
+  const images = await docker.listImages({ filters: JSON.stringify({ reference: [repositoryReference] }) });
+  for (const image of images) await docker.getImage(image.Id).remove({ force: true }).catch(() => undefined);
+}
+
+/** Address of the default daemon's bridge on this host, reachable from build containers of every daemon here. */
+export async function bridgeGateway(): Promise<string> {
+  const network = (await new Docker({ socketPath: DAEMON_SOCKETS[0] }).getNetwork("bridge").inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
+  const gateway = network.IPAM?.Config?.find((config) => config.Gateway)?.Gateway;
+  if (!gateway) throw new Error("the default daemon's bridge network has no gateway address");
+  return gateway;
+}
