@@ -1,4 +1,4 @@
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, isBuilderError } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
 import type { Readable } from "node:stream";
@@ -50,9 +50,36 @@ function daemonMessage(cause: { message: string; json?: { message?: string } }):
   return cause.json?.message ?? cause.message.replace(/^\(HTTP code \d+\) [\w ]+ - /, "");
 }
 
-function daemonError(cause: unknown): BuilderError {
+function daemonError(cause: unknown, endpoint = "its DOCKER_SOCKET"): BuilderError {
   const message = cause instanceof Error ? cause.message : String(cause);
-  return new BuilderError("DAEMON_UNREACHABLE", `the worker's Docker daemon is unreachable: ${message}`, { cause });
+  return new BuilderError(
+    "DAEMON_UNREACHABLE",
+    `the worker's Docker daemon (${endpoint}) is unreachable: ${message}; check that dockerd is running on that worker and DOCKER_SOCKET points at it`,
+    { cause },
+  );
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+
+export interface DockerImageBuilderOptions {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+  /** labels put on every image this builder makes (e.g. the image cache's ownership label) */
+  labels?: Record<string, string>;
+  /** retries of a push within one call when the registry is unreachable or answers 5xx [0] */
+  pushRetries?: number;
+  /** first delay between push retries, doubled each time [2000] */
+  pushRetryDelayMs?: number;
 }
 
 /**
@@ -80,20 +107,75 @@ export function classifyBuildError(message: string, currentStep: string, recentL
 
 export class DockerImageBuilder implements ImageBuilder {
   readonly docker: Docker;
+  /** how the daemon is addressed, for error messages */
+  readonly endpoint: string;
 
-  constructor(options: { socketPath?: string; host?: string; port?: number } = {}) {
+  constructor(private readonly options: DockerImageBuilderOptions = {}) {
     this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
+    this.endpoint = options.host ? `tcp://${options.host}:${options.port ?? 2375}` : `unix://${options.socketPath ?? "/var/run/docker.sock"}`;
   }
 
   async ping(): Promise<void> {
     try {
       await this.docker.ping();
     } catch (cause) {
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
   }
 
+  /**
+   * A failure that does not name its cause (a cut stream, "context canceled", an empty
+   * answer) may mean the daemon itself went away: when it no longer answers, say so, so
+   * the attempt is retried (elsewhere, if the daemon stays down) and the user learns why.
+   */
+  private async explain(failure: BuilderError, signal?: AbortSignal): Promise<BuilderError> {
+    if (signal?.aborted || failure.code === "DAEMON_UNREACHABLE") return failure;
+    if (failure.code !== "BUILD_FAILED" && failure.code !== "PUSH_FAILED") return failure;
+    if (/returned a non-zero code/.test(failure.message)) return failure;
+    for (let check = 0; check < 2; check++) {
+      // a daemon that is shutting down still answers for a moment: look twice
+      if (check > 0) await sleep(1_000);
+      try {
+        await this.docker.ping();
+      } catch (cause) {
+        return daemonError(cause, this.endpoint);
+      }
+    }
+    return failure;
+  }
+
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    try {
+      return await this.buildOnce(request);
+    } catch (error) {
+      throw isBuilderError(error) ? await this.explain(error, request.signal) : error;
+    }
+  }
+
+  /**
+   * Pushes, retrying within the call while the registry is unreachable or answers 5xx
+   * (with doubling delays), so a registry that blips during a push does not cost the
+   * whole attempt (fetch and build again).
+   */
+  async push(request: PushRequest): Promise<{ digest: string }> {
+    const retries = this.options.pushRetries ?? 0;
+    for (let retry = 0; ; retry++) {
+      try {
+        return await this.pushOnce(request);
+      } catch (error) {
+        const failure = isBuilderError(error) ? await this.explain(error, request.signal) : error;
+        const transient = isBuilderError(failure) && failure.retryable && failure.code !== "DAEMON_UNREACHABLE";
+        if (!transient || retry >= retries || request.signal?.aborted) throw failure;
+        const delay = (this.options.pushRetryDelayMs ?? 2_000) * 2 ** retry;
+        request.onLine(`push failed (${(failure as BuilderError).message}); retrying in ${(delay / 1000).toFixed(1)} s (${retry + 1}/${retries})`);
+        await sleep(delay, request.signal);
+        if (request.signal?.aborted) throw failure;
+      }
+    }
+  }
+
+  private async buildOnce(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    const labels = { ...this.options.labels, ...request.labels };
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(request.context, {
@@ -104,13 +186,13 @@ export class DockerImageBuilder implements ImageBuilder {
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
         ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
-        ...(request.labels ? { labels: request.labels } : {}),
+        ...(Object.keys(labels).length ? { labels } : {}),
         ...(request.signal ? { abortSignal: request.signal } : {}),
       });
     } catch (cause) {
       // e.g. a Dockerfile parse error is refused before the build starts
       if (daemonAnswered(cause)) throw classifyBuildError(daemonMessage(cause), "", []);
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     let imageId = "";
     let currentStep = "";
@@ -143,7 +225,7 @@ export class DockerImageBuilder implements ImageBuilder {
     return { imageId };
   }
 
-  async push(request: PushRequest): Promise<{ digest: string }> {
+  private async pushOnce(request: PushRequest): Promise<{ digest: string }> {
     const [name, tag] = splitReference(request.reference);
     let stream: NodeJS.ReadableStream;
     try {
@@ -154,7 +236,7 @@ export class DockerImageBuilder implements ImageBuilder {
       });
     } catch (cause) {
       if (daemonAnswered(cause)) throw classifyPushError(request.registry, daemonMessage(cause));
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     let digest = "";
     let failure: BuilderError | undefined;
@@ -184,7 +266,7 @@ export class DockerImageBuilder implements ImageBuilder {
     return new Promise((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
-        (error: Error | null) => (error ? reject(daemonError(error)) : resolve()),
+        (error: Error | null) => (error ? reject(daemonError(error, this.endpoint)) : resolve()),
         (message: ProgressMessage) => onMessage(message),
       );
     });

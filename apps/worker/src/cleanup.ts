@@ -1,0 +1,205 @@
+import { isTerminal, type BuildRecord } from "@m1l0/config";
+import type Docker from "dockerode";
+import { readdir, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { ImageBuilder } from "./docker.js";
+
+/**
+ * What a worker leaves on its host, kept bounded:
+ * - images: every image the worker builds carries IMAGE_CACHE_LABEL=<scope>; the image
+ *   cache keeps at most N of them and M bytes, dropping the least recently built first
+ *   (removing an image's tags also removes its untagged build layers); base images carry
+ *   no such label and are never touched; dangling images (a failed build's last layer, an
+ *   image whose tag moved on) are pruned.
+ * - temp dirs: a worker killed mid-build leaves `m1l0-<buildId>-*` dirs and context spools
+ *   in WORK_DIR; the next start removes those whose build is not running anywhere.
+ * Containers need no sweep: builds run with forcerm, so the daemon removes a build's
+ * intermediate containers on success, failure and abort (client gone) alike.
+ */
+export const IMAGE_CACHE_LABEL = "ai.m1l0.image-cache";
+
+/** Labels the builder puts on every image it makes for the cache of `scope`. */
+export function imageCacheLabels(scope: string): Record<string, string> {
+  return { [IMAGE_CACHE_LABEL]: scope };
+}
+
+export interface ImageCacheOptions {
+  scope: string;
+  maxImages: number;
+  maxBytes: number;
+  /** prune every dangling image older than this; 0 = only dangling images carrying our label */
+  danglingMinAgeSeconds: number;
+}
+
+export interface CollectResult {
+  kept: number;
+  keptBytes: number;
+  removed: string[];
+  prunedDangling: number;
+}
+
+export class ImageCache {
+  /** image id → when this process last built (or rebuilt from cache) it */
+  private readonly lastBuilt = new Map<string, number>();
+  /** image id → builds between their build and the end of their push */
+  private readonly inUse = new Map<string, number>();
+  private running: Promise<CollectResult> | undefined;
+  private rerun = false;
+
+  constructor(
+    private readonly docker: Docker,
+    readonly options: ImageCacheOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  markBuilt(imageId: string): void {
+    this.lastBuilt.delete(imageId);
+    this.lastBuilt.set(imageId, Date.now());
+    // bounded: forget the oldest entries (they fall back to the image's creation time)
+    if (this.lastBuilt.size > 10_000) this.lastBuilt.delete(this.lastBuilt.keys().next().value!);
+  }
+
+  acquire(imageId: string): void {
+    this.inUse.set(imageId, (this.inUse.get(imageId) ?? 0) + 1);
+  }
+
+  release(imageId: string): void {
+    const count = (this.inUse.get(imageId) ?? 0) - 1;
+    if (count > 0) this.inUse.set(imageId, count);
+    else this.inUse.delete(imageId);
+  }
+
+  /** Runs one collection; calls during a run coalesce into one more run after it. */
+  collect(): Promise<CollectResult> {
+    if (this.running) {
+      this.rerun = true;
+      return this.running;
+    }
+    const run = this.collectOnce().finally(() => {
+      this.running = undefined;
+      if (this.rerun) {
+        this.rerun = false;
+        void this.collect().catch((error: Error) => this.logger.warn({ err: error }, "image cache collection failed"));
+      }
+    });
+    this.running = run;
+    return run;
+  }
+
+  private async collectOnce(): Promise<CollectResult> {
+    const images = await this.docker.listImages({ filters: JSON.stringify({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] }) } as Docker.ListImagesOptions);
+    const recency = (image: Docker.ImageInfo) => Math.max(image.Created * 1000, this.lastBuilt.get(image.Id) ?? 0);
+    images.sort((a, b) => recency(b) - recency(a));
+    let kept = 0;
+    let keptBytes = 0;
+    const removed: string[] = [];
+    for (const image of images) {
+      const fits = kept < this.options.maxImages && keptBytes + image.Size <= this.options.maxBytes;
+      if (fits || this.inUse.has(image.Id)) {
+        kept++;
+        keptBytes += image.Size;
+        continue;
+      }
+      if (await this.remove(image)) removed.push(image.Id);
+    }
+    let prunedDangling = 0;
+    const prune = async (filters: Record<string, string[]>) => {
+      const result = await this.docker.pruneImages({ filters: JSON.stringify({ dangling: ["true"], ...filters }) });
+      prunedDangling += result.ImagesDeleted?.filter((entry) => entry.Deleted).length ?? 0;
+    };
+    await prune({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] });
+    if (this.options.danglingMinAgeSeconds > 0) await prune({ until: [`${this.options.danglingMinAgeSeconds}s`] });
+    if (removed.length || prunedDangling) this.logger.info({ kept, keptBytes, removed: removed.length, prunedDangling }, "image cache collected");
+    return { kept, keptBytes, removed, prunedDangling };
+  }
+
+  /** Removes an image through its tags (the last one takes the image and its untagged parents). */
+  private async remove(image: Docker.ImageInfo): Promise<boolean> {
+    const tags = (image.RepoTags ?? []).filter((tag) => tag !== "<none>:<none>");
+    try {
+      if (tags.length === 0) await this.docker.getImage(image.Id).remove();
+      for (const tag of tags) await this.docker.getImage(tag).remove();
+      this.lastBuilt.delete(image.Id);
+      return true;
+    } catch (error) {
+      // e.g. a container still uses it, or another worker removed it first
+      this.logger.debug({ err: error, image: image.Id }, "image not removed");
+      return false;
+    }
+  }
+}
+
+/**
+ * The image builder port, reporting to the cache: built images are marked recent and held
+ * until their push ends, so a collection never takes an image a build still needs.
+ */
+export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageBuilder {
+  const pending = new Map<string, string>(); // tag → image id awaiting its push
+  return {
+    ping: () => builder.ping(),
+    async build(request) {
+      const result = await builder.build(request);
+      cache.markBuilt(result.imageId);
+      const previous = pending.get(request.tag);
+      if (previous) cache.release(previous);
+      pending.set(request.tag, result.imageId);
+      cache.acquire(result.imageId);
+      return result;
+    },
+    async push(request) {
+      try {
+        return await builder.push(request);
+      } finally {
+        const imageId = pending.get(request.reference);
+        if (imageId) {
+          pending.delete(request.reference);
+          cache.release(imageId);
+        }
+      }
+    },
+  };
+}
+
+/** Work-dir entries a build leaves: its fetch dir (mkdtemp `m1l0-<id>-XXXXXX`) and its context spool. */
+export function buildIdOfWorkEntry(name: string): string | undefined {
+  const spool = /^m1l0-context-(.+)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tar\.gz$/.exec(name);
+  if (spool) return spool[1];
+  return /^m1l0-(.+)-[A-Za-z0-9]{6}$/.exec(name)?.[1];
+}
+
+export interface SweepOptions {
+  workDir: string;
+  /** the build's record in this deployment's store (undefined: unknown here) */
+  getRecord(buildId: string): Promise<BuildRecord | undefined>;
+  /** true while some worker holds the build's job (an unexpired lock) */
+  isHeld(buildId: string): Promise<boolean>;
+  /** ids running in this process right now (never swept) */
+  runningHere?: () => Iterable<string>;
+  logger: Logger;
+}
+
+/**
+ * Removes what crashed builds left in WORK_DIR: entries of builds that finished, or whose
+ * job no worker holds any more. Entries of builds this deployment does not know (another
+ * stack sharing the dir, other programs' `m1l0-*` temp dirs) are left alone.
+ */
+export async function sweepWorkDir(options: SweepOptions): Promise<string[]> {
+  const names = await readdir(options.workDir).catch(() => [] as string[]);
+  const here = new Set(options.runningHere?.() ?? []);
+  const removed: string[] = [];
+  for (const name of names) {
+    const buildId = buildIdOfWorkEntry(name);
+    if (!buildId || here.has(buildId)) continue;
+    const record = await options.getRecord(buildId);
+    if (!record) continue;
+    if (!isTerminal(record.status) && (await options.isHeld(buildId))) continue;
+    const entry = path.join(options.workDir, name);
+    const isDir = (await stat(entry).catch(() => undefined))?.isDirectory();
+    if (isDir === undefined || (!isDir && !name.startsWith("m1l0-context-"))) continue;
+    await rm(entry, { recursive: true, force: true });
+    removed.push(name);
+  }
+  if (removed.length) options.logger.info({ removed }, "removed work dirs left by crashed builds");
+  return removed;
+}
