@@ -131,10 +131,11 @@ export class DockerImageBuilder implements ImageBuilder {
   private async explain(failure: BuilderError, signal?: AbortSignal): Promise<BuilderError> {
     if (signal?.aborted || failure.code === "DAEMON_UNREACHABLE") return failure;
     if (failure.code !== "BUILD_FAILED" && failure.code !== "PUSH_FAILED") return failure;
-    if (/returned a non-zero code/.test(failure.message)) return failure;
-    for (let check = 0; check < 2; check++) {
-      // a daemon that is shutting down still answers for a moment: look twice
-      if (check > 0) await sleep(1_000);
+    // a step that failed on its own is the user's; one killed (137/143) may be the daemon stopping its containers
+    if (/returned a non-zero code/.test(failure.message) && !/returned a non-zero code: (137|143)\b/.test(failure.message)) return failure;
+    for (const wait of [0, 1_000, 1_000, 2_000]) {
+      // a daemon that is shutting down still answers for a moment: look again over a few seconds
+      await sleep(wait);
       try {
         await this.docker.ping();
       } catch (cause) {

@@ -39,7 +39,7 @@ describe("chaos: a worker's dockerd stops", () => {
     const record = await waitForBuild(stack.apiUrl, id, 120_000);
     const failedMs = Date.now() - stoppedAt;
     expect(record.status).toBe("failed");
-    expect(record.error?.code).toBe("DAEMON_UNREACHABLE");
+    expect(record.error?.code, JSON.stringify(record)).toBe("DAEMON_UNREACHABLE");
     expect(record.error?.message).toContain(dockerd.address);
     expect(record.error?.message).toMatch(/check that dockerd is running/);
     expect(record.attempts).toBe(3);
