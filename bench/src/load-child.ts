@@ -44,9 +44,12 @@ type Send = () => Promise<string | undefined>;
 function httpSender(plan: LoadPlan): Send {
   const url = new URL("/builds", plan.apiUrl);
   const agent = new http.Agent({ keepAlive: true, maxSockets: Math.max(plan.concurrency, 64) });
-  const body = Buffer.from(JSON.stringify(plan.input));
+  // Each request is a different build (its own revision): identical requests would attach to
+  // the build in flight instead of creating one.
+  let sequence = 0;
   return () =>
     new Promise((resolve, reject) => {
+      const body = Buffer.from(JSON.stringify({ ...plan.input, revision: `load-${process.pid}-${sequence++}` }));
       const request = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": body.length } }, (response) => {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -65,9 +68,10 @@ function httpSender(plan: LoadPlan): Send {
 function queueSender(plan: LoadPlan, queue: Queue<BuildJobData>): Send {
   // Parsed once: the API validates per request, the raw baseline only enqueues.
   const config = parseBuildConfig(plan.input);
+  let sequence = 0;
   return async () => {
     const buildId = newBuildId();
-    await queue.add(BUILD_JOB_NAME, { buildId, config }, { ...DEFAULT_BUILD_JOB_OPTIONS, jobId: buildId });
+    await queue.add(BUILD_JOB_NAME, { buildId, config: { ...config, revision: `load-${process.pid}-${sequence++}` } }, { ...DEFAULT_BUILD_JOB_OPTIONS, jobId: buildId });
     return undefined;
   };
 }

@@ -14,6 +14,10 @@ const MNIST_DIR = path.join(ROOT_DIR, "examples/mnist");
 /** Same name and .dockerignore the worker puts into its context (apps/worker/src/pipeline.ts). */
 const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
 const POLL_MS = 20;
+/** The unchanged resubmit takes tens of milliseconds: poll finely so polling does not dominate it. */
+const RESUBMIT_POLL_MS = 2;
+/** Unchanged resubmits after each cold build (ours) / fully cached build + push runs (CLI). */
+const RESUBMITS = 3;
 const BUILD_TIMEOUT_MS = 10 * 60_000;
 /** The worker's default BUILD_MEMORY_MB, applied to the CLI build too so both run under the same limit. */
 const BUILD_MEMORY = "4096m";
@@ -25,8 +29,10 @@ export interface OverheadOptions {
 
 interface Sample {
   totalMs: number;
-  /** second submission of the same source and config, right after the first */
-  resubmitMs: number;
+  /** submissions of the same source and config again, right after the first */
+  resubmitMs: number[];
+  /** ours: where each resubmit's time went, by status timestamps */
+  resubmitPhases?: Array<Record<string, number | undefined>>;
   phases: Record<string, number | undefined>;
   /** instructions of the steps the daemon served from cache during the cold build */
   cachedSteps: string[];
@@ -70,14 +76,22 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
     // The resubmit's new build id label makes a new image; remember the first to remove both.
     const firstImage = (await runCommand("docker", ["image", "inspect", "-f", "{{.Id}}", record.image?.reference ?? ""])).output.trim();
 
-    const resubmitStarted = performance.now();
-    const second = await waitForTerminal(apiUrl, await postBuild(apiUrl, input), { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
-    const resubmitMs = performance.now() - resubmitStarted;
-    if (second.status !== "succeeded") throw new Error(`resubmitted build ended ${second.status}`);
+    // The unchanged resubmit: the worker resolves the commit, finds the tag already holds this build key, answers `cached`.
+    const resubmits: number[] = [];
+    const resubmitPhases: Array<Record<string, number | undefined>> = [];
+    for (let again = 0; again < RESUBMITS; again++) {
+      const resubmitStarted = performance.now();
+      const second = await waitForTerminal(apiUrl, await postBuild(apiUrl, input), { pollMs: RESUBMIT_POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
+      resubmits.push(performance.now() - resubmitStarted);
+      if (second.status !== "cached") throw new Error(`unchanged resubmit ended ${second.status}, not cached: ${JSON.stringify(second.error)}`);
+      if (second.image?.digest !== record.image?.digest) throw new Error(`cached resubmit answered ${second.image?.digest}, the build pushed ${record.image?.digest}`);
+      resubmitPhases.push({ "queued → fetching (pickup)": between(second, "queued", "fetching"), "fetching → cached (ref lookup + registry check)": between(second, "fetching", "cached") });
+    }
     await runCommand("docker", ["rmi", "-f", record.image?.reference ?? "", firstImage]).catch(() => undefined);
     return {
       totalMs,
-      resubmitMs,
+      resubmitMs: resubmits,
+      resubmitPhases,
       cachedSteps: cachedSteps(log),
       phases: {
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
@@ -116,11 +130,15 @@ async function dockerCli(services: Services, dockerConfigDir: string): Promise<S
     const buildArgs = ["build", "--network", "none", "--force-rm", "--memory", BUILD_MEMORY, "--memory-swap", BUILD_MEMORY, "-f", path.join(dir, GENERATED_DOCKERFILE), "-t", reference, dir];
     const build = await runCommand("docker", buildArgs, { env });
     const push = await runCommand("docker", ["push", reference], { env });
-    const rebuild = await runCommand("docker", buildArgs, { env });
-    const repush = await runCommand("docker", ["push", reference], { env });
+    const resubmitMs: number[] = [];
+    for (let again = 0; again < RESUBMITS; again++) {
+      const rebuild = await runCommand("docker", buildArgs, { env });
+      const repush = await runCommand("docker", ["push", reference], { env });
+      resubmitMs.push(rebuild.ms + repush.ms);
+    }
     return {
       totalMs: build.ms + push.ms,
-      resubmitMs: rebuild.ms + repush.ms,
+      resubmitMs,
       cachedSteps: cachedSteps(build.output),
       phases: { "docker build": build.ms, "docker push": push.ms },
     };
@@ -171,7 +189,7 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
       for (const variant of order) {
         const sample = variant === "ours" ? await ours(services, stack.apiUrl) : await dockerCli(services, dockerConfigDir);
         (variant === "ours" ? oursSamples : cliSamples).push(sample);
-        log(`overhead rep ${rep + 1}/${options.repetitions} ${variant}: cold ${formatMs(sample.totalMs)}, resubmit ${formatMs(sample.resubmitMs)}`);
+        log(`overhead rep ${rep + 1}/${options.repetitions} ${variant}: cold ${formatMs(sample.totalMs)}, resubmit ${sample.resubmitMs.map(formatMs).join(" ")}`);
         await resetDockerState();
       }
     }
@@ -186,8 +204,8 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
   const coldRatio = ratio(oursTotal.median, cliTotal.median);
   const allCached = [...oursSamples, ...cliSamples].flatMap((sample) => sample.cachedSteps);
   const costlyCached = allCached.filter(isCostlyStep);
-  const oursResubmit = summarize(oursSamples.map((sample) => sample.resubmitMs));
-  const cliResubmit = summarize(cliSamples.map((sample) => sample.resubmitMs));
+  const oursResubmit = summarize(oursSamples.flatMap((sample) => sample.resubmitMs));
+  const cliResubmit = summarize(cliSamples.flatMap((sample) => sample.resubmitMs));
   const overhead: Table = {
     title: "1. Overhead — cold build + push of examples/mnist",
     columns: ["metric", "ours (POST /builds → succeeded)", "docker CLI (build + push)", "ratio", "target", "met?"],
@@ -215,23 +233,27 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
       "Ours includes the HTTP submission, queueing, a shallow git clone from the local git server, filtering and streaming the context, and status polling every 20 ms (≤ 20 ms of the figure).",
     ],
   };
-  const resubmitRatio = ratio(oursResubmit.median, cliResubmit.median);
+  // speed-up: how many times faster than Docker's fully cached build + push
+  const speedup = ratio(cliResubmit.median, oursResubmit.median);
+  const resubmitPhaseRows = phaseRows(oursSamples.flatMap((sample) => (sample.resubmitPhases ?? []).map((phases) => ({ ...sample, phases }))));
   const unchanged: Table = {
     title: "2. Unchanged resubmit — same commit and config again",
-    columns: ["metric", "ours", "docker CLI (fully cached build + push)", "ratio", "target", "met?"],
+    columns: ["metric", "ours (POST → cached)", "docker CLI (fully cached build + push)", "speed-up", "target", "met?"],
     rows: [
-      ["skip-if-unchanged", "not measured: skip-if-unchanged is not built yet (issue 6)", formatSummary(cliResubmit, formatMs), "–", "≥ 10× faster than Docker, < 250 ms", "–"],
       [
-        "today: resubmit rebuilds (cache hits) and pushes",
+        "wall time",
         formatSummary(oursResubmit, formatMs),
         formatSummary(cliResubmit, formatMs),
-        formatRatio(resubmitRatio),
-        "(informative)",
-        "",
+        speedup === undefined ? "–" : `${speedup.toFixed(1)}× faster`,
+        "≥ 10× faster, < 250 ms",
+        speedup === undefined ? "–" : speedup >= 10 && oursResubmit.median < 250 ? "yes" : "no",
       ],
+      ["ours, by recorded status timestamps:", "", "", "", "", ""],
+      ...resubmitPhaseRows.map(([name, value]) => [name!, value!, "", "", "", ""]),
     ],
     notes: [
-      "Measured right after each cold build of table 1, same source and config. Ours gets a new build id, which is a label, so the final LABEL layer and the manifest are new; every earlier layer is a cache hit.",
+      `${RESUBMITS} resubmits right after each cold build of table 1, same source and config; each must finish \`cached\` with the digest the cold build pushed. The worker asks the git server which commit the ref names (one ref advertisement, no clone), computes the build key, reads the tag's manifest and image config from the registry (its label ai.m1l0.build-key) and answers — no context to Docker, no build, no push. Status polled every ${RESUBMIT_POLL_MS} ms.`,
+      "Docker's figure is the same `docker build` + `docker push` run again with everything cached (every step `Using cache`, every layer `Layer already exists`).",
     ],
   };
   return { overhead, unchanged };

@@ -35,7 +35,13 @@ function links(id: string) {
 
 /** The REST API as a plugin-style factory; the server process (server.ts) only listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024 });
+  // One access-log line per request (Fastify's default is two), written when the answer is known.
+  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024, disableRequestLogging: true });
+  app.addHook("onResponse", (request, reply, done) => {
+    const level = reply.statusCode >= 500 ? "error" : "info";
+    request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, "request");
+    done();
+  });
   const history = new BuildHistory(deps.store, deps.artifacts);
   // before the routes: the OpenAPI document is collected as routes are added
   await registerApiDocs(app);
@@ -81,8 +87,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.post("/builds", async (request, reply) => {
     const idempotencyKey = request.headers["idempotency-key"];
-    const { record, created } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
-    return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, links: links(record.id) });
+    const { record, created, attached } = await deps.builds.submit(request.body, typeof idempotencyKey === "string" ? { idempotencyKey } : {});
+    // 202: a new build was queued; 200: an existing build answers (Idempotency-Key, or attached to an identical one in flight)
+    return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, ...(attached ? { attached: true } : {}), links: links(record.id) });
   });
 
   app.get<{ Querystring: { status?: string; limit?: string } }>("/builds", async (request) => {

@@ -69,34 +69,42 @@ export class BuildService {
    * `idempotencyKey` (REST Idempotency-Key): the build id is derived from the key, so a
    * repeated POST finds the original build through the same create-if-absent that guards
    * client-chosen ids; reusing a key for a different config is a CONFLICT.
+   *
+   * Without an id or key, a request identical to one whose build is still in flight (same
+   * config, same submitter) attaches to that build: `attached: true`, nothing enqueued.
    */
-  async submit(input: unknown, options: { id?: string; idempotencyKey?: string } = {}): Promise<{ record: BuildRecord; created: boolean }> {
+  async submit(
+    input: unknown,
+    options: { id?: string; idempotencyKey?: string; submitter?: string } = {},
+  ): Promise<{ record: BuildRecord; created: boolean; attached: boolean }> {
     const config = this.validate(input);
     const id = options.id ?? (options.idempotencyKey !== undefined ? idempotentBuildId(options.idempotencyKey) : newBuildId());
     const now = new Date().toISOString();
     const record: BuildRecord = { id, status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
-    let created: boolean;
+    if (options.submitter !== undefined) record.submitter = options.submitter;
+    if (options.id === undefined && options.idempotencyKey === undefined) record.requestKey = requestKey(config, options.submitter);
+    let outcome: { id: string; created: boolean; attached: boolean };
     try {
-      created = await this.store.create(record);
+      outcome = await this.store.createOrAttach(record);
     } catch (cause) {
       throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
     }
-    if (!created) {
-      const existing = await this.store.require(id);
+    if (!outcome.created) {
+      const existing = await this.store.require(outcome.id);
       if (options.idempotencyKey !== undefined && JSON.stringify(existing.config) !== JSON.stringify(config)) {
         throw new BuilderError("CONFLICT", "this Idempotency-Key was already used for a different build config", {
           issues: [{ field: "Idempotency-Key", message: "was already used for a different build config" }],
         });
       }
-      return { record: existing, created: false };
+      return { record: existing, created: false, attached: outcome.attached };
     }
     try {
       await this.queue.add(BUILD_JOB_NAME, { buildId: id, config }, { ...DEFAULT_BUILD_JOB_OPTIONS, jobId: id });
     } catch (cause) {
-      await this.store.discard(id).catch(() => undefined);
+      await this.store.discard(id, record.requestKey).catch(() => undefined);
       throw new BuilderError("QUEUE_UNAVAILABLE", "the build queue is unavailable; try again shortly", { cause });
     }
-    return { record, created: true };
+    return { record, created: true, attached: false };
   }
 
   /** Cancels a queued or running build (see cancelBuild); CONFLICT once it has finished. */
@@ -118,4 +126,20 @@ export function idempotentBuildId(key: string): string {
     });
   }
   return `bld_k${createHash("sha256").update(key).digest("hex").slice(0, 40)}`;
+}
+
+/** What makes two requests the same request: the parsed config (canonical JSON) and who sent it. */
+export function requestKey(config: BuildConfig, submitter?: string): string {
+  return createHash("sha256")
+    .update(canonicalJson({ config, submitter: submitter ?? null }))
+    .digest("hex");
+}
+
+/** JSON with object keys sorted, so equal values always hash alike. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    inner && typeof inner === "object" && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : inner,
+  );
 }

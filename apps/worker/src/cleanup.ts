@@ -138,6 +138,7 @@ export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageB
   const pending = new Map<string, string>(); // tag → image id awaiting its push
   return {
     ping: () => builder.ping(),
+    ...(builder.imageContentId ? { imageContentId: (reference: string) => builder.imageContentId!(reference) } : {}),
     async build(request) {
       const result = await builder.build(request);
       cache.markBuilt(result.imageId);

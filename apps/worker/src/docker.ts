@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { BuilderError, isBuilderError } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
@@ -29,6 +30,11 @@ export interface ImageBuilder {
   build(request: ImageBuildRequest): Promise<{ imageId: string }>;
   push(request: PushRequest): Promise<{ digest: string }>;
   ping(): Promise<void>;
+  /**
+   * What an image on this daemon is made of, independent of where it came from: a hash of its
+   * layer diff ids (equal on every daemon that has the same layers). Undefined when absent.
+   */
+  imageContentId?(reference: string): Promise<string | undefined>;
 }
 
 interface ProgressMessage {
@@ -143,6 +149,18 @@ export class DockerImageBuilder implements ImageBuilder {
       }
     }
     return failure;
+  }
+
+  async imageContentId(reference: string): Promise<string | undefined> {
+    let info: Docker.ImageInspectInfo;
+    try {
+      info = await this.docker.getImage(reference).inspect();
+    } catch (cause) {
+      if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
+      throw daemonError(cause, this.endpoint);
+    }
+    const layers = info.RootFS?.Layers ?? [];
+    return `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`;
   }
 
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {

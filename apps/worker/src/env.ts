@@ -17,6 +17,13 @@ const envSchema = z.object({
   BUILD_QUEUE_NAME: z.string().optional(),
   DOCKER_SOCKET: z.string().default("/var/run/docker.sock"),
   BUILD_NETWORK: z.string().default("default"),
+  /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */
+  SKIP_UNCHANGED: z
+    .enum(["true", "false", "1", "0"])
+    .default("true")
+    .transform((value) => value === "true" || value === "1"),
+  /** registry hosts the worker reads over plain HTTP (match the daemon's insecure-registries); loopback always is */
+  INSECURE_REGISTRIES: z.string().default(""),
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
   BUILD_CPUS: z.coerce.number().min(0).default(0),
   WORK_DIR: z.string().default(tmpdir()),

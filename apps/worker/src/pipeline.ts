@@ -4,12 +4,13 @@ import { contextHasFile, createContextFilter, packContext } from "@m1l0/context"
 import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
 import type { BuildStore } from "@m1l0/queue";
 import type { RegistryResolver } from "@m1l0/registry";
-import { describeSource, fetchSource, type GitCredential, type SourcePolicy } from "@m1l0/source";
+import { describeSource, fetchSource, resolveSourceIdentity, type GitCredential, type SourcePolicy } from "@m1l0/source";
 import type { S3Client } from "@m1l0/storage";
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
+import { BUILD_KEY_LABEL, computeBuildKey, findCachedImage, waitForBuildKey } from "./build-key.js";
 import type { ImageBuilder } from "./docker.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
@@ -31,6 +32,12 @@ export interface PipelineDeps {
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
+  /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
+  plainHttpRegistries?: readonly string[];
+  /** false turns skip-if-unchanged off: every build builds and pushes */
+  skipUnchanged?: boolean;
+  /** how long a build may hold its build key before another build with the same key may go ahead */
+  buildKeyClaimMs?: number;
 }
 
 /**
@@ -41,10 +48,55 @@ export interface PipelineDeps {
 export async function runBuild(deps: PipelineDeps, buildId: string, config: BuildConfig, signal?: AbortSignal): Promise<BuildRecord> {
   const { store, builder } = deps;
   const log = deps.logger.child({ buildId });
-  const workDir = await mkdtemp(path.join(deps.workDir, `m1l0-${buildId}-`));
+  await store.transition(buildId, "fetching", { worker: deps.workerId });
+  const fetchLog = (line: string) => void store.appendLog(buildId, "fetch", line).catch((error) => log.warn({ err: error }, "log append failed"));
+  const target = await resolveTarget(deps, config);
+
+  // One build per identity: what the image would be made of is named before anything is
+  // fetched; if the target tag already holds that image, the build is done.
+  let buildKey: string | undefined;
+  let keyInputs: Parameters<typeof computeBuildKey>[0] | undefined;
+  let claimed = false;
+  if (deps.skipUnchanged !== false) {
+    const identity = await resolveSourceIdentity({
+      source: config.source,
+      policy: deps.sourcePolicy,
+      gitCredentials: deps.gitCredentials,
+      ...(deps.s3 ? { s3: { client: deps.s3 } } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    if (identity) {
+      const base = config.dockerfile ? undefined : resolveCatalogBase(deps, config);
+      const baseContent = base ? await deps.builder.imageContentId?.(base.image) : undefined;
+      keyInputs = { config, source: identity.id, base: base ? { image: base.publicImage, content: baseContent } : undefined };
+      buildKey = computeBuildKey(keyInputs);
+      fetchLog(`build key ${buildKey} (${identity.commit ? `commit ${identity.commit}` : identity.id})`);
+      const lookup = { target, plainHttpRegistries: deps.plainHttpRegistries ?? [], log: fetchLog, ...(signal ? { signal } : {}) };
+      let existing = await findCachedImage(lookup, buildKey);
+      while (!existing) {
+        const holder = await store.claimBuildKey(buildKey, buildId, deps.buildKeyClaimMs ?? 2 * 3600_000);
+        if (holder === buildId) {
+          claimed = true;
+          break;
+        }
+        fetchLog(`an identical build (${holder}) is in progress; waiting for its image instead of building it again`);
+        await waitForBuildKey(store, buildKey, holder, signal);
+        existing = await findCachedImage(lookup, buildKey);
+      }
+      if (existing) {
+        fetchLog(`${target.reference} already holds this build (${existing.digest}); nothing to build or push`);
+        return await store.transition(buildId, "cached", {
+          buildKey,
+          ...(identity.commit ? { commit: identity.commit } : {}),
+          image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference, digest: existing.digest },
+        });
+      }
+    }
+  }
+
+  let workDir: string | undefined;
   try {
-    await store.transition(buildId, "fetching", { worker: deps.workerId });
-    const fetchLog = (line: string) => void store.appendLog(buildId, "fetch", line).catch((error) => log.warn({ err: error }, "log append failed"));
+    workDir = await mkdtemp(path.join(deps.workDir, `m1l0-${buildId}-`));
     fetchLog(`fetching ${describeSource(config.source)}`);
     const fetched = await fetchSource({
       source: config.source,
@@ -55,7 +107,11 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       onLog: fetchLog,
       ...(signal ? { signal } : {}),
     });
-    if (fetched.commit) fetchLog(`resolved commit ${fetched.commit}`);
+    if (keyInputs && fetched.commit && keyInputs.source.startsWith("git:") && keyInputs.source !== `git:${fetched.commit}`) {
+      // the branch moved between the ref lookup and the clone: the image is made of what was cloned
+      buildKey = computeBuildKey({ ...keyInputs, source: `git:${fetched.commit}` });
+      fetchLog(`the ref moved while fetching; build key is now ${buildKey}`);
+    }
 
     const filter = await createContextFilter(fetched.root, config.ignores);
     let dockerfileName: string;
@@ -71,12 +127,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       if (!(await contextHasFile(fetched.root, filter, config.entry))) {
         throw new BuilderError("ENTRY_NOT_FOUND", `entry file "${config.entry}" was not found in the source (or is excluded by ignores); set "entry" to the script that starts your project`);
       }
-      const base = resolveBaseImage(deps.catalog, {
-        framework: config.framework,
-        pyversion: config.pyversion,
-        resource: config.resource,
-        ...(config.version ? { version: config.version } : {}),
-      });
+      const base = resolveCatalogBase(deps, config);
       baseImage = base.image;
       const hasRequirements = await contextHasFile(fetched.root, filter, "requirements.txt");
       const labels = buildLabels({
@@ -85,6 +136,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         source: describeSource(config.source),
         baseImage: base.publicImage,
         ...(fetched.commit ? { commit: fetched.commit } : {}),
+        ...(buildKey ? { buildKey } : {}),
       });
       dockerfileName = GENERATED_DOCKERFILE;
       extraFiles = [
@@ -96,10 +148,10 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       fetchLog(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}; requirements.txt ${hasRequirements ? "found" : "absent"}`);
     }
 
-    const target = await resolveTarget(deps, config);
     await store.transition(buildId, "building", {
       ...(fetched.commit ? { commit: fetched.commit } : {}),
       ...(baseImage ? { baseImage } : {}),
+      ...(buildKey ? { buildKey } : {}),
     });
     const packed = packContext(fetched.root, { filter, extraFiles });
     // the archive is a tee of what Docker reads, so it is exactly the context that was built
@@ -110,6 +162,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       tag: target.reference,
       dockerfile: dockerfileName,
       networkMode: deps.buildNetwork,
+      // generated Dockerfiles carry the key in their LABEL line; a user's Dockerfile gets it from the build API (one more step)
+      ...(buildKey && config.dockerfile ? { labels: { [BUILD_KEY_LABEL]: buildKey } } : {}),
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
       ...(signal ? { signal } : {}),
@@ -136,8 +190,18 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       image: { registry: target.registry, repository: target.repository, tag: target.tag, reference: target.reference, digest },
     });
   } finally {
-    await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => undefined);
+    if (claimed && buildKey) await store.releaseBuildKey(buildKey, buildId).catch((error) => log.warn({ err: error }, "build key release failed"));
   }
+}
+
+function resolveCatalogBase(deps: PipelineDeps, config: BuildConfig) {
+  return resolveBaseImage(deps.catalog, {
+    framework: config.framework,
+    pyversion: config.pyversion,
+    resource: config.resource,
+    ...(config.version ? { version: config.version } : {}),
+  });
 }
 
 async function resolveTarget(deps: PipelineDeps, config: BuildConfig) {

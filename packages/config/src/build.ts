@@ -49,6 +49,18 @@ export interface BuildRecord {
   attempts: number;
   commit?: string;
   baseImage?: string;
+  /**
+   * sha256 of everything that shapes the image (source content, config, generator version,
+   * base image content); pushed as the label ai.m1l0.build-key and compared before building
+   */
+  buildKey?: string;
+  /**
+   * hash of the request (config, submitter) while the build is in flight: an identical
+   * request made meanwhile attaches to this build instead of starting another
+   */
+  requestKey?: string;
+  /** name of the API token that submitted the build (never the token itself) */
+  submitter?: string;
   worker?: string;
   image?: PushedImage;
   error?: BuildFailure;

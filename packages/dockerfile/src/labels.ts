@@ -9,6 +9,8 @@ export interface LabelInput {
   source: string;
   /** the image the Dockerfile starts FROM */
   baseImage: string;
+  /** the build's key (see the worker's build-key), compared with the registry's copy before rebuilding */
+  buildKey?: string;
 }
 
 /** Drops any user:password@ from a URL; anything that does not parse is returned unchanged. */
@@ -39,6 +41,7 @@ export function buildLabels(input: LabelInput): Record<string, string> {
   labels["org.opencontainers.image.version"] = config.revision;
   labels["org.opencontainers.image.base.name"] = baseImage;
   labels["ai.m1l0.build-id"] = buildId;
+  if (input.buildKey) labels["ai.m1l0.build-key"] = input.buildKey;
   labels["ai.m1l0.framework"] = config.framework;
   if (config.version) labels["ai.m1l0.framework-version"] = config.version;
   labels["ai.m1l0.python"] = config.pyversion;

@@ -10,6 +10,46 @@ import type { Redis } from "ioredis";
 
 const EVENTS_MAXLEN = 20_000;
 const FINISHED_TTL_SECONDS = 7 * 24 * 3600;
+/** safety net only: the in-flight marker is removed when its build finishes */
+const INFLIGHT_TTL_SECONDS = 24 * 3600;
+
+/**
+ * KEYS: record, index, events, in-flight marker. ARGV: record JSON, createdAt ms, prune-before
+ * ms, id, first event JSON, events maxlen, in-flight TTL, record key prefix, use-in-flight flag.
+ * Replies {0, id} attached to an active build, {1, id} created, {2, id} id already taken.
+ */
+const CREATE_SCRIPT = `
+if ARGV[9] == '1' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder then
+    local raw = redis.call('GET', ARGV[8] .. holder)
+    if raw then
+      local status = cjson.decode(raw)['status']
+      if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'cached' then
+        return {0, holder}
+      end
+    end
+  end
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {2, ARGV[4]} end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[5])
+if ARGV[9] == '1' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[7]) end
+return {1, ARGV[4]}
+`;
+/** KEYS: claim. ARGV: id, ttl ms. Replies the holder's id. */
+const CLAIM_SCRIPT = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+`;
+/** KEYS: key. ARGV: id. Deletes the key only while it still names this id. */
+const RELEASE_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
 
 export interface StoredEvent {
   /** Redis stream id, usable as SSE Last-Event-ID */
@@ -42,19 +82,75 @@ export class BuildStore {
     return `${this.prefix}builds`;
   }
 
+  private inflightKey(requestKey: string): string {
+    return `${this.prefix}inflight:${requestKey}`;
+  }
+  private buildKeyLockKey(buildKey: string): string {
+    return `${this.prefix}buildkey:${buildKey}`;
+  }
+
   /** Creates the record; false when a build with this id already exists. */
   async create(record: BuildRecord): Promise<boolean> {
-    const created = await this.redis.set(this.recordKey(record.id), JSON.stringify(record), "NX");
-    if (created !== "OK") return false;
+    const outcome = await this.createOrAttach(record);
+    return outcome.created;
+  }
+
+  /**
+   * Creates the record, indexes it and publishes its first event in one round trip (a Lua
+   * script, so it is atomic). With `record.requestKey`, an active build made from the same
+   * request wins instead: its id comes back with `attached: true` and nothing is created.
+   * `created: false, attached: false` means a build with this id already exists.
+   */
+  async createOrAttach(record: BuildRecord): Promise<{ id: string; created: boolean; attached: boolean }> {
     const createdAt = Date.parse(record.createdAt);
-    await this.redis
-      .multi()
-      .zadd(this.indexKey, createdAt, record.id)
+    const event: BuildEvent = { type: "status", status: record.status, at: record.createdAt };
+    const reply = (await this.redis.eval(
+      CREATE_SCRIPT,
+      4,
+      this.recordKey(record.id),
+      this.indexKey,
+      this.eventsKey(record.id),
+      this.inflightKey(record.requestKey ?? "-"),
+      JSON.stringify(record),
+      createdAt,
       // the index forgets builds with their records; older history lives in S3 (records/)
-      .zremrangebyscore(this.indexKey, "-inf", createdAt - FINISHED_TTL_SECONDS * 1000)
-      .exec();
-    await this.appendEvent(record.id, { type: "status", status: record.status, at: record.createdAt });
-    return true;
+      createdAt - FINISHED_TTL_SECONDS * 1000,
+      record.id,
+      JSON.stringify(event),
+      EVENTS_MAXLEN,
+      INFLIGHT_TTL_SECONDS,
+      `${this.prefix}build:`,
+      record.requestKey ? "1" : "0",
+    )) as [number, string];
+    const [code, id] = reply;
+    return { id, created: code === 1, attached: code === 0 };
+  }
+
+  /**
+   * Claims the right to build the image named by `buildKey`: returns the id of the build
+   * that holds it (this one when the claim succeeded or it already held it). The claim
+   * lapses after `ttlMs`, so a crashed worker's claim cannot block the key forever.
+   */
+  async claimBuildKey(buildKey: string, buildId: string, ttlMs: number): Promise<string> {
+    const holder = (await this.redis.eval(CLAIM_SCRIPT, 1, this.buildKeyLockKey(buildKey), buildId, ttlMs)) as string;
+    return holder;
+  }
+
+  /** The build currently holding `buildKey`, if any. */
+  async buildKeyHolder(buildKey: string): Promise<string | undefined> {
+    return (await this.redis.get(this.buildKeyLockKey(buildKey))) ?? undefined;
+  }
+
+  /** Gives up a claim made by claimBuildKey (only if this build still holds it). */
+  async releaseBuildKey(buildKey: string, buildId: string): Promise<void> {
+    await this.redis.eval(RELEASE_SCRIPT, 1, this.buildKeyLockKey(buildKey), buildId);
+  }
+
+  /** Ends a finished build's in-flight life: retention on its keys, and no more attaching to it. */
+  private async finished(record: BuildRecord): Promise<void> {
+    const multi = this.redis.multi().expire(this.eventsKey(record.id), FINISHED_TTL_SECONDS).expire(this.recordKey(record.id), FINISHED_TTL_SECONDS);
+    if (record.requestKey) multi.eval(RELEASE_SCRIPT, 1, this.inflightKey(record.requestKey), record.id);
+    await multi.exec();
   }
 
   async get(id: string): Promise<BuildRecord | undefined> {
@@ -69,8 +165,10 @@ export class BuildStore {
   }
 
   /** Removes a record that was never enqueued (enqueue failed after create). */
-  async discard(id: string): Promise<void> {
-    await this.redis.multi().del(this.recordKey(id), this.eventsKey(id)).zrem(this.indexKey, id).exec();
+  async discard(id: string, requestKey?: string): Promise<void> {
+    const multi = this.redis.multi().del(this.recordKey(id), this.eventsKey(id)).zrem(this.indexKey, id);
+    if (requestKey) multi.eval(RELEASE_SCRIPT, 1, this.inflightKey(requestKey), id);
+    await multi.exec();
   }
 
   /**
@@ -127,9 +225,7 @@ export class BuildStore {
     if (record.error && status === "failed") event.error = record.error;
     if (record.image && (status === "succeeded" || status === "cached")) event.image = record.image;
     await this.appendEvent(id, event);
-    if (isTerminal(status)) {
-      await this.redis.multi().expire(this.eventsKey(id), FINISHED_TTL_SECONDS).expire(this.recordKey(id), FINISHED_TTL_SECONDS).exec();
-    }
+    if (isTerminal(status)) await this.finished(record);
     return record;
   }
 
@@ -148,8 +244,9 @@ export class BuildStore {
     if (finished) return undefined;
     const event: BuildEvent = { type: "status", status, at };
     if (record.error && status === "failed") event.error = record.error;
+    if (record.image && status === "cached") event.image = record.image;
     await this.appendEvent(id, event);
-    if (isTerminal(status)) await this.redis.multi().expire(this.eventsKey(id), FINISHED_TTL_SECONDS).expire(this.recordKey(id), FINISHED_TTL_SECONDS).exec();
+    if (isTerminal(status)) await this.finished(record);
     return record;
   }
 

@@ -10,6 +10,7 @@ import {
   clone,
   currentBranch,
   fetch as gitFetch,
+  listServerRefs,
   readCommit,
   resolveRef,
   type GitAuth,
@@ -485,4 +486,83 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   const result: FetchedSource = { kind: "git", root, commit };
   if (ref !== undefined) result.ref = ref;
   return result;
+}
+
+export interface ResolveRevisionOptions {
+  source: string;
+  policy: SourcePolicy;
+  gitCredentials?: GitCredential[];
+  signal?: AbortSignal;
+}
+
+/**
+ * The commit a git source's ref points at, asked of the server without cloning (one ref
+ * advertisement, under the same host policy, redirect checks and credentials as a clone).
+ * A full 40-hex revision is its own answer. Undefined when the server does not name the ref
+ * (the clone then decides and reports the error).
+ */
+export async function resolveGitRevision(options: ResolveRevisionOptions): Promise<string | undefined> {
+  const parsed = parseGitSource(options.source);
+  if (parsed.ref !== undefined && FULL_SHA.test(parsed.ref)) return parsed.ref.toLowerCase();
+  const url = new URL(parsed.url);
+  checkScheme(url, options.policy);
+  const guard = new NetworkGuard(options.policy);
+  guard.checkUrlHost(url);
+  await guard.resolveChecked(url.hostname);
+  const credential = credentialFor(options.gitCredentials, url);
+  const tokens = (options.gitCredentials ?? []).map((c) => c.token).filter((token) => token.length > 0);
+  const redact = (text: string) => tokens.reduce((acc, token) => acc.split(token).join("***"), text);
+  const ctx: Context = {
+    options: { source: options.source, workDir: "", policy: options.policy, ...(options.signal ? { signal: options.signal } : {}) },
+    dir: "",
+    url: parsed.url,
+    shown: describeSource(parsed.url),
+    host: url.host,
+    ref: parsed.ref,
+    credential,
+    authSent: false,
+    failure: undefined,
+    log: () => undefined,
+    redact,
+  };
+  const stopper = new AbortController();
+  const timeout = setTimeout(() => stopper.abort(new Error("ref lookup timed out")), 30_000);
+  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
+  const guarded = guardedHttpClient(ctx, guard, signal, (failure) => stopper.abort(failure), 1024 ** 2 * 64);
+  const onAuth = (authUrl: string): GitAuth => {
+    let matches: GitCredential | undefined;
+    try {
+      matches = credential && credentialFor([credential], new URL(authUrl));
+    } catch {
+      matches = undefined;
+    }
+    if (!matches) return { cancel: true };
+    ctx.authSent = true;
+    return { username: matches.username, password: matches.token };
+  };
+  try {
+    const refs = await listServerRefs({
+      http: guarded.client,
+      url: parsed.url,
+      onAuth,
+      onAuthFailure: () => ({ cancel: true }),
+      symrefs: true,
+      peelTags: true,
+      // v1: one request (the advertisement) instead of v2's two (capabilities, then ls-refs);
+      // the lookup is on the path of every unchanged resubmit
+      protocolVersion: 1,
+    });
+    const byName = new Map(refs.map((ref) => [ref.ref, ref]));
+    const names = parsed.ref === undefined ? ["HEAD"] : [`refs/heads/${parsed.ref}`, `refs/tags/${parsed.ref}`, parsed.ref];
+    for (const name of names) {
+      const found = byName.get(name);
+      if (found) return (found.peeled ?? found.oid).toLowerCase();
+    }
+    return undefined;
+  } catch (error) {
+    throw toBuilderError(ctx, error);
+  } finally {
+    clearTimeout(timeout);
+    guarded.close();
+  }
 }

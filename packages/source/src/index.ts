@@ -12,3 +12,5 @@ export {
   type GitSource,
   type SourcePolicy,
 } from "./types.js";
+export { resolveGitRevision, type ResolveRevisionOptions } from "./git.js";
+export { resolveSourceIdentity, type SourceIdentity, type SourceIdentityOptions } from "./identity.js";

@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { BuilderError } from "@m1l0/config";
 
@@ -68,6 +68,26 @@ export async function getObjectStream(client: S3Client, bucket: string, key: str
     });
   }
   return response.ContentLength === undefined ? { body } : { body, size: response.ContentLength };
+}
+
+/** What identifies one version of an object's content: its ETag (and version id where versioning is on). */
+export async function headObjectVersion(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  signal?: AbortSignal,
+): Promise<{ etag: string; versionId?: string; size?: number }> {
+  let response;
+  try {
+    response = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), signal ? { abortSignal: signal } : {});
+  } catch (error) {
+    throw toReadError(error, bucket, key, signal);
+  }
+  return {
+    etag: (response.ETag ?? "").replace(/"/g, ""),
+    ...(response.VersionId ? { versionId: response.VersionId } : {}),
+    ...(response.ContentLength !== undefined ? { size: response.ContentLength } : {}),
+  };
 }
 
 /**

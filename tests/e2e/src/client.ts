@@ -3,6 +3,7 @@ export interface BuildRecordView {
   id: string;
   status: string;
   commit?: string;
+  buildKey?: string;
   attempts: number;
   image?: { registry: string; repository: string; tag: string; reference: string; digest?: string };
   error?: { code: string; message: string };

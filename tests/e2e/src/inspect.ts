@@ -103,7 +103,7 @@ export async function auditRedisKeys(redisUrl: string, keyPrefix: string, queueN
       const rest = key.slice(keyPrefix.length);
       const ttl = prefixedTtls[index]!;
       if (rest === "builds") return void count("index");
-      const kind = /^build:[^:]+:events$/.test(rest) ? "events" : /^build:[^:]+$/.test(rest) ? "record" : "other-prefixed";
+      const kind = /^build:[^:]+:events$/.test(rest) ? "events" : /^build:[^:]+$/.test(rest) ? "record" : `${rest.split(":")[0]}-key`;
       count(kind);
       if (ttl <= 0) orphans.push(`${key} (${kind} without TTL)`);
     });

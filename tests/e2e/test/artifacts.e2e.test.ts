@@ -137,6 +137,7 @@ async function s3Bytes(key: string): Promise<Buffer> {
 interface RecordView {
   id: string;
   status: string;
+  buildKey?: string;
   contextDigest?: string;
   artifacts?: { log?: string; context?: string; record?: string };
   image?: { reference: string; digest?: string };
@@ -312,7 +313,17 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     const tar = gunzipSync(await s3Bytes(`contexts/${digest}.tar.gz`));
     expect(createHash("sha256").update(tar).digest("hex")).toBe(digest);
     const rebuiltTag = `m1l0-e2e/rebuilt:${run}`;
-    const stream = await docker.buildImage(Readable.from([tar]), { t: rebuiltTag, dockerfile: "Dockerfile", networkmode: "none", rm: true, forcerm: true });
+    // a user's own Dockerfile gets its build-key label from the build API, not from the context
+    const buildKey = first.record!.buildKey!;
+    expect(buildKey).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const stream = await docker.buildImage(Readable.from([tar]), {
+      t: rebuiltTag,
+      dockerfile: "Dockerfile",
+      networkmode: "none",
+      rm: true,
+      forcerm: true,
+      labels: { "ai.m1l0.build-key": buildKey },
+    });
     const output: Array<{ error?: string }> = await new Promise((resolve, reject) => docker.modem.followProgress(stream, (error, result) => (error ? reject(error) : resolve(result))));
     expect(output.filter((message) => message.error)).toEqual([]);
     try {

@@ -66,7 +66,7 @@ describe("a fleet of 3 workers, each with its own Docker daemon", () => {
       // the image in the registry is the one the record names, whichever daemon built it
       expect(await registryDigest(record.image!.repository, record.image!.tag)).toBe(record.image!.digest);
       const log = await (await fetch(`${stack.apiUrl}/builds/${record.id}/logs`)).text();
-      expect(log).toMatch(/\[build\] Step 2\/2 : RUN echo fleet-/);
+      expect(log).toMatch(/\[build\] Step 2\/\d : RUN echo fleet-/);
       expect(log).toMatch(/\[push\] pushed .*@sha256:/);
       // the daemon that built it holds the image; another worker's daemon does not
       const builtOn = new Docker({ socketPath: FLEET_SOCKETS[workerIds.indexOf(record.worker!)]! });

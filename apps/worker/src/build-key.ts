@@ -1,0 +1,97 @@
+import { createHash } from "node:crypto";
+import { isTerminal, type BuildConfig } from "@m1l0/config";
+import { GENERATOR_VERSION } from "@m1l0/dockerfile";
+import type { BuildStore } from "@m1l0/queue";
+import { ImageLookupError, isLoopbackRegistry, lookupRemoteImage, type PushTarget, type RemoteImage } from "@m1l0/registry";
+
+/** The image label that carries a build's key; compared with the registry's copy before building. */
+export const BUILD_KEY_LABEL = "ai.m1l0.build-key";
+/** Version of the key's recipe: bump when what goes into it changes. */
+const BUILD_KEY_VERSION = 1;
+
+export interface BuildKeyInputs {
+  config: BuildConfig;
+  /** the exact source content: `git:<commit>` or `s3:<bucket>/<key>:<etag>` */
+  source: string;
+  /** generated Dockerfiles: the catalog base image and its content id on this daemon (absent when not present locally) */
+  base: { image: string; content: string | undefined } | undefined;
+}
+
+/** JSON with object keys sorted, so equal values always hash alike. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    inner && typeof inner === "object" && !Array.isArray(inner)
+      ? Object.fromEntries(Object.entries(inner as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : inner,
+  );
+}
+
+/**
+ * sha256 over everything that shapes the image: the source content, every config field but
+ * the time limit (the target is part of it too: the key is compared at the target tag), the
+ * Dockerfile generator's version and the base image's content.
+ */
+export function computeBuildKey(inputs: BuildKeyInputs): string {
+  const { timeout: _timeout, ...shaping } = inputs.config;
+  const material = canonicalJson({
+    v: BUILD_KEY_VERSION,
+    generator: GENERATOR_VERSION,
+    source: inputs.source,
+    config: shaping,
+    base: inputs.base ? { image: inputs.base.image, content: inputs.base.content ?? null } : null,
+  });
+  return `sha256:${createHash("sha256").update(material).digest("hex")}`;
+}
+
+export interface CachedImageLookup {
+  target: PushTarget;
+  plainHttpRegistries: readonly string[];
+  log: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * The image at the target tag when it was built with this key; undefined when the tag is
+ * absent, holds another build, or the registry cannot tell (then the build simply runs).
+ */
+export async function findCachedImage(lookup: CachedImageLookup, buildKey: string): Promise<RemoteImage | undefined> {
+  const { target } = lookup;
+  const auth = target.refreshAuth ? await target.refreshAuth() : target.auth;
+  try {
+    const remote = await lookupRemoteImage(target, {
+      ...(auth ? { auth } : {}),
+      plainHttp: isLoopbackRegistry(target.registry) || lookup.plainHttpRegistries.includes(target.registry.toLowerCase()),
+      ...(lookup.signal ? { signal: lookup.signal } : {}),
+    });
+    if (!remote) return undefined;
+    if (remote.labels[BUILD_KEY_LABEL] === buildKey) return remote;
+    lookup.log(`${target.reference} exists but was built from something else; building`);
+    return undefined;
+  } catch (error) {
+    if (lookup.signal?.aborted) throw lookup.signal.reason ?? error;
+    if (!(error instanceof ImageLookupError)) throw error;
+    lookup.log(`could not check ${target.reference} for an identical image (${error.message}); building`);
+    return undefined;
+  }
+}
+
+/** Waits until build `holder` has finished, is gone, or no longer holds the key (e.g. it failed and awaits a retry). */
+export async function waitForBuildKey(store: BuildStore, buildKey: string, holder: string, signal?: AbortSignal, pollMs = 250): Promise<void> {
+  for (;;) {
+    signal?.throwIfAborted();
+    const record = await store.get(holder);
+    if (!record || isTerminal(record.status)) return;
+    if ((await store.buildKeyHolder(buildKey)) !== holder) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, pollMs);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        },
+        { once: true },
+      );
+    });
+  }
+}
