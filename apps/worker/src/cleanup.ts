@@ -11,7 +11,8 @@ import type { ImageBuilder } from "./docker.js";
  *   cache keeps at most N of them and M bytes, dropping the least recently built first
  *   (removing an image's tags also removes its untagged build layers); base images carry
  *   no such label and are never touched; dangling images (a failed build's last layer, an
- *   image whose tag moved on) are pruned.
+ *   image whose tag moved on) are pruned once older than a minimum age (never a build's
+ *   final image in the instant between its commit and its tag).
  * - temp dirs: a worker killed mid-build leaves `m1l0-<buildId>-*` dirs and context spools
  *   in WORK_DIR; the next start removes those whose build is not running anywhere.
  * Containers need no sweep: builds run with forcerm, so the daemon removes a build's
@@ -28,7 +29,7 @@ export interface ImageCacheOptions {
   scope: string;
   maxImages: number;
   maxBytes: number;
-  /** prune every dangling image older than this; 0 = only dangling images carrying our label */
+  /** prune every dangling image older than this; 0 = none */
   danglingMinAgeSeconds: number;
 }
 
@@ -108,7 +109,7 @@ export class ImageCache {
       const result = await this.docker.pruneImages({ filters: JSON.stringify({ dangling: ["true"], ...filters }) });
       prunedDangling += result.ImagesDeleted?.filter((entry) => entry.Deleted).length ?? 0;
     };
-    await prune({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] });
+    // only old ones: a build's last step is briefly a dangling image between its commit and its tag
     if (this.options.danglingMinAgeSeconds > 0) await prune({ until: [`${this.options.danglingMinAgeSeconds}s`] });
     if (removed.length || prunedDangling) this.logger.info({ kept, keptBytes, removed: removed.length, prunedDangling }, "image cache collected");
     return { kept, keptBytes, removed, prunedDangling };
