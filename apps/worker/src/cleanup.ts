@@ -11,8 +11,8 @@ import type { ImageBuilder } from "./docker.js";
  *   cache keeps at most N of them and M bytes, dropping the least recently built first
  *   (removing an image's tags also removes its untagged build layers); base images carry
  *   no such label and are never touched; dangling images (a failed build's last layer, an
- *   image whose tag moved on) are pruned once older than a minimum age (never a build's
- *   final image in the instant between its commit and its tag).
+ *   image whose tag moved on) are removed once seen dangling for a minimum age (a running
+ *   build's newest layer is dangling for a moment between steps).
  * - temp dirs: a worker killed mid-build leaves `m1l0-<buildId>-*` dirs and context spools
  *   in WORK_DIR; the next start removes those whose build is not running anywhere.
  * Containers need no sweep: builds run with forcerm, so the daemon removes a build's
@@ -29,7 +29,7 @@ export interface ImageCacheOptions {
   scope: string;
   maxImages: number;
   maxBytes: number;
-  /** prune every dangling image older than this; 0 = none */
+  /** remove dangling images once seen dangling this long; 0 = never */
   danglingMinAgeSeconds: number;
 }
 
@@ -45,6 +45,8 @@ export class ImageCache {
   private readonly lastBuilt = new Map<string, number>();
   /** image id → builds between their build and the end of their push */
   private readonly inUse = new Map<string, number>();
+  /** dangling image id → when this worker first saw it dangling */
+  private readonly danglingSince = new Map<string, number>();
   private running: Promise<CollectResult> | undefined;
   private rerun = false;
 
@@ -104,15 +106,37 @@ export class ImageCache {
       }
       if (await this.remove(image)) removed.push(image.Id);
     }
-    let prunedDangling = 0;
-    const prune = async (filters: Record<string, string[]>) => {
-      const result = await this.docker.pruneImages({ filters: JSON.stringify({ dangling: ["true"], ...filters }) });
-      prunedDangling += result.ImagesDeleted?.filter((entry) => entry.Deleted).length ?? 0;
-    };
-    // only old ones: a build's last step is briefly a dangling image between its commit and its tag
-    if (this.options.danglingMinAgeSeconds > 0) await prune({ until: [`${this.options.danglingMinAgeSeconds}s`] });
+    const prunedDangling = await this.collectDangling();
     if (removed.length || prunedDangling) this.logger.info({ kept, keptBytes, removed: removed.length, prunedDangling }, "image cache collected");
     return { kept, keptBytes, removed, prunedDangling };
+  }
+
+  /**
+   * Dangling (untagged, childless) images: a failed build's last layer, an image whose tag
+   * moved on. A running classic build's newest layer is dangling too, for the moment
+   * between its commit and the next step, so an image is removed only once this worker has
+   * seen it dangling for the minimum age (and never while a container uses it).
+   */
+  private async collectDangling(): Promise<number> {
+    if (this.options.danglingMinAgeSeconds <= 0) return 0;
+    const dangling = await this.docker.listImages({ filters: JSON.stringify({ dangling: ["true"] }) } as Docker.ListImagesOptions);
+    const now = Date.now();
+    const current = new Set(dangling.map((image) => image.Id));
+    for (const id of [...this.danglingSince.keys()]) if (!current.has(id)) this.danglingSince.delete(id);
+    let removed = 0;
+    for (const image of dangling) {
+      const since = this.danglingSince.get(image.Id) ?? now;
+      this.danglingSince.set(image.Id, since);
+      if (now - since < this.options.danglingMinAgeSeconds * 1000) continue;
+      try {
+        await this.docker.getImage(image.Id).remove();
+        this.danglingSince.delete(image.Id);
+        removed++;
+      } catch (error) {
+        this.logger.debug({ err: error, image: image.Id }, "dangling image not removed");
+      }
+    }
+    return removed;
   }
 
   /** Removes an image through its tags (the last one takes the image and its untagged parents). */

@@ -84,7 +84,7 @@ const envSchema = z.object({
   IMAGE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(20 * 1024 ** 3),
   /** label value that marks the images this worker's cache owns; workers sharing a daemon and scope share the cache */
   IMAGE_CACHE_SCOPE: z.string().regex(/^[A-Za-z0-9:_.-]{1,128}$/).default("default"),
-  /** untagged (dangling) images older than this are pruned too (failed builds' leftovers, superseded tags); 0 = none */
+  /** untagged (dangling) images are removed once seen dangling this long (failed builds' leftovers, superseded tags); 0 = never */
   IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS: z.coerce.number().int().min(0).default(600),
   CATALOG_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),

@@ -11,7 +11,7 @@ import { ArtifactArchiver } from "./artifacts.js";
 import { ImageCache, imageCacheLabels, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
 import type { WorkerEnv } from "./env.js";
-import { BuildLifecycle, abortReason } from "./lifecycle.js";
+import { BuildAborted, BuildLifecycle, abortReason } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
 import { runBuild, type PipelineDeps } from "./pipeline.js";
 
@@ -144,7 +144,7 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
       try {
         return await lifecycle.settleAborted(job, token, buildId, aborted);
       } finally {
-        if (aborted.kind !== "shutdown") deps.artifacts?.archiveBuild(buildId);
+        if (aborted.kind !== "shutdown" && aborted.kind !== "lost") deps.artifacts?.archiveBuild(buildId);
       }
     }
     const failure = isBuilderError(error)
@@ -221,6 +221,11 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     },
   );
   worker.on("error", (error) => logger.error({ err: error }, "worker error"));
+  // a lock that could not be renewed is gone: the job is (or soon will be) another worker's, so
+  // stop this copy rather than build, push and answer twice
+  worker.on("lockRenewalFailed", (jobIds) => {
+    for (const jobId of jobIds) lifecycle.abort(jobId, new BuildAborted("lost", "its lock could not be renewed"));
+  });
   worker.on("stalled", (jobId) => logger.warn({ jobId }, "job stalled (its worker stopped renewing the lock): requeued"));
   worker.on("failed", (job, error) => {
     logger.debug({ jobId: job?.id, err: error.message }, "job failed");
