@@ -45,6 +45,10 @@ export class ImageCache {
   private readonly lastBuilt = new Map<string, number>();
   /** image id → builds between their build and the end of their push */
   private readonly inUse = new Map<string, number>();
+  /** docker builds of this worker in progress, and a removal pass waiting for them to end */
+  private builds = 0;
+  private readonly idle: Array<() => void> = [];
+  private removing: Promise<unknown> | undefined;
   /** dangling image id → when this worker first saw it dangling */
   private readonly danglingSince = new Map<string, number>();
   private running: Promise<CollectResult> | undefined;
@@ -73,6 +77,35 @@ export class ImageCache {
     else this.inUse.delete(imageId);
   }
 
+  /**
+   * Docker's classic builder walks a parent image's children when it looks for a cached
+   * step; an image removed during that walk fails the build ("unable to find image").
+   * So removals and this worker's builds exclude each other: a removal pass waits for the
+   * running builds to end and holds new ones back until it is done (a few hundred ms).
+   */
+  async enterBuild(): Promise<void> {
+    while (this.removing) await this.removing.catch(() => undefined);
+    this.builds++;
+  }
+
+  leaveBuild(): void {
+    this.builds--;
+    if (this.builds === 0) for (const resolve of this.idle.splice(0)) resolve();
+  }
+
+  private async exclusively<T>(work: () => Promise<T>): Promise<T> {
+    const pass = (async () => {
+      if (this.builds > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+      return work();
+    })();
+    this.removing = pass;
+    try {
+      return await pass;
+    } finally {
+      this.removing = undefined;
+    }
+  }
+
   /** Runs one collection; calls during a run coalesce into one more run after it. */
   collect(): Promise<CollectResult> {
     if (this.running) {
@@ -96,15 +129,19 @@ export class ImageCache {
     images.sort((a, b) => recency(b) - recency(a));
     let kept = 0;
     let keptBytes = 0;
-    const removed: string[] = [];
+    const victims: Docker.ImageInfo[] = [];
     for (const image of images) {
       const fits = kept < this.options.maxImages && keptBytes + image.Size <= this.options.maxBytes;
       if (fits || this.inUse.has(image.Id)) {
         kept++;
         keptBytes += image.Size;
-        continue;
-      }
-      if (await this.remove(image)) removed.push(image.Id);
+      } else victims.push(image);
+    }
+    const removed: string[] = [];
+    if (victims.length) {
+      await this.exclusively(async () => {
+        for (const image of victims) if (!this.inUse.has(image.Id) && (await this.remove(image))) removed.push(image.Id);
+      });
     }
     const prunedDangling = await this.collectDangling();
     if (removed.length || prunedDangling) this.logger.info({ kept, keptBytes, removed: removed.length, prunedDangling }, "image cache collected");
@@ -123,20 +160,26 @@ export class ImageCache {
     const now = Date.now();
     const current = new Set(dangling.map((image) => image.Id));
     for (const id of [...this.danglingSince.keys()]) if (!current.has(id)) this.danglingSince.delete(id);
-    let removed = 0;
+    const due: string[] = [];
     for (const image of dangling) {
       const since = this.danglingSince.get(image.Id) ?? now;
       this.danglingSince.set(image.Id, since);
-      if (now - since < this.options.danglingMinAgeSeconds * 1000) continue;
-      try {
-        await this.docker.getImage(image.Id).remove();
-        this.danglingSince.delete(image.Id);
-        removed++;
-      } catch (error) {
-        this.logger.debug({ err: error, image: image.Id }, "dangling image not removed");
-      }
+      if (now - since >= this.options.danglingMinAgeSeconds * 1000) due.push(image.Id);
     }
-    return removed;
+    if (due.length === 0) return 0;
+    return this.exclusively(async () => {
+      let removed = 0;
+      for (const id of due) {
+        try {
+          await this.docker.getImage(id).remove();
+          this.danglingSince.delete(id);
+          removed++;
+        } catch (error) {
+          this.logger.debug({ err: error, image: id }, "dangling image not removed");
+        }
+      }
+      return removed;
+    });
   }
 
   /** Removes an image through its tags (the last one takes the image and its untagged parents). */
@@ -165,7 +208,13 @@ export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageB
     ping: () => builder.ping(),
     ...(builder.imageContentId ? { imageContentId: (reference: string) => builder.imageContentId!(reference) } : {}),
     async build(request) {
-      const result = await builder.build(request);
+      await cache.enterBuild();
+      let result: { imageId: string };
+      try {
+        result = await builder.build(request);
+      } finally {
+        cache.leaveBuild();
+      }
       cache.markBuilt(result.imageId);
       const previous = pending.get(request.tag);
       if (previous) cache.release(previous);
