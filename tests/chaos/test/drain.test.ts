@@ -146,7 +146,7 @@ describe("chaos: 1,000 queued builds drained by a 3-daemon fleet", () => {
       expect(audit.orphans).toEqual([]);
 
       reportFigures(
-        "chaos f (1,000 builds, 3 workers × 3 daemons)",
+        `chaos f (${N} builds, 3 workers × 3 daemons)`,
         `${N} submitted in ${seconds(submittedMs)} s, drained in ${seconds(drainedMs)} s (${(N / (drainedMs / 1000)).toFixed(1)} builds/s, concurrency ${CONCURRENCY} per worker); per worker ${perWorker.join("/")}; jobs lost ${N - (counts.completed ?? 0)}, duplicates ${duplicates}; images left per daemon ${images.join("/")} (cap ${CACHE_MAX}); Redis keys ${JSON.stringify(audit.counts)}, orphans ${audit.orphans.length}`,
       );
       reportFigures("chaos", `jobs lost ${N - (counts.completed ?? 0)}, duplicates ${duplicates}, drain ${seconds(drainedMs)} s for ${N} builds`);
