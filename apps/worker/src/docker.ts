@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, isBuilderError } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
 import type { Readable } from "node:stream";
@@ -73,9 +73,40 @@ function daemonMessage(cause: { message: string; json?: { message?: string } }):
   return cause.json?.message ?? cause.message.replace(/^\(HTTP code \d+\) [\w ]+ - /, "");
 }
 
-function daemonError(cause: unknown): BuilderError {
+function daemonError(cause: unknown, endpoint = "its DOCKER_SOCKET"): BuilderError {
   const message = cause instanceof Error ? cause.message : String(cause);
-  return new BuilderError("DAEMON_UNREACHABLE", `the worker's Docker daemon is unreachable: ${message}`, { cause });
+  return new BuilderError(
+    "DAEMON_UNREACHABLE",
+    `the worker's Docker daemon (${endpoint}) is unreachable: ${message}; check that dockerd is running on that worker and DOCKER_SOCKET points at it`,
+    { cause },
+  );
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+
+export interface DockerImageBuilderOptions {
+  socketPath?: string;
+  host?: string;
+  port?: number;
+  /** labels put on every image this builder makes (e.g. the image cache's ownership label) */
+  labels?: Record<string, string>;
+  /** retries of a push within one call when the registry is unreachable or answers 5xx [0] */
+  pushRetries?: number;
+  /** first delay between push retries, doubled each time [2000] */
+  pushRetryDelayMs?: number;
+  /** most processes a build's RUN steps may have at once (0 or unset: no limit) */
+  pidsLimit?: number;
+  /** cgroup filesystem of the daemon's host, where the per-build pids cgroup is created */
+  cgroupRoot?: string;
 }
 
 /**
@@ -104,24 +135,18 @@ export function classifyBuildError(message: string, currentStep: string, recentL
 /** A RUN step could not fork because the build's processes hit the pids limit. */
 const FORK_REFUSED = /can't fork|cannot fork|fork: retry|fork: Resource temporarily unavailable|Resource temporarily unavailable|pthread_create failed|BlockingIOError|EAGAIN/i;
 
-export interface DockerImageBuilderOptions {
-  socketPath?: string;
-  host?: string;
-  port?: number;
-  /** most processes a build's RUN steps may have at once (0 or unset: no limit) */
-  pidsLimit?: number;
-  /** cgroup filesystem of the daemon's host, where the per-build pids cgroup is created */
-  cgroupRoot?: string;
-}
 
 export class DockerImageBuilder implements ImageBuilder {
   readonly docker: Docker;
   readonly #pidsLimit: number;
   readonly #cgroupRoot: string;
   #cgroupDriverChecked = false;
+  /** how the daemon is addressed, for error messages */
+  readonly endpoint: string;
 
-  constructor(options: DockerImageBuilderOptions = {}) {
+  constructor(private readonly options: DockerImageBuilderOptions = {}) {
     this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
+    this.endpoint = options.host ? `tcp://${options.host}:${options.port ?? 2375}` : `unix://${options.socketPath ?? "/var/run/docker.sock"}`;
     this.#pidsLimit = options.pidsLimit ?? 0;
     this.#cgroupRoot = options.cgroupRoot ?? "/sys/fs/cgroup";
   }
@@ -131,7 +156,7 @@ export class DockerImageBuilder implements ImageBuilder {
     if (this.#pidsLimit <= 0) return undefined;
     if (!this.#cgroupDriverChecked) {
       const info = (await this.docker.info().catch((cause: unknown) => {
-        throw daemonError(cause);
+        throw daemonError(cause, this.endpoint);
       })) as { CgroupDriver?: string };
       if (info.CgroupDriver && info.CgroupDriver !== "cgroupfs") {
         throw new BuilderError("INTERNAL", `BUILD_PIDS_LIMIT needs the daemon's cgroupfs cgroup driver (this daemon uses ${info.CgroupDriver}); set BUILD_PIDS_LIMIT=0 or run dockerd with --exec-opt native.cgroupdriver=cgroupfs`);
@@ -145,8 +170,30 @@ export class DockerImageBuilder implements ImageBuilder {
     try {
       await this.docker.ping();
     } catch (cause) {
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
+  }
+
+  /**
+   * A failure that does not name its cause (a cut stream, "context canceled", an empty
+   * answer) may mean the daemon itself went away: when it no longer answers, say so, so
+   * the attempt is retried (elsewhere, if the daemon stays down) and the user learns why.
+   */
+  private async explain(failure: BuilderError, signal?: AbortSignal): Promise<BuilderError> {
+    if (signal?.aborted || failure.code === "DAEMON_UNREACHABLE") return failure;
+    if (failure.code !== "BUILD_FAILED" && failure.code !== "PUSH_FAILED") return failure;
+    // a step that failed on its own is the user's; one killed (137/143) may be the daemon stopping its containers
+    if (/returned a non-zero code/.test(failure.message) && !/returned a non-zero code: (137|143)\b/.test(failure.message)) return failure;
+    for (const wait of [0, 1_000, 1_000, 2_000]) {
+      // a daemon that is shutting down still answers for a moment: look again over a few seconds
+      await sleep(wait);
+      try {
+        await this.docker.ping();
+      } catch (cause) {
+        return daemonError(cause, this.endpoint);
+      }
+    }
+    return failure;
   }
 
   async imageContentId(reference: string): Promise<string | undefined> {
@@ -155,7 +202,7 @@ export class DockerImageBuilder implements ImageBuilder {
       info = await this.docker.getImage(reference).inspect();
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     const layers = info.RootFS?.Layers ?? [];
     return `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`;
@@ -164,7 +211,7 @@ export class DockerImageBuilder implements ImageBuilder {
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
     const cgroup = await this.#createCgroup();
     try {
-      return await this.#build(request, cgroup);
+      return await this.buildOnce(request, cgroup);
     } catch (error) {
       if (cgroup && error instanceof BuilderError && error.code === "BUILD_FAILED" && (await cgroup.limitReached().catch(() => false) || FORK_REFUSED.test(error.message))) {
         throw new BuilderError(
@@ -173,13 +220,36 @@ export class DockerImageBuilder implements ImageBuilder {
           { cause: error },
         );
       }
-      throw error;
+      throw isBuilderError(error) ? await this.explain(error, request.signal) : error;
     } finally {
       await cgroup?.release().catch(() => undefined);
     }
   }
 
-  async #build(request: ImageBuildRequest, cgroup: BuildCgroup | undefined): Promise<{ imageId: string }> {
+  /**
+   * Pushes, retrying within the call while the registry is unreachable or answers 5xx
+   * (with doubling delays), so a registry that blips during a push does not cost the
+   * whole attempt (fetch and build again).
+   */
+  async push(request: PushRequest): Promise<{ digest: string }> {
+    const retries = this.options.pushRetries ?? 0;
+    for (let retry = 0; ; retry++) {
+      try {
+        return await this.pushOnce(request);
+      } catch (error) {
+        const failure = isBuilderError(error) ? await this.explain(error, request.signal) : error;
+        const transient = isBuilderError(failure) && failure.retryable && failure.code !== "DAEMON_UNREACHABLE";
+        if (!transient || retry >= retries || request.signal?.aborted) throw failure;
+        const delay = (this.options.pushRetryDelayMs ?? 2_000) * 2 ** retry;
+        request.onLine(`push failed (${(failure as BuilderError).message}); retrying in ${(delay / 1000).toFixed(1)} s (${retry + 1}/${retries})`);
+        await sleep(delay, request.signal);
+        if (request.signal?.aborted) throw failure;
+      }
+    }
+  }
+
+  private async buildOnce(request: ImageBuildRequest, cgroup: BuildCgroup | undefined): Promise<{ imageId: string }> {
+    const labels = { ...this.options.labels, ...request.labels };
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(request.context, {
@@ -190,7 +260,7 @@ export class DockerImageBuilder implements ImageBuilder {
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
         ...(request.cpuQuota ? { cpuperiod: 100_000, cpuquota: request.cpuQuota } : {}),
-        ...(request.labels ? { labels: request.labels } : {}),
+        ...(Object.keys(labels).length ? { labels } : {}),
         ...(cgroup ? { cgroupparent: cgroup.parent } : {}),
         ...(request.cacheFrom && request.cacheFrom.length > 0 ? { cachefrom: JSON.stringify(request.cacheFrom) } : {}),
         ...(request.signal ? { abortSignal: request.signal } : {}),
@@ -198,7 +268,7 @@ export class DockerImageBuilder implements ImageBuilder {
     } catch (cause) {
       // e.g. a Dockerfile parse error is refused before the build starts
       if (daemonAnswered(cause)) throw classifyBuildError(daemonMessage(cause), "", []);
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     let imageId = "";
     let currentStep = "";
@@ -238,7 +308,7 @@ export class DockerImageBuilder implements ImageBuilder {
       return image.Parent ? "built" : "pulled";
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return "absent";
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
   }
 
@@ -251,7 +321,7 @@ export class DockerImageBuilder implements ImageBuilder {
       });
     } catch (cause) {
       if (daemonAnswered(cause)) throw new Error(`pull of ${request.reference} failed: ${daemonMessage(cause)}`, { cause });
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     let failure: string | undefined;
     await this.follow(stream, (message) => {
@@ -260,7 +330,7 @@ export class DockerImageBuilder implements ImageBuilder {
     if (failure) throw new Error(`pull of ${request.reference} failed: ${failure}`);
   }
 
-  async push(request: PushRequest): Promise<{ digest: string }> {
+  private async pushOnce(request: PushRequest): Promise<{ digest: string }> {
     const [name, tag] = splitReference(request.reference);
     let stream: NodeJS.ReadableStream;
     try {
@@ -271,7 +341,7 @@ export class DockerImageBuilder implements ImageBuilder {
       });
     } catch (cause) {
       if (daemonAnswered(cause)) throw classifyPushError(request.registry, daemonMessage(cause));
-      throw daemonError(cause);
+      throw daemonError(cause, this.endpoint);
     }
     let digest = "";
     let failure: BuilderError | undefined;
@@ -301,7 +371,7 @@ export class DockerImageBuilder implements ImageBuilder {
     return new Promise((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
-        (error: Error | null) => (error ? reject(daemonError(error)) : resolve()),
+        (error: Error | null) => (error ? reject(daemonError(error, this.endpoint)) : resolve()),
         (message: ProgressMessage) => onMessage(message),
       );
     });

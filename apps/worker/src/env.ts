@@ -79,6 +79,24 @@ const envSchema = z.object({
   BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),
   /** after SIGTERM, running builds get this long to finish before they are aborted and requeued */
   WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).default(30),
+  /** BullMQ job lock: renewed every half of it while a build runs; a killed worker's job is taken over once it lapses */
+  WORKER_LOCK_DURATION_MS: z.coerce.number().int().min(1_000).default(60_000),
+  /** how often each worker looks for jobs whose lock lapsed (their worker died) and requeues them */
+  WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(500).default(30_000),
+  /** a job whose worker died more than this many times fails instead of being requeued again */
+  WORKER_MAX_STALLED_COUNT: z.coerce.number().int().min(0).default(2),
+  /** retries of a push within one attempt when the registry is unreachable or answers 5xx */
+  PUSH_RETRIES: z.coerce.number().int().min(0).max(20).default(4),
+  /** first delay between push retries; doubles each time */
+  PUSH_RETRY_DELAY_MS: z.coerce.number().int().min(0).default(2_000),
+  /** image cache of this worker's daemon: at most this many images built by us (least recently built go first) */
+  IMAGE_CACHE_MAX_IMAGES: z.coerce.number().int().min(0).default(50),
+  /** … and at most this many bytes of them (image sizes as the daemon reports them, shared layers counted per image) */
+  IMAGE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(20 * 1024 ** 3),
+  /** label value that marks the images this worker's cache owns; workers sharing a daemon and scope share the cache */
+  IMAGE_CACHE_SCOPE: z.string().regex(/^[A-Za-z0-9:_.-]{1,128}$/).default("default"),
+  /** untagged (dangling) images are removed once seen dangling this long (failed builds' leftovers, superseded tags); 0 = never */
+  IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS: z.coerce.number().int().min(0).default(600),
   CATALOG_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -3,3 +3,4 @@ export * from "./env.js";
 export * from "./logger.js";
 export * from "./pipeline.js";
 export * from "./worker.js";
+export * from "./cleanup.js";

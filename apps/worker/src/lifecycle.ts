@@ -5,7 +5,8 @@ import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
 /** Why a running build was aborted; carried as the AbortSignal's reason. */
-export type AbortKind = "cancel" | "timeout" | "shutdown";
+/** lost: this worker's job lock lapsed (e.g. a long event-loop stall) and another worker may run the build */
+export type AbortKind = "cancel" | "timeout" | "shutdown" | "lost";
 
 export class BuildAborted extends Error {
   constructor(
@@ -112,6 +113,11 @@ export class BuildLifecycle {
    * attempt, and the record back to `queued`, so another worker runs it.
    */
   async settleAborted(job: Job, token: string | undefined, buildId: string, reason: BuildAborted): Promise<never> {
+    if (reason.kind === "lost") {
+      // the record now belongs to whichever worker took the job over: leave it alone
+      await this.store.appendLog(buildId, "build", `worker lost the build's lock (${reason.message}); stopped here, another worker continues it`);
+      throw new Error(`lock lost: ${reason.message}`);
+    }
     if (reason.kind === "shutdown") {
       await this.store.transitionIfActive(buildId, "queued");
       await this.store.appendLog(buildId, "build", "worker shutting down: build requeued for another worker");

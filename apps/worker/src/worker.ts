@@ -9,9 +9,10 @@ import type { Server } from "node:http";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
+import { ImageCache, imageCacheLabels, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
 import type { WorkerEnv } from "./env.js";
-import { BuildLifecycle, abortReason } from "./lifecycle.js";
+import { BuildAborted, BuildLifecycle, abortReason } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
 import { runBuild, type PipelineDeps } from "./pipeline.js";
 
@@ -21,6 +22,10 @@ export interface BuildWorker {
   metrics: WorkerMetrics;
   /** running builds' abort controllers: cancel, timeout, shutdown */
   lifecycle: BuildLifecycle;
+  /** this worker's bounded image cache; absent when a builder was passed in (tests) */
+  imageCache?: ImageCache;
+  /** removes work dirs crashed builds left behind (run once at start) */
+  sweepWorkDir(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -120,7 +125,12 @@ export function createBuildProcessor(deps: PipelineDeps, metrics?: WorkerMetrics
 async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
   const { buildId, config } = buildJobSchema.parse(job.data);
   const log = deps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
-  await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
+  log.info({ jobId: job.id }, "processing");
+  const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
+  if (before.status !== "queued" && before.worker && before.worker !== deps.workerId) {
+    // the job's lock lapsed on another worker (killed, or cut off from Redis): take it over
+    await deps.store.appendLog(buildId, "fetch", `worker ${before.worker} stopped responding during ${before.status}; resuming on ${deps.workerId}`);
+  }
   if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) {
     await deps.store.transitionIfActive(buildId, "cancelled");
     throw new UnrecoverableError("cancelled before it started");
@@ -139,7 +149,7 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
       try {
         return await lifecycle.settleAborted(job, token, buildId, aborted);
       } finally {
-        if (aborted.kind !== "shutdown") deps.artifacts?.archiveBuild(buildId);
+        if (aborted.kind !== "shutdown" && aborted.kind !== "lost") deps.artifacts?.archiveBuild(buildId);
       }
     }
     const failure = isBuilderError(error)
@@ -166,9 +176,28 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
 
 export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { builder?: ImageBuilder; connection?: Redis } = {}): BuildWorker {
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
+  connection.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
-  const deps = createPipelineDeps(env, store, logger, options.builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
+  let imageCache: ImageCache | undefined;
+  let builder = options.builder;
+  if (!builder) {
+    const docker = new DockerImageBuilder({
+      socketPath: env.DOCKER_SOCKET,
+      pidsLimit: env.BUILD_PIDS_LIMIT,
+      cgroupRoot: env.BUILD_CGROUP_ROOT,
+      pushRetries: env.PUSH_RETRIES,
+      pushRetryDelayMs: env.PUSH_RETRY_DELAY_MS,
+      labels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
+    });
+    imageCache = new ImageCache(
+      docker.docker,
+      { scope: env.IMAGE_CACHE_SCOPE, maxImages: env.IMAGE_CACHE_MAX_IMAGES, maxBytes: env.IMAGE_CACHE_MAX_BYTES, danglingMinAgeSeconds: env.IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS },
+      logger.child({ component: "image-cache" }),
+    );
+    builder = withImageCache(docker, imageCache);
+  }
+  const deps = createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
@@ -176,21 +205,63 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const lifecycle = new BuildLifecycle(store, { queueName, defaultTimeoutSeconds: env.BUILD_TIMEOUT_SECONDS, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS }, logger);
   // the record's cancel flag (polled while building) covers messages sent before this subscribes
   void lifecycle.listen(connection).catch((error: Error) => logger.error({ err: error }, "cannot subscribe to cancel requests"));
-  const worker = new Worker<BuildJobData>(queueName, createBuildProcessor(deps, metrics, lifecycle), {
-    connection,
-    concurrency: env.WORKER_CONCURRENCY,
-    // builds run for minutes: a generous lock, renewed by BullMQ while the event loop stays free
-    lockDuration: 60_000,
-    stalledInterval: 30_000,
-    maxStalledCount: 2,
-  });
+  const collectImages = () => void imageCache?.collect().catch((error: Error) => logger.warn({ err: error }, "image cache collection failed"));
+  const processJob = createBuildProcessor(deps, metrics, lifecycle);
+  const worker = new Worker<BuildJobData>(
+    queueName,
+    async (job, token) => {
+      try {
+        return await processJob(job, token);
+      } finally {
+        collectImages();
+      }
+    },
+    {
+      connection,
+      concurrency: env.WORKER_CONCURRENCY,
+      // builds run for minutes: the lock is renewed every lockDuration/2 while the event loop
+      // stays free (packing and hashing stream in chunks); a killed worker's build is taken
+      // over by another worker within about lockDuration + stalledInterval
+      lockDuration: env.WORKER_LOCK_DURATION_MS,
+      stalledInterval: env.WORKER_STALLED_INTERVAL_MS,
+      maxStalledCount: env.WORKER_MAX_STALLED_COUNT,
+    },
+  );
   worker.on("error", (error) => logger.error({ err: error }, "worker error"));
-  worker.on("failed", (job, error) => logger.debug({ jobId: job?.id, err: error.message }, "job failed"));
+  // a lock that could not be renewed is gone: the job is (or soon will be) another worker's, so
+  // stop this copy rather than build, push and answer twice
+  worker.on("lockRenewalFailed", (jobIds) => {
+    for (const jobId of jobIds) lifecycle.abort(jobId, new BuildAborted("lost", "its lock could not be renewed"));
+  });
+  worker.on("stalled", (jobId) => logger.warn({ jobId }, "job stalled (its worker stopped renewing the lock): requeued"));
+  worker.on("failed", (job, error) => {
+    logger.debug({ jobId: job?.id, err: error.message }, "job failed");
+    // a job that stalled more than WORKER_MAX_STALLED_COUNT times is failed by BullMQ without
+    // reaching the processor: give its record the final answer the processor would have
+    if (job && /stalled more than allowable limit/.test(error.message)) {
+      const { buildId } = job.data;
+      const message = `the build's worker stopped responding ${env.WORKER_MAX_STALLED_COUNT + 1} times (killed or cut off from Redis); not retried further`;
+      void deps.store
+        .transitionIfActive(buildId, "failed", { error: { code: "INTERNAL", message } })
+        .then((record) => record && deps.artifacts?.archiveBuild(buildId))
+        .catch((cause: Error) => logger.warn({ err: cause, buildId }, "could not record a stalled build's failure"));
+    }
+  });
+  const sweep = () =>
+    sweepWorkDir({
+      workDir: env.WORK_DIR,
+      getRecord: (buildId) => store.get(buildId),
+      isHeld: async (buildId) => (await connection.exists(`${worker.toKey(buildId)}:lock`)) === 1,
+      logger,
+    });
+  collectImages();
   return {
     worker,
     deps,
     metrics,
     lifecycle,
+    ...(imageCache ? { imageCache } : {}),
+    sweepWorkDir: sweep,
     async close() {
       await worker.close();
       await lifecycle.close();

@@ -1,2 +1,4 @@
 export * from "./stack.js";
 export * from "./client.js";
+export * from "./inspect.js";
+export * from "./private-services.js";

@@ -75,9 +75,17 @@ export interface RunningStack {
 
 function spawnNode(script: string, env: NodeJS.ProcessEnv, logs: string[], label: string): ChildProcess {
   const child = spawn(process.execPath, [script], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const collect = (chunk: Buffer) => logs.push(...chunk.toString().split("\n").filter(Boolean).map((line) => `${label}: ${line}`));
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
+  // whole lines only: a chunk may end mid-line
+  const collector = () => {
+    let rest = "";
+    return (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split("\n");
+      rest = lines.pop() ?? "";
+      logs.push(...lines.filter(Boolean).map((line) => `${label}: ${line}`));
+    };
+  };
+  child.stdout?.on("data", collector());
+  child.stderr?.on("data", collector());
   return child;
 }
 
@@ -132,6 +140,8 @@ export async function startStack(
     AWS_SECRET_ACCESS_KEY: "S3RVER",
     AWS_REGION: "us-east-1",
     BUILD_NETWORK: "none",
+    // each stack's image cache only ever collects the images its own workers built
+    IMAGE_CACHE_SCOPE: queueName,
     ...options.workerEnv,
   };
   const workers: ChildProcess[] = [];
@@ -157,7 +167,7 @@ export async function startStack(
   }
   const stopChild = (child: ChildProcess) =>
     new Promise<void>((resolve) => {
-      if (child.exitCode !== null) return resolve();
+      if (child.exitCode !== null || child.signalCode !== null) return resolve(); // exited, or killed by a test
       child.once("exit", () => resolve());
       child.kill("SIGTERM");
       setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
@@ -198,4 +208,14 @@ export function createGitFixture(sourceDir: string, edits: Record<string, string
   execFileSync("git", ["-C", bare, "symbolic-ref", "HEAD", "refs/heads/main"]);
   rmSync(work, { recursive: true, force: true });
   return { url: `${services.gitServerUrl}/${name}/repo.git`, dir: parent, cleanup: () => rmSync(parent, { recursive: true, force: true }) };
+}
+
+/** A served git repo whose only file is a Dockerfile `FROM busybox` + `RUN echo <marker> && sleep <seconds>`. */
+export function sleeperRepo(marker: string, seconds: number): { url: string; cleanup(): void } {
+  const empty = mkdtempSync(path.join(tmpdir(), "m1l0-empty-"));
+  try {
+    return createGitFixture(empty, { Dockerfile: `FROM ${services.baseImageBusybox}\nRUN echo ${marker} && sleep ${seconds}\n` });
+  } finally {
+    rmSync(empty, { recursive: true, force: true });
+  }
 }

@@ -1,11 +1,10 @@
 import { apiFetch, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
 import Docker from "dockerode";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGitFixture, freePort, services, startStack, submit, type RunningStack } from "../src/index.js";
+import { createGitFixture, isTerminal, services, startPrivateRedis, startStack, submit, type PrivateService, type RunningStack } from "../src/index.js";
 
 // Three workers, each with its own Docker daemon (scripts/fleet.sh up 3 starts daemons 2 and 3),
 // sharing one Redis; and one stack on a Redis of its own that is restarted mid-build.
@@ -13,9 +12,6 @@ const FLEET_SOCKETS = ["/var/run/docker.sock", "/var/run/docker-w2.sock", "/var/
 const run = Date.now().toString(36);
 const emptyDir = mkdtempSync(path.join(tmpdir(), "m1l0-empty-"));
 const cleanups: Array<() => void> = [];
-const TERMINAL = ["succeeded", "failed", "cancelled", "cached"];
-
-const isTerminal = (record: RecordView) => TERMINAL.includes(record.status);
 
 function sleeperConfig(marker: string, seconds: number) {
   const fixture = createGitFixture(emptyDir, { Dockerfile: `FROM ${services.baseImageBusybox}\nRUN echo ${marker} && sleep ${seconds}\n` });
@@ -108,50 +104,22 @@ describe("a fleet of 3 workers, each with its own Docker daemon", () => {
 });
 
 describe("a Redis restart mid-build (a Redis of this test's own, AOF on)", () => {
-  let redis: ChildProcess | undefined;
+  let redis: PrivateService;
   let stack: RunningStack;
-  let port: number;
-  const dataDir = mkdtempSync(path.join(tmpdir(), "m1l0-redis-"));
-
-  async function startRedis(): Promise<void> {
-    redis = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--dir", dataDir, "--save", ""], { stdio: "ignore" });
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const pong = await new Promise<boolean>((resolve) => {
-        const probe = spawn("redis-cli", ["-p", String(port), "ping"], { stdio: ["ignore", "pipe", "ignore"] });
-        let out = "";
-        probe.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
-        probe.on("exit", () => resolve(out.includes("PONG")));
-      });
-      if (pong) return;
-      if (Date.now() > deadline) throw new Error("own redis-server did not start");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  async function stopRedis(): Promise<void> {
-    const child = redis;
-    if (!child || child.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      child.once("exit", () => resolve());
-      child.kill("SIGTERM");
-    });
-  }
 
   beforeAll(async () => {
-    port = await freePort();
-    await startRedis();
-    stack = await startStack({ concurrency: 1, redisUrl: `redis://127.0.0.1:${port}` });
+    redis = await startPrivateRedis();
+    stack = await startStack({ concurrency: 1, redisUrl: redis.address });
   });
   afterAll(async () => {
     await stack?.stop();
-    await stopRedis();
-    rmSync(dataDir, { recursive: true, force: true });
+    await redis?.destroy();
   });
 
   it("the build still completes, and the API answers 503 while Redis is down and recovers by itself", async () => {
     const id = await submit(stack.apiUrl, sleeperConfig(`redis-restart-${run}`, 6));
     await waitFor(stack.apiUrl, id, (record) => record.status === "building", 60_000);
-    await stopRedis();
+    await redis.stop();
     const down = Date.now();
     const ready = await fetch(`${stack.apiUrl}/readyz`);
     expect(ready.status).toBe(503);
@@ -159,7 +127,7 @@ describe("a Redis restart mid-build (a Redis of this test's own, AOF on)", () =>
     expect(find.status).toBe(503);
     expect(Date.now() - down).toBeLessThan(10_000); // fails fast, does not hang
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    await startRedis();
+    await redis.start();
 
     const record = await waitFor(stack.apiUrl, id, isTerminal, 120_000, 250);
     expect(record.status, await (await apiFetch(`${stack.apiUrl}/builds/${id}/logs`)).text()).toBe("succeeded");

@@ -1,22 +1,17 @@
-import { apiFetch, getBuild as getRecord, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
-import Docker from "dockerode";
+import { apiFetch, getBuild as getRecord, waitUntil as waitFor } from "../src/index.js";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer, connect, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGitFixture, freePort, services, startStack, submit, type RunningStack } from "../src/index.js";
+import { containersWith, createGitFixture, freePort, isTerminal, services, startStack, submit, terminalEvents, type RunningStack } from "../src/index.js";
 
 // Cancellation, timeouts, retries by cause and graceful shutdown, against the real stack.
-const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const run = Date.now().toString(36);
 const emptyDir = mkdtempSync(path.join(tmpdir(), "m1l0-empty-"));
 const workDir = mkdtempSync(path.join(tmpdir(), "m1l0-lifecycle-work-"));
 const cleanups: Array<() => void> = [];
 
-
-const TERMINAL = ["succeeded", "failed", "cancelled", "cached"];
-const isTerminal = (record: RecordView) => TERMINAL.includes(record.status);
 
 async function logOf(apiUrl: string, id: string): Promise<string> {
   return (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
@@ -31,21 +26,6 @@ function sleeperRepo(marker: string, seconds: number): string {
 
 function sleeperConfig(marker: string, seconds: number, extra: Record<string, unknown> = {}) {
   return { service: "dockerhub", repository: "m1l0/e2e-lifecycle", revision: `${run}-${marker}`, source: sleeperRepo(marker, seconds), dockerfile: "Dockerfile", ...extra };
-}
-
-/** Containers (running or not) whose command carries the marker: what a build's RUN step left behind. */
-async function containersWith(marker: string): Promise<string[]> {
-  const containers = await docker.listContainers({ all: true });
-  return containers.filter((container) => container.Command.includes(marker)).map((container) => container.Id);
-}
-
-/** Status events of a build's stream that are terminal: the orchestrator's "answers". */
-async function terminalEvents(apiUrl: string, id: string): Promise<string[]> {
-  const log = await logOf(apiUrl, id);
-  return log
-    .split("\n")
-    .map((line) => /\[status\] (\w+)/.exec(line)?.[1])
-    .filter((status): status is string => status !== undefined && TERMINAL.includes(status));
 }
 
 afterAll(() => {

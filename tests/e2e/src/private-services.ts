@@ -1,0 +1,185 @@
+import { execFileSync, execSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { freePort, services } from "./stack.js";
+
+/**
+ * Private instances of the services for tests that stop or restart one: each has its own
+ * port, socket and directories, so the shared services (other helpers' tests) are never touched.
+ */
+export interface PrivateService {
+  /** redis://…, host:port or unix socket path */
+  address: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** stops it and removes its directories */
+  destroy(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill(signal);
+  });
+}
+
+/** A redis-server of the test's own (AOF on, noeviction), restartable on the same port and data. */
+export async function startPrivateRedis(): Promise<PrivateService> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(tmpdir(), "m1l0-redis-"));
+  let child: ChildProcess | undefined;
+  const ping = () => {
+    try {
+      return execFileSync("redis-cli", ["-p", String(port), "ping"], { stdio: ["ignore", "pipe", "ignore"] }).toString().includes("PONG");
+    } catch {
+      return false;
+    }
+  };
+  const service: PrivateService = {
+    address: `redis://127.0.0.1:${port}`,
+    async start() {
+      child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--dir", dataDir, "--save", ""], { stdio: "ignore" });
+      await waitFor("own redis-server", 10_000, ping);
+    },
+    stop: () => stopChild(child),
+    async destroy() {
+      await stopChild(child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  await service.start();
+  return service;
+}
+
+/** A docker-registry (distribution) of the test's own with the shared registry's credentials. */
+export async function startPrivateRegistry(): Promise<PrivateService> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "m1l0-registry-"));
+  const htpasswd = execFileSync("htpasswd", ["-Bbn", services.registryUsername, services.registryPassword]).toString();
+  writeFileSync(path.join(dir, "htpasswd"), htpasswd);
+  writeFileSync(
+    path.join(dir, "config.yml"),
+    [
+      "version: 0.1",
+      "log: { level: warn }",
+      `storage: { filesystem: { rootdirectory: ${dir}/data }, delete: { enabled: true } }`,
+      `http: { addr: 127.0.0.1:${port} }`,
+      `auth: { htpasswd: { realm: m1l0-registry, path: ${dir}/htpasswd } }`,
+      "",
+    ].join("\n"),
+  );
+  let child: ChildProcess | undefined;
+  const up = async () => {
+    try {
+      return (await fetch(`http://127.0.0.1:${port}/v2/`)).status === 401;
+    } catch {
+      return false;
+    }
+  };
+  const service: PrivateService = {
+    address: `127.0.0.1:${port}`,
+    async start() {
+      child = spawn("docker-registry", ["serve", path.join(dir, "config.yml")], { stdio: "ignore" });
+      await waitFor("own registry", 20_000, up);
+    },
+    stop: () => stopChild(child),
+    async destroy() {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await service.start();
+  return service;
+}
+
+/**
+ * A dockerd of the test's own, the way scripts/fleet.sh starts daemons 2 and 3: its own
+ * socket, data root, exec root, pidfile and bridge (never the default docker0). The local
+ * busybox base image is copied in from the shared daemon.
+ */
+export async function startPrivateDockerd(images: string[] = [services.baseImageBusybox]): Promise<PrivateService & { pid(): number | undefined }> {
+  const id = randomBytes(3).toString("hex");
+  const bridge = `m1l0c${id}`;
+  const dataRoot = `/var/lib/m1l0-chaos-${id}`;
+  const execRoot = `/var/run/m1l0c-${id}`;
+  const socket = `/var/run/m1l0c-${id}.sock`;
+  const pidfile = `/var/run/m1l0c-${id}.pid`;
+  // a /24 in 172.31.200-249 that no other bridge uses
+  const used = execSync("ip -4 -o addr show").toString();
+  let subnet = "";
+  for (let third = 200; third < 250 && !subnet; third++) if (!used.includes(`172.31.${third}.`)) subnet = `172.31.${third}`;
+  if (!subnet) throw new Error("no free 172.31.2xx.0/24 for a private bridge");
+  execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
+  execFileSync("ip", ["addr", "add", `${subnet}.1/24`, "dev", bridge]);
+  execFileSync("ip", ["link", "set", bridge, "up"]);
+  mkdirSync(dataRoot, { recursive: true });
+  let child: ChildProcess | undefined;
+  const up = () => {
+    try {
+      execFileSync("docker", ["-H", `unix://${socket}`, "info"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const service = {
+    address: socket,
+    pid: () => (existsSync(pidfile) ? Number(readFileSync(pidfile, "utf8").trim()) : undefined),
+    async start() {
+      child = spawn(
+        "dockerd",
+        ["--data-root", dataRoot, "--exec-root", execRoot, "-H", `unix://${socket}`, "--pidfile", pidfile, "--bridge", bridge, "--iptables=false", "--ip-masq=false", "--shutdown-timeout", "2"],
+        { stdio: "ignore", detached: true },
+      );
+      await waitFor("own dockerd", 60_000, up);
+    },
+    stop: () => stopChild(child),
+    async destroy() {
+      await stopChild(child);
+      rmSync(dataRoot, { recursive: true, force: true });
+      rmSync(execRoot, { recursive: true, force: true });
+      rmSync(socket, { force: true });
+      try {
+        execFileSync("ip", ["link", "del", bridge]);
+      } catch {
+        // already gone
+      }
+    },
+  };
+  await service.start();
+  for (const image of images) execSync(`docker -H unix:///var/run/docker.sock save ${image} | docker -H unix://${socket} load -q`, { stdio: "ignore" });
+  return service;
+}
+
+/** A TCP server that accepts connections and never answers: a hung git server or registry. */
+export async function startBlackhole(): Promise<{ port: number; close(): void }> {
+  const { createServer } = await import("node:net");
+  const sockets = new Set<import("node:net").Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    port,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
