@@ -19,6 +19,7 @@ import {
   waitUntil,
   workEntriesOf,
   type RunningStack,
+  apiFetch,
 } from "@m1l0/e2e";
 import { CHAOS_WORKER_ENV, seconds, workDir } from "../src/index.js";
 
@@ -67,7 +68,7 @@ describe("chaos: cancel during each phase", () => {
   /** DELETE, then the record must be `cancelled` within 5 s; returns how long it took. */
   async function cancel(id: string): Promise<number> {
     const started = Date.now();
-    expect((await fetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" })).status).toBe(202);
+    expect((await apiFetch(`${stack.apiUrl}/builds/${id}`, { method: "DELETE" })).status).toBe(202);
     const record = await waitUntil(stack.apiUrl, id, isTerminal, 5_000, 25);
     const took = Date.now() - started;
     expect(record.status).toBe("cancelled");

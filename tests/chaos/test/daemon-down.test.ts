@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { reportFigures, sleeperRepo, startPrivateDockerd, startStack, submit, waitForBuild, waitUntil, type PrivateService, type RunningStack } from "@m1l0/e2e";
+import { apiFetch, reportFigures, sleeperRepo, startPrivateDockerd, startStack, submit, waitForBuild, waitUntil, type PrivateService, type RunningStack } from "@m1l0/e2e";
 import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
 
 // (c) The Docker daemon of the only worker (a private dockerd with its own socket, data and
@@ -45,9 +45,9 @@ describe("chaos: a worker's dockerd stops", () => {
     expect(record.attempts).toBe(3);
     expect(record.attemptErrors?.map((entry) => entry.code)).toEqual(["DAEMON_UNREACHABLE", "DAEMON_UNREACHABLE", "DAEMON_UNREACHABLE"]);
     expect((await fetch(`${stack.apiUrl}/healthz`)).status).toBe(200);
-    expect((await fetch(`${stack.apiUrl}/builds/${second}`)).status).toBe(200);
+    expect((await apiFetch(`${stack.apiUrl}/builds/${second}`)).status).toBe(200);
     // the accepted build is cancelled, or has already failed the same way (409: finished)
-    expect([202, 409]).toContain((await fetch(`${stack.apiUrl}/builds/${second}`, { method: "DELETE" })).status);
+    expect([202, 409]).toContain((await apiFetch(`${stack.apiUrl}/builds/${second}`, { method: "DELETE" })).status);
     reportFigures("chaos c (dockerd stopped)", `build failed ${seconds(failedMs)} s after the daemon stopped, after ${record.attempts} attempts: ${record.error?.code}: ${record.error?.message}; API healthy throughout`);
   });
 });

@@ -3,7 +3,7 @@ import { Redis } from "ioredis";
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { auditRedisKeys, cachedImages, containersWith, eventually, reportFigures, services, startStack, type RunningStack } from "@m1l0/e2e";
+import { apiFetch, auditRedisKeys, cachedImages, containersWith, eventually, reportFigures, services, startStack, type RunningStack } from "@m1l0/e2e";
 import { CHAOS_WORKER_ENV, FLEET_SOCKETS, requireFleet, seconds, workDir } from "../src/index.js";
 
 // (f) 1,000 queued tiny builds (each unique) drained by 3 workers on 3 daemons: none lost,
@@ -65,7 +65,7 @@ describe("chaos: 1,000 queued builds drained by a 3-daemon fleet", () => {
         Array.from({ length: 25 }, async () => {
           while (next < N) {
             const index = next++;
-            const response = await fetch(`${stack.apiUrl}/builds`, {
+            const response = await apiFetch(`${stack.apiUrl}/builds`, {
               method: "POST",
               headers: { "content-type": "application/json" },
               body: JSON.stringify({ service: "dockerhub", repository: "m1l0/chaos-drain", revision: `${run}-${index}`, source: `dir://${path.join(sources, `b${index}`)}`, dockerfile: "Dockerfile" }),

@@ -1,7 +1,7 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { reportFigures, services, sleeperRepo, startStack, statusEvents, waitForBuild, type RunningStack } from "@m1l0/e2e";
+import { apiFetch, reportFigures, services, sleeperRepo, startStack, statusEvents, waitForBuild, type RunningStack } from "@m1l0/e2e";
 import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
 
 // (e) 200 concurrent identical submissions attach to one build: one id, one job, one docker build.
@@ -26,7 +26,7 @@ describe("chaos: 200 concurrent identical submissions", () => {
     const started = Date.now();
     const responses = await Promise.all(
       Array.from({ length: N }, async () => {
-        const response = await fetch(`${stack.apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body });
+        const response = await apiFetch(`${stack.apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body });
         return { status: response.status, body: (await response.json()) as { id?: string } };
       }),
     );
