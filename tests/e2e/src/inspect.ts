@@ -2,7 +2,7 @@ import Docker from "dockerode";
 import { Redis } from "ioredis";
 import { appendFileSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
-import type { BuildRecordView } from "./client.js";
+import { apiFetch, type BuildRecordView } from "./client.js";
 import { ROOT_DIR } from "./stack.js";
 
 /** What tests look at after builds: final answers, leftovers on daemons, disks and Redis. */
@@ -24,7 +24,7 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
 
 /** The status events of a build's stream, in order, as the API serves the log. */
 export async function statusEvents(apiUrl: string, id: string): Promise<string[]> {
-  const log = await (await fetch(`${apiUrl}/builds/${id}/logs`)).text();
+  const log = await (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
   return log
     .split("\n")
     .map((line) => /\[status\] (\w+)/.exec(line)?.[1])
