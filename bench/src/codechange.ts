@@ -8,7 +8,7 @@ import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
 import { startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
-import { between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
+import { apiFetch, between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
 
 const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
 const POLL_MS = 20;
@@ -60,7 +60,7 @@ async function build(stack: RunningStack, config: Record<string, unknown>): Prom
   const id = await postBuild(stack.apiUrl, config);
   const record = await waitForTerminal(stack.apiUrl, id, { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
   const ms = performance.now() - started;
-  const log = await (await fetch(`${stack.apiUrl}/builds/${id}/logs`)).text();
+  const log = await (await apiFetch(`${stack.apiUrl}/builds/${id}/logs`)).text();
   if (record.status !== "succeeded") throw new Error(`build ${id} ended ${record.status}: ${JSON.stringify(record.error)}\n${log.slice(-1500)}`);
   return { ms, record, log };
 }

@@ -6,7 +6,7 @@ import { DAEMON_SOCKETS, checkDaemons, daemonLabel, removeRepositoryImages } fro
 import type { Table } from "./report.js";
 import { startStack, type RunningStack, type Services } from "./stack.js";
 import { formatMs, formatSummary, summarize } from "./stats.js";
-import { createGitFixture, shortId, sleep, waitForTerminal } from "./util.js";
+import { apiFetch, createGitFixture, shortId, sleep, waitForTerminal } from "./util.js";
 
 const BUSYBOX = "m1l0-local/busybox:latest";
 const TARGET = 2.5;
@@ -29,7 +29,7 @@ interface Run {
 async function submit(apiUrl: string, config: unknown, key: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const response = await fetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json", "idempotency-key": key }, body: JSON.stringify(config) });
+      const response = await apiFetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json", "idempotency-key": key }, body: JSON.stringify(config) });
       const body = (await response.json()) as { id?: string };
       if ((response.status === 202 || response.status === 200) && body.id) return body.id;
       throw new Error(`POST /builds answered ${response.status}: ${JSON.stringify(body)}`);

@@ -15,6 +15,8 @@ export interface LoadPlan {
   shape: "closed" | "open";
   /** http: API base URL */
   apiUrl?: string;
+  /** http: bearer token sent with every request */
+  apiToken?: string;
   /** queue: Redis URL and queue name */
   redisUrl?: string;
   queueName?: string;
@@ -50,7 +52,7 @@ function httpSender(plan: LoadPlan): Send {
   return () =>
     new Promise((resolve, reject) => {
       const body = Buffer.from(JSON.stringify({ ...plan.input, revision: `load-${process.pid}-${sequence++}` }));
-      const request = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": body.length } }, (response) => {
+      const request = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": body.length, ...(plan.apiToken ? { authorization: `Bearer ${plan.apiToken}` } : {}) } }, (response) => {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
         response.on("end", () => {

@@ -8,7 +8,7 @@ import { parse as parseYaml } from "yaml";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type Services } from "./stack.js";
 import { formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
-import { between, createGitFixture, postBuild, runCommand, shortId, waitForTerminal } from "./util.js";
+import { apiFetch, between, createGitFixture, postBuild, runCommand, shortId, waitForTerminal } from "./util.js";
 
 const MNIST_DIR = path.join(ROOT_DIR, "examples/mnist");
 /** Same name and .dockerignore the worker puts into its context (apps/worker/src/pipeline.ts). */
@@ -72,7 +72,7 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
     const record = await waitForTerminal(apiUrl, id, { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
     const totalMs = performance.now() - started;
     if (record.status !== "succeeded") throw new Error(`build ${id} ended ${record.status}: ${JSON.stringify(record.error)}`);
-    const log = await (await fetch(`${apiUrl}/builds/${id}/logs`)).text();
+    const log = await (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
     // The resubmit's new build id label makes a new image; remember the first to remove both.
     const firstImage = (await runCommand("docker", ["image", "inspect", "-f", "{{.Id}}", record.image?.reference ?? ""])).output.trim();
 

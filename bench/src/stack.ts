@@ -1,3 +1,4 @@
+import { createApiToken } from "@m1l0/config";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -5,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { registerApiToken } from "./util.js";
 
 export const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -33,6 +35,8 @@ export async function freePort(): Promise<number> {
 
 export interface RunningStack {
   apiUrl: string;
+  /** admin bearer token of this stack's API (apiFetch sends it) */
+  apiToken: string;
   queueName: string;
   /** last lines of the processes' output, for error messages */
   recentLogs(): string;
@@ -96,8 +100,9 @@ export async function startStack(
   };
   const logs: string[] = [];
   const children: ChildProcess[] = [];
-  // AUTH_DISABLED: the benchmark clients send no token (auth adds one sha256 and one Redis round trip per submission)
-  children.push(spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, AUTH_DISABLED: "true", HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort) }, logs, "api"));
+  // Auth on, as in production: every request pays the token check, every submission the rate-limit counter (a limit no benchmark reaches)
+  const apiToken = createApiToken("bench", "admin");
+  children.push(spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), { ...common, API_TOKENS: apiToken.line, SUBMIT_RATE_LIMIT_MAX: "100000000", HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort) }, logs, "api"));
   for (const [index, workerEnv] of (options.worker ? (options.workers ?? [{}]) : []).entries()) {
     children.push(
       spawnNode(
@@ -123,8 +128,10 @@ export async function startStack(
       ),
     );
   }
+  registerApiToken(`http://127.0.0.1:${port}`, apiToken.token);
   const stack: RunningStack = {
     apiUrl: `http://127.0.0.1:${port}`,
+    apiToken: apiToken.token,
     queueName,
     recentLogs: () => logs.slice(-40).join("\n"),
     async stop() {
@@ -136,7 +143,7 @@ export async function startStack(
   const deadline = Date.now() + 90_000;
   for (;;) {
     try {
-      if ((await fetch(`${stack.apiUrl}/readyz`)).ok) break;
+      if ((await fetch(`${stack.apiUrl}/readyz`)).ok) break; // health is open
     } catch {
       // not listening yet
     }

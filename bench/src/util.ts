@@ -44,8 +44,23 @@ export function runCommand(command: string, args: string[], options: { env?: Nod
   });
 }
 
+const apiTokens = new Map<string, string>();
+
+/** Makes apiFetch (and postBuild, waitForTerminal) send `Authorization: Bearer <token>` to this API. */
+export function registerApiToken(apiUrl: string, token: string): void {
+  apiTokens.set(new URL(apiUrl).origin, token);
+}
+
+/** fetch with the registered token for the URL's API: the benchmarks run the API with auth on, as in production. */
+export function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  const token = apiTokens.get(new URL(url).origin);
+  const headers = new Headers(init.headers);
+  if (token && !headers.has("authorization")) headers.set("authorization", `Bearer ${token}`);
+  return fetch(url, { ...init, headers });
+}
+
 export async function postBuild(apiUrl: string, config: unknown): Promise<string> {
-  const response = await fetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
+  const response = await apiFetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
   const body = (await response.json()) as { id?: string };
   if (response.status !== 202 || !body.id) throw new Error(`POST /builds answered ${response.status}: ${JSON.stringify(body)}`);
   return body.id;
@@ -56,7 +71,7 @@ export async function waitForTerminal(apiUrl: string, id: string, options: { pol
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     // an unanswered poll (a loaded machine, a reset keep-alive connection) is retried until the deadline
-    const response = await fetch(`${apiUrl}/builds/${id}`).catch(() => undefined);
+    const response = await apiFetch(`${apiUrl}/builds/${id}`).catch(() => undefined);
     if (response?.ok) {
       const record = (await response.json()) as BuildRecord;
       if (isTerminal(record.status)) return record;

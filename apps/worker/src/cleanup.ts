@@ -206,7 +206,11 @@ export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageB
   const pending = new Map<string, string>(); // tag → image id awaiting its push
   return {
     ping: () => builder.ping(),
+    ...(builder.imageLabels ? { imageLabels: builder.imageLabels } : {}),
     ...(builder.imageContentId ? { imageContentId: (reference: string) => builder.imageContentId!(reference) } : {}),
+    // cache-from (pipeline) needs these; without them a wrapped builder would silently build without the registry cache
+    ...(builder.imageOrigin ? { imageOrigin: (reference: string) => builder.imageOrigin!(reference) } : {}),
+    ...(builder.pull ? { pull: (request: Parameters<NonNullable<ImageBuilder["pull"]>>[0]) => builder.pull!(request) } : {}),
     async build(request) {
       await cache.enterBuild();
       let result: { imageId: string };

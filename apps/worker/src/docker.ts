@@ -16,6 +16,8 @@ export interface ImageBuildRequest {
   labels?: Record<string, string>;
   /** images on this daemon whose layers the build may reuse (the classic builder's cachefrom) */
   cacheFrom?: string[];
+  /** the builder's own labels (imageLabels) are already in the Dockerfile: do not add them through the API (one more step) */
+  ownLabelsInDockerfile?: boolean;
   signal?: AbortSignal;
   onLine: (line: string) => void;
 }
@@ -39,6 +41,8 @@ export interface ImageBuilder {
   build(request: ImageBuildRequest): Promise<{ imageId: string }>;
   push(request: PushRequest): Promise<{ digest: string }>;
   ping(): Promise<void>;
+  /** labels this builder puts on every image it makes; a generated Dockerfile can carry them itself */
+  readonly imageLabels?: Readonly<Record<string, string>>;
   /**
    * Whether the daemon holds this image and how it got it: `built` (by this daemon: its layers
    * are in the local build cache) or `pulled` (its layers are reusable only through cachefrom).
@@ -143,6 +147,10 @@ export class DockerImageBuilder implements ImageBuilder {
   #cgroupDriverChecked = false;
   /** how the daemon is addressed, for error messages */
   readonly endpoint: string;
+
+  get imageLabels(): Readonly<Record<string, string>> {
+    return this.options.labels ?? {};
+  }
 
   constructor(private readonly options: DockerImageBuilderOptions = {}) {
     this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
@@ -249,7 +257,7 @@ export class DockerImageBuilder implements ImageBuilder {
   }
 
   private async buildOnce(request: ImageBuildRequest, cgroup: BuildCgroup | undefined): Promise<{ imageId: string }> {
-    const labels = { ...this.options.labels, ...request.labels };
+    const labels = request.ownLabelsInDockerfile ? { ...request.labels } : { ...this.options.labels, ...request.labels };
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(request.context, {

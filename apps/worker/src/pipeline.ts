@@ -148,7 +148,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       });
       dockerfileName = GENERATED_DOCKERFILE;
       extraFiles = [
-        { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels }) },
+        // the builder's own labels (image cache ownership) ride in the Dockerfile's LABEL line: no extra build step
+        { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels: { ...labels, ...deps.builder.imageLabels } }) },
         // The user's ignores are already applied while packing. This replacement makes the
         // daemon drop our Dockerfile (and itself) from the context before `COPY . ./`.
         { name: ".dockerignore", content: `${GENERATED_DOCKERFILE}\n.dockerignore\n` },
@@ -174,6 +175,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       networkMode: deps.buildNetwork,
       // generated Dockerfiles carry the key in their LABEL line; a user's Dockerfile gets it from the build API (one more step)
       ...(buildKey && config.dockerfile ? { labels: { [BUILD_KEY_LABEL]: buildKey } } : {}),
+      ...(config.dockerfile ? {} : { ownLabelsInDockerfile: true }),
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
       ...(cacheFrom ? { cacheFrom: [cacheFrom] } : {}),
