@@ -3,7 +3,7 @@ import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBui
 import { isRedisUnavailableError, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
 import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute } from "./admin/index.js";
 import { canAccess, submitterOf, type Authenticator, type Principal } from "./auth/principal.js";
@@ -44,7 +44,9 @@ function links(id: string) {
 /** The REST API as a plugin-style factory; the server process (server.ts) only listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // One access-log line per request (Fastify's default is two), written when the answer is known.
-  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024, disableRequestLogging: true });
+  const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
   app.addHook("onResponse", (request, reply, done) => {
     const level = reply.statusCode >= 500 ? "error" : "info";
     request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, "request");

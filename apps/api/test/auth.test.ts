@@ -62,8 +62,12 @@ afterAll(async () => {
   redis?.disconnect();
 });
 
-async function submitAs(t: { token: string }, headers: Record<string, string> = {}) {
-  return app.inject({ method: "POST", url: "/builds", headers: { ...bearer(t), ...headers }, payload: CONFIG });
+// each submission its own build (identical requests in flight would attach to one build)
+let submissions = 0;
+const distinctConfig = () => ({ ...CONFIG, revision: `r${++submissions}` });
+
+async function submitAs(t: { token: string }, headers: Record<string, string> = {}, payload: Record<string, unknown> = distinctConfig()) {
+  return app.inject({ method: "POST", url: "/builds", headers: { ...bearer(t), ...headers }, payload });
 }
 
 describe("operator configuration", () => {
@@ -227,9 +231,10 @@ describe("ownership", () => {
 
   it("scopes Idempotency-Key by token: the same key from another token is another build", async () => {
     const key = `shared-${randomUUID()}`;
-    const first = await submitAs(alice, { "idempotency-key": key });
-    const other = await submitAs(bob, { "idempotency-key": key });
-    const repeat = await submitAs(alice, { "idempotency-key": key });
+    const payload = distinctConfig();
+    const first = await submitAs(alice, { "idempotency-key": key }, payload);
+    const other = await submitAs(bob, { "idempotency-key": key }, payload);
+    const repeat = await submitAs(alice, { "idempotency-key": key }, payload);
     expect(first.statusCode).toBe(202);
     expect(other.statusCode).toBe(202);
     expect(other.json().id).not.toBe(first.json().id);
@@ -262,7 +267,7 @@ describe("per-token submission rate limit (Redis, shared by replicas and by gRPC
     if (keys.length) await redis.del(...keys);
   });
 
-  const post = (instance: FastifyInstance, t: { token: string }) => instance.inject({ method: "POST", url: "/builds", headers: bearer(t), payload: CONFIG });
+  const post = (instance: FastifyInstance, t: { token: string }) => instance.inject({ method: "POST", url: "/builds", headers: bearer(t), payload: distinctConfig() });
 
   it("answers 429 RATE_LIMITED with Retry-After once a token's budget is spent, on any replica, and resets after the window", async () => {
     const [a, b] = limited as [FastifyInstance, FastifyInstance];
