@@ -85,7 +85,7 @@ export async function lookupRemoteImage(target: ImageLookupTarget, options: Imag
   const host = apiHost(target.registry);
   const scheme = options.plainHttp ?? isLoopbackRegistry(host) ? "http" : "https";
   const base = `${scheme}://${host}/v2/${repositoryPath(target.registry, target.repository)}`;
-  const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 10_000), ...(options.signal ? [options.signal] : [])]);
+  const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal ? [options.signal] : [])]);
   const scope = `repository:${repositoryPath(target.registry, target.repository)}:pull`;
   const tokenKey = `${host} ${scope} ${options.auth?.username ?? ""}`;
   let authorization: string | undefined;

@@ -116,7 +116,7 @@ describe("chaos: cancel during each phase", () => {
   it("pushing (a registry that never answers)", async () => {
     const marker = `chaos-cancel-pushing-${run}`;
     const id = await submit(stack.apiUrl, sleeper(marker, 0));
-    await waitUntil(stack.apiUrl, id, (record) => record.status === "pushing", 60_000);
+    await waitUntil(stack.apiUrl, id, (record) => record.status === "pushing", 120_000);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect((await getBuild(stack.apiUrl, id)).status).toBe("pushing");
     const took = await cancel(id);

@@ -314,16 +314,19 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     const tar = gunzipSync(await s3Bytes(`contexts/${digest}.tar.gz`));
     expect(createHash("sha256").update(tar).digest("hex")).toBe(digest);
     const rebuiltTag = `m1l0-e2e/rebuilt:${run}`;
-    // a user's own Dockerfile gets its build-key label from the build API, not from the context
+    // a user's own Dockerfile gets the worker's labels (build key, image-cache owner) from the build API, not from the context
     const buildKey = first.record!.buildKey!;
     expect(buildKey).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const originalLabels = (await docker.getImage(first.record!.image!.reference).inspect()).Config.Labels ?? {};
+    expect(originalLabels["ai.m1l0.build-key"]).toBe(buildKey);
+    const workerLabels = Object.fromEntries(Object.entries(originalLabels).filter(([key]) => key === "ai.m1l0.build-key" || key === "ai.m1l0.image-cache"));
     const stream = await docker.buildImage(Readable.from([tar]), {
       t: rebuiltTag,
       dockerfile: "Dockerfile",
       networkmode: "none",
       rm: true,
       forcerm: true,
-      labels: { "ai.m1l0.build-key": buildKey },
+      labels: workerLabels,
     });
     const output: Array<{ error?: string }> = await new Promise((resolve, reject) => docker.modem.followProgress(stream, (error, result) => (error ? reject(error) : resolve(result))));
     expect(output.filter((message) => message.error)).toEqual([]);
