@@ -64,7 +64,7 @@ describe("m1l0 CLI (built binary) against the real stack", () => {
     const progress = result.stderr;
     const phases = [...progress.matchAll(/^==> (\w+)$/gm)].map((match) => match[1]);
     expect(phases).toEqual(["queued", "fetching", "building", "pushing"]);
-    expect(progress).toMatch(/^\[fetch\] resolved commit [0-9a-f]{40}$/m);
+    expect(progress).toMatch(/^\[fetch\] resolved commit [0-9a-f]{40}( \(main\))?$/m);
     expect(progress).toMatch(/^\[build\] Step \d+\/\d+ : /m);
     expect(progress).toMatch(/^\[push\] [0-9a-f]{12}: (Pushed|Layer already exists)$/m);
     expect(progress).toMatch(/^==> build bld_\w+ succeeded in \d/m);
