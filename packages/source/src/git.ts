@@ -409,6 +409,24 @@ export function largestPackObject(pack: Buffer, limit: number): number {
   return largest;
 }
 
+/**
+ * isomorphic-git's onAuth: credentials only for the source's own host, only when the server
+ * asks (401), and only once — a rejected token cancels instead of looping.
+ */
+function authCallback(ctx: Context): (authUrl: string) => GitAuth {
+  return (authUrl) => {
+    let matches: GitCredential | undefined;
+    try {
+      matches = ctx.credential && credentialFor([ctx.credential], new URL(authUrl));
+    } catch {
+      matches = undefined;
+    }
+    if (!matches) return { cancel: true };
+    ctx.authSent = true;
+    return { username: matches.username, password: matches.token };
+  };
+}
+
 /** Log lines naming removed links, at most; the rest are counted. */
 const MAX_LINK_LINES = 20;
 
@@ -488,19 +506,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     signal.addEventListener("abort", () => reject(ctx.failure ?? signal.reason), { once: true });
   });
   stopped.catch(() => undefined);
-  // Credentials only for the source's own host, only when the server asks (401), and only once:
-  // a rejected token cancels instead of looping.
-  const onAuth = (authUrl: string): GitAuth => {
-    let matches: GitCredential | undefined;
-    try {
-      matches = credential && credentialFor([credential], new URL(authUrl));
-    } catch {
-      matches = undefined;
-    }
-    if (!matches) return { cancel: true };
-    ctx.authSent = true;
-    return { username: matches.username, password: matches.token };
-  };
+  const onAuth = authCallback(ctx);
   const onAuthFailure = (): GitAuth => ({ cancel: true });
   const progress = progressLogger(ctx.log);
   const cache = {};
@@ -647,17 +653,7 @@ export async function resolveGitRevision(options: ResolveRevisionOptions): Promi
   const timeout = setTimeout(() => stopper.abort(new Error("ref lookup timed out")), 30_000);
   const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
   const guarded = guardedHttpClient(ctx, guard, signal, (failure) => stopper.abort(failure), 1024 ** 2 * 64);
-  const onAuth = (authUrl: string): GitAuth => {
-    let matches: GitCredential | undefined;
-    try {
-      matches = credential && credentialFor([credential], new URL(authUrl));
-    } catch {
-      matches = undefined;
-    }
-    if (!matches) return { cancel: true };
-    ctx.authSent = true;
-    return { username: matches.username, password: matches.token };
-  };
+  const onAuth = authCallback(ctx);
   try {
     const refs = await listServerRefs({
       http: guarded.client,
