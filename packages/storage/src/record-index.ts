@@ -4,7 +4,7 @@ import { artifactKeys, type ArtifactStore } from "./artifacts.js";
 
 /**
  * The archive's newest-first index. S3 lists keys only in ascending byte order, so each
- * archived record also gets empty marker objects whose names sort newest first:
+ * archived record also gets small marker objects (each holds the record's key) whose names sort newest first:
  *
  *   records-by-time/all/<inverted ms>_<id>!
  *   records-by-time/status/<status>/<inverted ms>_<id>!
@@ -77,7 +77,8 @@ export async function archiveRecord(artifacts: ArtifactStore, record: BuildRecor
 
 async function writeIndexKeys(artifacts: ArtifactStore, record: BuildRecord): Promise<number> {
   const keys = recordIndexKeys(record);
-  await Promise.all(keys.map((key) => artifacts.put(key, "", "application/octet-stream")));
+  // the body names the record it indexes (and is never empty: S3 clients warn about bodies of unknown length)
+  await Promise.all(keys.map((key) => artifacts.put(key, artifactKeys.record(record.id), "text/plain")));
   return keys.length;
 }
 
