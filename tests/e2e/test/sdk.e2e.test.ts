@@ -102,6 +102,20 @@ describe("SDK against the real stack", () => {
     }
   });
 
+  it("pages through the builds with cursors: listPage and listAll see each build once, newest first", async () => {
+    const everything = (await client.list({ limit: 500 })).map((build) => build.id);
+    expect(everything.length, "needs the builds of the tests before").toBeGreaterThanOrEqual(2);
+    const first = await client.listPage({ limit: 1 });
+    expect(first.builds.map((build) => build.id)).toEqual(everything.slice(0, 1));
+    expect(first.nextCursor).toEqual(expect.any(String));
+    const second = await client.listPage({ limit: 1, cursor: first.nextCursor! });
+    expect(second.builds.map((build) => build.id)).toEqual(everything.slice(1, 2));
+    const paged: string[] = [];
+    for await (const build of client.listAll({ limit: 1 })) paged.push(build.id);
+    expect(paged).toEqual(everything);
+    await expect(client.listPage({ cursor: "nonsense" })).rejects.toMatchObject({ status: 400, code: "VALIDATION_FAILED", issues: [{ field: "cursor" }] });
+  });
+
   it("reports an unknown build as NOT_FOUND and an unreachable API as API_UNREACHABLE", async () => {
     await expect(client.get("bld_doesnotexist")).rejects.toMatchObject({ name: "M1l0ApiError", status: 404, code: "NOT_FOUND" });
     const anonymous = new M1l0Client({ baseUrl: stack.apiUrl });
