@@ -13,6 +13,7 @@ const run = Date.now().toString(36);
 const ANSI = /\x1b\[/;
 
 let stack: RunningStack;
+let artifactsDir: string | undefined;
 let configDir: string;
 let succeededBuildId: string | undefined;
 
@@ -45,12 +46,15 @@ function writeConfig(name: string, content: string | Record<string, unknown>): s
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // its own archive folder: the history it pages through holds this stack's builds only
+  artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-artifacts-"));
+  stack = await startStack({ apiEnv: { ARTIFACTS_DIR: artifactsDir }, workerEnv: { ARTIFACTS_DIR: artifactsDir } });
   configDir = mkdtempSync(path.join(tmpdir(), "m1l0-cli-"));
 });
 
 afterAll(async () => {
   await stack?.stop();
+  if (artifactsDir) rmSync(artifactsDir, { recursive: true, force: true });
   if (configDir) rmSync(configDir, { recursive: true, force: true });
 });
 

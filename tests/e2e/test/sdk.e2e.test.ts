@@ -1,6 +1,7 @@
 import type { BuildConfigInput } from "@m1l0/config";
 import { M1l0ApiError, M1l0Client, type WatchedEvent } from "@m1l0/sdk";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -11,6 +12,7 @@ const mnistConfig = parse(mnistText) as Record<string, unknown>;
 const run = Date.now().toString(36);
 
 let stack: RunningStack;
+let artifactsDir: string | undefined;
 let client: M1l0Client;
 /** the build of the first test, reused to check resuming on a finished event stream */
 let finishedBuildId: string | undefined;
@@ -22,12 +24,15 @@ async function collect(events: AsyncIterable<WatchedEvent>): Promise<WatchedEven
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // its own archive folder: the history it pages through holds this stack's builds only
+  artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-artifacts-"));
+  stack = await startStack({ apiEnv: { ARTIFACTS_DIR: artifactsDir }, workerEnv: { ARTIFACTS_DIR: artifactsDir } });
   client = new M1l0Client({ baseUrl: stack.apiUrl, token: stack.token });
 });
 
 afterAll(async () => {
   await stack?.stop();
+  if (artifactsDir) rmSync(artifactsDir, { recursive: true, force: true });
 });
 
 describe("SDK against the real stack", () => {
