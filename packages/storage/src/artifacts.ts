@@ -148,16 +148,28 @@ export class LocalArtifactStore implements ArtifactStore {
 
   async listKeys(prefix: string, options: ListKeysOptions): Promise<string[]> {
     const limit = listLimit(options.limit);
-    // keys are `<folder>/<name>`: list the folder and match the rest of the prefix on names
-    const folder = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : "";
-    const namePrefix = prefix.slice(folder.length);
-    const names = await readdir(folder ? this.pathOf(folder) : this.root, { withFileTypes: true }).catch(() => []);
-    const keys = names
-      .filter((entry) => entry.isFile() && entry.name.startsWith(namePrefix) && !entry.name.endsWith(".partial"))
-      .map((entry) => folder + entry.name)
-      .filter((key) => options.startAfter === undefined || key > options.startAfter);
-    // byte order, as S3 lists (a plain sort compares UTF-16 code units: the same for our ASCII keys)
-    return keys.sort().slice(0, limit);
+    const { startAfter } = options;
+    const found: string[] = [];
+    // S3 semantics over folders: keys are paths, listed in byte order; folders that hold only
+    // keys before startAfter (or outside the prefix) are skipped unread, so a page reads the
+    // folders it lists from, not the whole store
+    const walk = async (folder: string): Promise<void> => {
+      const entries = await readdir(folder ? this.pathOf(folder) : this.root, { withFileTypes: true }).catch(() => []);
+      // a folder sorts as its keys do: "a/…" after "a-b", so compare "a/" with "a-b"
+      const named = entries.map((entry) => ({ entry, key: folder + entry.name + (entry.isDirectory() ? "/" : "") })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      for (const { entry, key } of named) {
+        if (found.length >= limit) return;
+        if (entry.isDirectory()) {
+          const overlapsPrefix = key.startsWith(prefix) || prefix.startsWith(key);
+          const allBefore = startAfter !== undefined && key < startAfter && !startAfter.startsWith(key);
+          if (overlapsPrefix && !allBefore) await walk(key);
+        } else if (entry.isFile() && key.startsWith(prefix) && !entry.name.endsWith(".partial") && (startAfter === undefined || key > startAfter)) {
+          found.push(key);
+        }
+      }
+    };
+    await walk(prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : "");
+    return found;
   }
 }
 

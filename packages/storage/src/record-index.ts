@@ -4,24 +4,30 @@ import { artifactKeys, type ArtifactStore } from "./artifacts.js";
 
 /**
  * The archive's newest-first index. S3 lists keys only in ascending byte order, so each
- * archived record also gets small marker objects (each holds the record's key) whose names sort newest first:
+ * archived record also gets small marker objects (each holds the record's key) whose names
+ * sort newest first:
  *
- *   records-by-time/all/<inverted ms>_<id>!
- *   records-by-time/status/<status>/<inverted ms>_<id>!
- *   records-by-time/submitter/<token name>/all/<inverted ms>_<id>!
- *   records-by-time/submitter/<token name>/status/<status>/<inverted ms>_<id>!
+ *   records-by-time/all/<bucket>/<inverted ms>_<id>!
+ *   records-by-time/status/<status>/<bucket>/<inverted ms>_<id>!
+ *   records-by-time/submitter/<token name>/all/<bucket>/<inverted ms>_<id>!
+ *   records-by-time/submitter/<token name>/status/<status>/<bucket>/<inverted ms>_<id>!
  *
  * `<inverted ms>` is 9999999999999 − createdAt in ms, 13 digits, so newer builds list first;
  * among builds of the same millisecond ids ascend. The closing `!` sorts below every character
  * an id may hold, so an id that is a prefix of another (`a`, `a-b`) still sorts first, in S3
- * and in stores that order by file name alike. One prefix per filter keeps a filtered page as cheap as
- * an unfiltered one: a page is one ListObjectsV2 call (StartAfter = the cursor's key) plus a
- * GET per record, whatever the size of the archive.
+ * and in stores that order by file name alike. `<bucket>` is the first 5 digits of the
+ * inverted time (about 28 hours a bucket): it changes nothing in S3's order, and lets stores
+ * made of folders (the local one, s3rver) skip whole days before a cursor instead of reading
+ * one ever-growing folder. One prefix per filter keeps a filtered page as cheap as an
+ * unfiltered one: a page is one or two list calls (StartAfter = the cursor's key) plus a GET
+ * per record, whatever the size of the archive.
  */
 export const RECORD_INDEX_ROOT = "records-by-time/";
 
 /** createdAt values up to this (the year 2286) fit the 13-digit inverted time */
 const MAX_MS = 9_999_999_999_999;
+/** leading digits of the inverted time that name its folder (10^8 ms, about 28 hours) */
+const BUCKET_DIGITS = 5;
 
 export interface RecordIndexFilter {
   status?: BuildStatus;
@@ -39,15 +45,15 @@ export function recordIndexPrefix(filter: RecordIndexFilter = {}): string {
 
 export function recordIndexKey(prefix: string, position: HistoryPosition): string {
   const inverted = String(MAX_MS - position.createdAtMs).padStart(13, "0");
-  return `${prefix}${inverted}_${position.id}!`;
+  return `${prefix}${inverted.slice(0, BUCKET_DIGITS)}/${inverted}_${position.id}!`;
 }
 
 /** The position named by an index key under `prefix`; undefined for anything else. */
 export function parseRecordIndexKey(prefix: string, key: string): HistoryPosition | undefined {
   if (!key.startsWith(prefix)) return undefined;
-  const match = /^(\d{13})_(.+)!$/.exec(key.slice(prefix.length));
-  if (!match || !BUILD_ID_PATTERN.test(match[2]!)) return undefined;
-  return { createdAtMs: MAX_MS - Number(match[1]), id: match[2]! };
+  const match = /^(\d{5})\/(\d{13})_(.+)!$/.exec(key.slice(prefix.length));
+  if (!match || !match[2]!.startsWith(match[1]!) || !BUILD_ID_PATTERN.test(match[3]!)) return undefined;
+  return { createdAtMs: MAX_MS - Number(match[2]), id: match[3]! };
 }
 
 /** Every index key of one record (the same keys each time: rewriting them is harmless). */

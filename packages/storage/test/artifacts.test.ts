@@ -62,6 +62,23 @@ describe.each(stores)("ArtifactStore: %s", (_name, store) => {
     expect(await store.listKeys("nothing-here/", { limit: 10 })).toEqual([]);
     await expect(store.listKeys("list/", { limit: 1001 })).rejects.toThrow(/limit/);
   });
+
+  it("lists keys in nested folders in key order, skipping what lies before startAfter", async () => {
+    const keys = ["tree/c", "tree/b0", "tree/a/y", "tree/b/z", "tree/a/x", "tree/b/a/deep"];
+    for (const key of keys) {
+      written.push(key);
+      await store.put(key, "x");
+    }
+    const sorted = [...keys].sort();
+    expect(sorted).toEqual(["tree/a/x", "tree/a/y", "tree/b/a/deep", "tree/b/z", "tree/b0", "tree/c"]);
+    expect(await store.listKeys("tree/", { limit: 100 })).toEqual(sorted);
+    expect(await store.listKeys("tree/", { limit: 3 })).toEqual(sorted.slice(0, 3));
+    for (const [i, key] of sorted.entries()) expect(await store.listKeys("tree/", { limit: 100, startAfter: key })).toEqual(sorted.slice(i + 1));
+    expect(await store.listKeys("tree/", { limit: 100, startAfter: "tree/a/" })).toEqual(sorted);
+    expect(await store.listKeys("tree/", { limit: 100, startAfter: "tree/a0" })).toEqual(sorted.slice(2));
+    expect(await store.listKeys("tree/b", { limit: 100 })).toEqual(sorted.slice(2, 5));
+    expect(await store.listKeys("tree/b/", { limit: 1, startAfter: "tree/b/a/deep" })).toEqual(["tree/b/z"]);
+  });
 });
 
 it("the local store refuses keys that leave its folder", async () => {
