@@ -194,6 +194,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       docker.docker,
       { scope: env.IMAGE_CACHE_SCOPE, maxImages: env.IMAGE_CACHE_MAX_IMAGES, maxBytes: env.IMAGE_CACHE_MAX_BYTES, danglingMinAgeSeconds: env.IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS },
       logger.child({ component: "image-cache" }),
+      docker.calls,
     );
     builder = withImageCache(docker, imageCache);
   }

@@ -6,3 +6,4 @@ export * from "./reference.js";
 export * from "./env.js";
 export * from "./canonical.js";
 export * from "./tokens.js";
+export * from "./deadline.js";
