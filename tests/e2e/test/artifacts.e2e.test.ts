@@ -1,6 +1,7 @@
 import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import Docker from "dockerode";
 import { Redis } from "ioredis";
+import { withDeadline } from "@m1l0/config";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -72,7 +73,7 @@ async function startS3rver(): Promise<void> {
   const probe = async () => {
     try {
       // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
-      const response = await fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal: AbortSignal.timeout(2_000) });
+      const response = await withDeadline({ timeoutMs: 2_000 }, (signal) => fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal }));
       lastProbe = `HTTP ${response.status}`;
       return response.status === 404;
     } catch (error) {
