@@ -50,7 +50,7 @@ describe("a hung registry", () => {
   it("ends the skip-if-unchanged lookup at its deadline", async () => {
     const host = `127.0.0.1:${tcp.port}`;
     const settled = await underPressure(() =>
-      lookupRemoteImage({ registry: host, repository: "team/app", tag: "latest" }, { timeoutMs: DEADLINE_MS, signal: buildSignal(), auth: { username: "u", password: "p" } }),
+      lookupRemoteImage({ registry: host, repository: "team/app", tag: "latest" }, { timeoutMs: DEADLINE_MS, signal: buildSignal(), auth: { username: "u", password: "p", serveraddress: host } }),
     );
     expectDeadlineError(settled, "ImageLookupError", new RegExp(`registry ${host} did not answer within 0.5 s`));
   });
