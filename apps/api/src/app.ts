@@ -161,7 +161,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const { id } = request.params;
     await visible(request.principal, id);
     // once the Redis stream is gone (expired/trimmed away), the archived log is the log
-    const archivedLog = (await deps.store.readEvents(id, "0", { count: 1 })).length === 0 ? await history.archivedLog(id) : undefined;
+    const archivedLog = await history.logIfForgotten(id);
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
     if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
@@ -187,7 +187,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       "x-accel-buffering": "no",
     });
     try {
-      const events = archivedLog ? archivedEvents(archivedLog, lastEventId) : deps.store.follow(id, lastEventId, abort.signal);
+      const events = archivedLog ? archivedEvents(archivedLog, lastEventId) : history.events(id, lastEventId, abort.signal);
       for await (const item of events) {
         reply.raw.write(`id: ${item.id}\nevent: ${item.event.type}\ndata: ${JSON.stringify(item.event)}\n\n`);
       }

@@ -20,6 +20,9 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
+  /** the workers' source host policy, so requests they would refuse are refused before enqueueing: keep both equal to the workers' */
+  ALLOW_PRIVATE_SOURCE_HOSTS: bool,
+  SOURCE_HOST_ALLOWLIST: z.string().default("").transform((text) => text.split(",").map((entry) => entry.trim()).filter(Boolean)),
   /** registry hosts a request may name in `registry` (comma list); empty = none */
   REGISTRY_ALLOWLIST: z
     .string()

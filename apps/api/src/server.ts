@@ -3,6 +3,7 @@ import { loadCatalog } from "@m1l0/catalog";
 import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
 import { createArtifactStore } from "@m1l0/storage";
 import { Queue } from "bullmq";
+import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
@@ -21,7 +22,9 @@ const catalog = loadCatalog({
   ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
   ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
 });
-const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS });
+const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS,
+  sourceHosts: { allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS, hostAllowlist: env.SOURCE_HOST_ALLOWLIST },
+});
 const artifacts = createArtifactStore({
   ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
   s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
@@ -54,7 +57,7 @@ if (auth.disabled) {
 // gRPC binds before REST listens, so a ready /readyz means both ingresses are up
 const grpc = await startGrpcServer({
   builds,
-  store,
+  history: new BuildHistory(store, artifacts),
   redis,
   auth,
   rateLimiter,

@@ -9,7 +9,7 @@ import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Authenticator, BuildService, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
+import { Authenticator, BuildHistory, BuildService, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
 import { authenticatorFromEnv } from "../src/auth/config.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -257,7 +257,7 @@ describe("per-token submission rate limit (Redis, shared by replicas and by gRPC
     limited = await Promise.all(
       [0, 1].map(() => buildApp({ auth, rateLimiter: new SubmissionRateLimiter(redis, limitPrefix, limiter.settings), builds, store, redis })),
     );
-    grpcServer = await startGrpcServer({ builds, store, redis, auth, rateLimiter: limiter, host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+    grpcServer = await startGrpcServer({ builds, history: new BuildHistory(store, undefined), redis, auth, rateLimiter: limiter, host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
   });
 
   afterAll(async () => {
@@ -354,7 +354,7 @@ describe("gRPC: every ImageBuilderService method needs a token; health stays ope
   const definition = imageBuilderServiceDefinition(loadProtoDefinitions());
 
   beforeAll(async () => {
-    server = await startGrpcServer({ builds, store, redis, auth: Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry)), host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+    server = await startGrpcServer({ builds, history: new BuildHistory(store, undefined), redis, auth: Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry)), host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
     client = imageBuilderClient(server.address);
   });
 

@@ -115,7 +115,7 @@ async function startApi(queueName: string, keyPrefix: string, tokens: StackToken
   const port = await freePort();
   const logs: string[] = [];
   const child = spawn(process.execPath, [path.join(ROOT_DIR, "apps/api/dist/server.js")], {
-    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", API_TOKENS: tokens.apiTokensEnv, ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
+    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", API_TOKENS: tokens.apiTokensEnv, ALLOW_HTTP_SOURCES: "true", SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1", LOG_LEVEL: "warn", ...s3Env() },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
