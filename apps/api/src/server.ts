@@ -6,6 +6,7 @@ import { Queue } from "bullmq";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
+import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
 import { loadApiEnv } from "./env.js";
 import { startGrpcServer } from "./grpc/server.js";
@@ -32,6 +33,8 @@ const app = await buildApp({
   auth,
   rateLimiter,
   metricsPublic: env.METRICS_PUBLIC,
+  sessions: new DashboardSessions(redis, { prefix: env.REDIS_KEY_PREFIX, ttlSeconds: env.DASHBOARD_SESSION_TTL_SECONDS }),
+  secureCookie: env.DASHBOARD_COOKIE_SECURE,
   builds,
   store,
   redis,
@@ -40,7 +43,7 @@ const app = await buildApp({
   bodyLimit: env.BODY_LIMIT_BYTES,
   logger: {
     level: env.LOG_LEVEL,
-    redact: ["req.headers.authorization", "req.headers.cookie"],
+    redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
     ...(process.stdout.isTTY ? {} : {}),
   },
 });
