@@ -150,14 +150,15 @@ describe("dashboard sign-in (a token form and a session cookie)", () => {
   });
 
   it("refuses a sign-in posted from another site (Origin, Referer, Sec-Fetch-Site), so nobody can sign a browser in (CSRF)", async () => {
-    for (const headers of [
+    const attempts: Array<Record<string, string>> = [
       { host: HOST },
       { host: HOST, origin: "null" },
       { host: HOST, origin: "http://evil.example" },
       { host: HOST, referer: "http://evil.example/page" },
       { host: HOST, origin: `http://${HOST}`, "sec-fetch-site": "cross-site" },
       { host: HOST, origin: `http://${HOST}`, "sec-fetch-site": "same-site" },
-    ]) {
+    ];
+    for (const headers of attempts) {
       const response = await app.inject(form({ token: admin.token }, headers));
       expect(response.statusCode, JSON.stringify(headers)).toBe(403);
       expect(response.headers["set-cookie"]).toBeUndefined();

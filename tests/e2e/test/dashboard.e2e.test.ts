@@ -29,24 +29,31 @@ afterAll(async () => {
   for (const cleanup of cleanups) cleanup();
 });
 
-/** Every visible text on the page (text nodes and placeholders) that is an i18n key rather than words. */
+/**
+ * Runs in the page: every visible text (text nodes, and placeholder/title/aria-label of visible
+ * elements). A string, because this project's TypeScript has no DOM library.
+ */
+const VISIBLE_TEXTS = `(() => {
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent && node.textContent.trim();
+    if (text && node.parentElement && node.parentElement.checkVisibility({ visibilityProperty: true, opacityProperty: true })) found.push(text);
+  }
+  for (const element of document.querySelectorAll("[placeholder],[title],[aria-label]")) {
+    if (!element.checkVisibility()) continue;
+    for (const name of ["placeholder", "title", "aria-label"]) {
+      const value = (element.getAttribute(name) || "").trim();
+      if (value) found.push(value);
+    }
+  }
+  return found;
+})()`;
+
+/** Every visible text on the page that is an i18n key rather than words. */
 async function visibleRawKeys(page: Page): Promise<string[]> {
-  const texts = await page.evaluate(() => {
-    const found: string[] = [];
-    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-      const text = node.textContent?.trim();
-      if (text && node.parentElement?.checkVisibility({ visibilityProperty: true, opacityProperty: true })) found.push(text);
-    }
-    for (const element of document.querySelectorAll("[placeholder],[title],[aria-label]")) {
-      if (!(element as HTMLElement).checkVisibility()) continue;
-      for (const name of ["placeholder", "title", "aria-label"]) {
-        const value = element.getAttribute(name)?.trim();
-        if (value) found.push(value);
-      }
-    }
-    return found;
-  });
+  const texts = (await page.evaluate(VISIBLE_TEXTS)) as string[];
+  expect(texts.length).toBeGreaterThan(0);
   return [...new Set(texts.filter((text) => RAW_KEY.test(text)))];
 }
 

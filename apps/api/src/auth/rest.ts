@@ -9,8 +9,8 @@ export type RouteAccess = "public" | "user" | "admin";
 export interface RouteAuth {
   access: RouteAccess;
   /**
-   * Also accept HTTP Basic with the token as the password, for pages a browser opens
-   * (dashboard, docs): browsers cannot send bearer headers. Only on GET-only pages, so a
+   * Also accept HTTP Basic with the token as the password, for pages a browser opens with its
+   * own prompt (docs, metrics): browsers cannot send bearer headers. Only on GET-only pages, so a
    * browser's remembered credentials cannot be replayed against POST/DELETE (CSRF).
    */
   allowBasic: boolean;
@@ -65,10 +65,10 @@ const underPrefix = (url: string, prefix: string) => url === prefix || url.start
 
 /**
  * Authentication for every route: must run before any route or plugin is added. Each route
- * gets an auth policy (its own `config.auth`, else by path: dashboard admin, docs user,
- * metrics admin, everything else a bearer token); one onRequest hook enforces it, so a route
- * someone adds later is closed unless it says otherwise. Unknown paths need a token too (no
- * route discovery without one).
+ * gets an auth policy (its own `config.auth`, else by path: dashboard admin with the session
+ * cookie on reads, docs user, metrics admin, everything else a bearer token); one onRequest
+ * hook enforces it, so a route someone adds later is closed unless it says otherwise. Unknown
+ * paths need a token too (no route discovery without one).
  */
 export function registerRestAuth(app: FastifyInstance, authenticator: Authenticator, options: RestAuthOptions): void {
   const routes: RegisteredRoute[] = [];
