@@ -70,7 +70,8 @@ export async function registerSignIn(app: FastifyInstance, options: SignInOption
       }
       return reply.redirect(`${SIGN_IN_PATH}?signed-out=1`, 303);
     };
-    scope.get(SIGN_OUT_PATH, open, signOut);
+    // no HEAD twin: a HEAD request (a link checker, a prefetch) must not end a session
+    scope.get(SIGN_OUT_PATH, { ...open, exposeHeadRoute: false }, signOut);
     scope.post(SIGN_OUT_PATH, open, signOut);
   });
 }
