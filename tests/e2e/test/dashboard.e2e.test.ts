@@ -132,9 +132,11 @@ describe("dashboard (bull-board at /admin/queues) in headless Chromium", () => {
       expect((await page.request.get(`${stack.apiUrl}/builds`)).status()).toBe(401);
       expect((await page.request.get(`${stack.apiUrl}/builds`, { headers: { cookie: `m1l0_dashboard=${cookies[0]!.value}` } })).status()).toBe(401);
 
-      // signing out ends it: the dashboard sends the browser back to the form
-      await page.goto(`${stack.apiUrl}/admin/logout`);
+      // "Sign out" in the header's menu (the person icon) ends it: the dashboard sends the browser back to the form
+      await page.locator('button[aria-haspopup="menu"]').last().click();
+      await page.getByRole("menuitem", { name: "Sign out" }).click();
       await page.getByText("You are signed out.").waitFor({ timeout: UI_TIMEOUT });
+      expect(await context.cookies()).toEqual([]);
       await page.goto(dashboard);
       await page.waitForURL(/\/admin\/login\?next=/, { timeout: UI_TIMEOUT });
     } finally {
