@@ -33,6 +33,8 @@ const envSchema = z.object({
     .refine((text) => text.split(",").map((entry) => entry.trim()).filter(Boolean).every((entry) => isIP(entry) === 4), "must be IPv4 addresses, comma separated"),
   /** BUILD_EGRESS=proxy: http://host:port of the operator's proxy, given to builds as HTTP(S)_PROXY */
   BUILD_EGRESS_PROXY: z.string().optional(),
+  /** worker: the worker installs and keeps the rules (root on the daemon's host); external: the deployment runs `egress install`, the worker only uses the network */
+  BUILD_EGRESS_RULES: z.enum(["worker", "external"]).default("worker"),
   /** how often the worker re-checks (and restores) the network and its rules; 0 = only before each build */
   BUILD_EGRESS_CHECK_SECONDS: z.coerce.number().min(0).default(30),
   /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */

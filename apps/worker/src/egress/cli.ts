@@ -24,7 +24,7 @@ export async function egressCommand(args: string[], env: WorkerEnv, logger: Logg
     console.error(USAGE);
     return 2;
   }
-  const egress = createBuildEgress(env, docker, logger);
+  const egress = createBuildEgress(env, docker, logger, new IptablesFirewall(), true);
   if (command === "remove") {
     const removed = await egress.remove();
     for (const line of removed) console.log(`removed ${line}`);

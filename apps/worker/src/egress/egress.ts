@@ -53,6 +53,8 @@ export interface EgressOptions {
   resolvers: string[];
   resolvConfPath?: string;
   proxy?: { url: string; host: string; port: number; display: string };
+  /** `external`: the deployment installs the rules (`egress install` from a privileged step); the worker only uses the network */
+  rules?: "worker" | "external";
   logger: Logger;
 }
 
@@ -131,7 +133,8 @@ export class DockerBuildEgress implements BuildEgress {
       const bridge = await this.#ensureNetwork();
       spec = await this.#spec(bridge);
       rules = egressRuleset(spec);
-      const { changed } = await reconcile(this.options.firewall, rules);
+      // with external rules the worker cannot see iptables (no root): it trusts the deployment
+      const { changed } = this.options.rules === "external" ? { changed: [] } : await reconcile(this.options.firewall, rules);
       if (changed.length > 0) {
         const repaired = this.#installed !== undefined && this.#installed.version === rules.version;
         (repaired ? this.options.logger.warn.bind(this.options.logger) : this.options.logger.info.bind(this.options.logger))(
@@ -149,7 +152,8 @@ export class DockerBuildEgress implements BuildEgress {
       if (cause instanceof BuilderError) throw cause;
       throw new BuilderError("EGRESS_POLICY_UNAVAILABLE", `the build network's egress rules could not be checked or installed (the worker needs root on its daemon's host for iptables): ${(cause as Error).message}`, { cause });
     }
-    return { mode: this.mode, networkMode: this.options.network, ...(this.mode === "proxy" ? { buildArgs: proxyArgs(this.options.proxy!.url) } : {}), description: describe(this.mode, this.options, spec) };
+    const description = describe(this.mode, this.options, spec) + (this.options.rules === "external" ? " (rules installed by the deployment, not checked by the worker)" : "");
+    return { mode: this.mode, networkMode: this.options.network, ...(this.mode === "proxy" ? { buildArgs: proxyArgs(this.options.proxy!.url) } : {}), description };
   }
 
   async #findBridge(): Promise<string | undefined> {

@@ -16,6 +16,7 @@ export interface EgressEnv {
   BUILD_EGRESS_DENY: string;
   BUILD_EGRESS_DNS: string;
   BUILD_EGRESS_PROXY?: string | undefined;
+  BUILD_EGRESS_RULES: "worker" | "external";
   REDIS_URL: string;
   S3_ENDPOINT?: string | undefined;
   ECR_ENDPOINT?: string | undefined;
@@ -58,9 +59,10 @@ export function workerServices(env: EgressEnv): ServiceEndpoint[] {
   ];
 }
 
-/** The one wiring point: the worker's environment → its build egress policy. */
-export function createBuildEgress(env: EgressEnv, docker: Docker, logger: Logger, firewall: Firewall = new IptablesFirewall()): DockerBuildEgress {
+/** The one wiring point: the worker's environment → its build egress policy (`installer`: the `egress install` command, which always writes the rules). */
+export function createBuildEgress(env: EgressEnv, docker: Docker, logger: Logger, firewall: Firewall = new IptablesFirewall(), installer = false): DockerBuildEgress {
   return new DockerBuildEgress({
+    rules: installer ? "worker" : env.BUILD_EGRESS_RULES,
     mode: env.BUILD_EGRESS,
     network: env.BUILD_NETWORK,
     docker,
