@@ -331,7 +331,7 @@ describe("build egress policy (BUILD_EGRESS)", () => {
     const ours = (line: string) => [...bridges].some((bridge) => line.includes(bridge)) || /m1l0-egress|M1L0-/.test(line);
     expect(after.filter(ours)).toEqual([]);
     // other engineers' networks and containers come and go on this shared daemon meanwhile: their lines are not ours to compare
-    const others = (line: string) => (/\bbr-[0-9a-f]{12}\b/.test(line) || line.includes("docker0")) && !ours(line);
+    const others = (line: string) => /\b(br-[0-9a-f]{12}|docker0|veth\w+)\b/.test(line) && !ours(line);
     const gone = before.filter((line) => !after.includes(line) && !others(line));
     const added = after.filter((line) => !before.includes(line) && !others(line));
     expect({ gone, added }).toEqual({ gone: [], added: [] });

@@ -28,7 +28,7 @@ export async function egressCommand(args: string[], env: WorkerEnv, logger: Logg
   if (command === "remove") {
     const removed = await egress.remove();
     for (const line of removed) console.log(`removed ${line}`);
-    if (removed.length === 0) console.log(`no egress rules of network ${env.BUILD_NETWORK} found`);
+    if (removed.length === 0) console.log(`no egress rules of network ${env.BUILD_NETWORK} found (if the network is gone already, \`egress remove-all\` removes every m1l0-egress rule on this host)`);
     return 0;
   }
   const prepared = await egress.prepare();

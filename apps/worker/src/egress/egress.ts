@@ -150,7 +150,10 @@ export class DockerBuildEgress implements BuildEgress {
       this.#installed = rules;
     } catch (cause) {
       if (cause instanceof BuilderError) throw cause;
-      throw new BuilderError("EGRESS_POLICY_UNAVAILABLE", `the build network's egress rules could not be checked or installed (the worker needs root on its daemon's host for iptables): ${(cause as Error).message}`, { cause });
+      const message = (cause as Error).message ?? String(cause);
+      // iptables failures are almost always permissions; anything else is the daemon's answer
+      const hint = /^(ip6?tables)/.test(message) ? " (the worker needs root, CAP_NET_ADMIN, in its daemon's host network namespace; or BUILD_EGRESS_RULES=external with `egress install` run by the deployment)" : "";
+      throw new BuilderError("EGRESS_POLICY_UNAVAILABLE", `the build network ${this.options.network} or its egress rules could not be checked or installed${hint}: ${message}`, { cause });
     }
     const description = describe(this.mode, this.options, spec) + (this.options.rules === "external" ? " (rules installed by the deployment, not checked by the worker)" : "");
     return { mode: this.mode, networkMode: this.options.network, ...(this.mode === "proxy" ? { buildArgs: proxyArgs(this.options.proxy!.url) } : {}), description };
