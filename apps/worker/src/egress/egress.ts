@@ -72,6 +72,8 @@ export class DockerBuildEgress implements BuildEgress {
   #installed: Ruleset | undefined;
   #running: Promise<EgressPreparation> | undefined;
   #timer: NodeJS.Timeout | undefined;
+  #events: EventStream | undefined;
+  #watching = false;
 
   constructor(private readonly options: EgressOptions) {
     this.mode = effectiveMode(options.mode, options.network);
@@ -102,14 +104,19 @@ export class DockerBuildEgress implements BuildEgress {
     return this.#running;
   }
 
-  /** Installs (or repairs) the network and its rules now, then every `intervalMs`. */
+  /**
+   * Installs (or repairs) the network and its rules now, then every `intervalMs`, and at once
+   * when the daemon reports the network destroyed or comes back after its event stream broke
+   * (a daemon restart).
+   */
   async start(intervalMs: number): Promise<EgressPreparation> {
-    // the timer first: a first check that fails (daemon still starting) is retried too
-    if ((this.mode === "public" || this.mode === "proxy") && intervalMs > 0 && !this.#timer) {
-      this.#timer = setInterval(() => {
-        this.prepare().catch((error: Error) => this.options.logger.error({ err: error }, "build egress check failed; builds fail until the rules are back"));
-      }, intervalMs);
-      this.#timer.unref();
+    if (this.mode === "public" || this.mode === "proxy") {
+      // the timer first: a first check that fails (daemon still starting) is retried too
+      if (intervalMs > 0 && !this.#timer) {
+        this.#timer = setInterval(() => this.#check(), intervalMs);
+        this.#timer.unref();
+      }
+      if (!this.#watching) void this.#watch();
     }
     return this.prepare();
   }
@@ -117,6 +124,39 @@ export class DockerBuildEgress implements BuildEgress {
   stop(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#watching = false;
+    this.#events?.destroy?.();
+    this.#events = undefined;
+  }
+
+  #check(): void {
+    this.prepare().catch((error: Error) => this.options.logger.error({ err: error }, "build egress check failed; builds fail until the rules are back"));
+  }
+
+  /** Follows the daemon's events for our network; a broken stream (daemon restart) is reopened and followed by a check. */
+  async #watch(): Promise<void> {
+    this.#watching = true;
+    let connected = false;
+    while (this.#watching) {
+      const stream = (await this.options.docker.getEvents({ filters: { type: ["network"], network: [this.options.network] } }).catch(() => undefined)) as EventStream | undefined;
+      if (stream && this.#watching) {
+        this.#events = stream;
+        if (connected) this.#check(); // the daemon is back: its restart may have dropped rules or the network
+        connected = true;
+        await new Promise<void>((resolve) => {
+          stream.on("data", (chunk: Buffer) => {
+            if (/"Action":"destroy"/.test(chunk.toString())) this.#check();
+          });
+          stream.once("end", resolve);
+          stream.once("error", resolve);
+          stream.once("close", resolve);
+        });
+        this.#events = undefined;
+      } else {
+        stream?.destroy?.();
+      }
+      if (this.#watching) await new Promise((resolve) => setTimeout(resolve, 1_000).unref());
+    }
   }
 
   /** Removes this network's rules (the network itself stays; `docker network rm` removes it). */
@@ -234,6 +274,8 @@ export class DockerBuildEgress implements BuildEgress {
     };
   }
 }
+
+type EventStream = NodeJS.ReadableStream & { destroy?: () => void };
 
 interface NetworkInfo {
   Id: string;
