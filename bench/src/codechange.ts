@@ -1,12 +1,14 @@
 import type { BuildRecord } from "@m1l0/config";
 import { createRedis } from "@m1l0/queue";
+import Docker from "dockerode";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DAEMON_SOCKETS, bridgeGateway, checkDaemons, daemonLabel, removeRepositoryImages } from "./daemons.js";
 import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
-import { startStack, type RunningStack, type Services } from "./stack.js";
+import { ROOT_DIR, startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
 import { apiFetch, between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
 
@@ -84,7 +86,8 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
   // both stacks share a Redis namespace, so either worker finds the other's last pushed image
   const keyPrefix = `bench-${shortId()}:`;
   // the production default (BUILD_EGRESS=public on the worker's own build network), with the index's address and port allowlisted
-  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: "m1l0-build", BUILD_EGRESS: "public", BUILD_EGRESS_ALLOW: new URL(index.url).host });
+  const buildNetwork = `m1l0-bench-${shortId()}`;
+  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: buildNetwork, BUILD_EGRESS: "public", BUILD_EGRESS_ALLOW: new URL(index.url).host });
   const stacks = new Map<string, RunningStack>();
   const pairs: Pair[] = [];
   try {
@@ -134,6 +137,7 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${logs}`, { cause: error });
   } finally {
     await Promise.all([...stacks.values()].map((stack) => stack.stop()));
+    for (const socket of [daemonX, daemonY]) await removeBuildNetwork(socket, buildNetwork).catch((error: Error) => log(`codechange: cannot remove build network ${buildNetwork}: ${error.message}`));
     await forgetNamespace(services, keyPrefix).catch((error: Error) => log(`codechange: cannot delete the ${keyPrefix}* keys: ${error.message}`));
     await index.close();
     rmSync(dir, { recursive: true, force: true });
@@ -154,6 +158,12 @@ async function forgetNamespace(services: Services, keyPrefix: string): Promise<v
   } finally {
     await redis.quit();
   }
+}
+
+/** The workers' build network and its egress rules, removed the documented way (`egress remove`, then `docker network rm`). */
+async function removeBuildNetwork(socket: string, network: string): Promise<void> {
+  execFileSync(process.execPath, [path.join(ROOT_DIR, "apps/worker/dist/main.js"), "egress", "remove"], { env: { PATH: process.env.PATH, DOCKER_SOCKET: socket, BUILD_NETWORK: network, LOG_LEVEL: "silent" }, stdio: "ignore" });
+  await new Docker({ socketPath: socket }).getNetwork(network).remove().catch(() => undefined);
 }
 
 function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: string, daemonY: string, sdistBytes: number, gateway: string): Table {
