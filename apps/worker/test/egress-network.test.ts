@@ -19,8 +19,10 @@ let egress: DockerBuildEgress | undefined;
 const rulesOf = (bridge: string) =>
   ["iptables-save", "ip6tables-save"].flatMap((command) => execFileSync(command).toString().split("\n")).filter((line) => line.includes(bridge));
 
-async function inspect(name: string): Promise<{ Id: string; EnableIPv6: boolean; Options: Record<string, string>; Labels: Record<string, string> } | undefined> {
-  return docker.getNetwork(name).inspect().catch(() => undefined);
+type NetworkView = { Id: string; EnableIPv6: boolean; Options: Record<string, string>; Labels: Record<string, string> };
+
+async function inspect(name: string): Promise<NetworkView | undefined> {
+  return (docker.getNetwork(name).inspect() as Promise<NetworkView>).catch(() => undefined);
 }
 
 afterAll(async () => {
