@@ -11,6 +11,8 @@ export interface ImageBuildRequest {
   tag: string;
   dockerfile: string;
   networkMode: string;
+  /** build args (the egress proxy's HTTP(S)_PROXY: Docker keeps these predefined ones out of the image history) */
+  buildArgs?: Record<string, string>;
   memoryBytes?: number;
   cpuQuota?: number;
   labels?: Record<string, string>;
@@ -292,6 +294,9 @@ export class DockerImageBuilder implements ImageBuilder {
         t: request.tag,
         dockerfile: request.dockerfile,
         networkmode: request.networkMode,
+        // the classic builder: BuildKit would ignore a user-defined network (the egress policy's)
+        version: "1",
+        ...(request.buildArgs && Object.keys(request.buildArgs).length ? { buildargs: request.buildArgs } : {}),
         rm: true,
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
