@@ -94,6 +94,8 @@ export async function startStack(
     REDIS_URL: services.redisUrl,
     BUILD_QUEUE_NAME: queueName,
     ALLOW_HTTP_SOURCES: "true",
+    // the local git server is on loopback, which the API and the workers refuse unless allowlisted
+    SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: options.logLevel ?? "info",
     ...(options.keyPrefix ? { REDIS_KEY_PREFIX: options.keyPrefix } : {}),
@@ -119,8 +121,6 @@ export async function startStack(
           AWS_SECRET_ACCESS_KEY: "S3RVER",
           AWS_REGION: "us-east-1",
           BUILD_NETWORK: "none",
-          // the local git server is on loopback, which the worker refuses unless allowlisted
-          SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
           ...workerEnv,
         },
         logs,

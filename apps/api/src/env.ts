@@ -20,6 +20,9 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
+  /** the workers' source host policy, so requests they would refuse are refused before enqueueing: keep both equal to the workers' */
+  ALLOW_PRIVATE_SOURCE_HOSTS: bool,
+  SOURCE_HOST_ALLOWLIST: z.string().default("").transform((text) => text.split(",").map((entry) => entry.trim()).filter(Boolean)),
   /** registry hosts a request may name in `registry` (comma list); empty = none */
   REGISTRY_ALLOWLIST: z
     .string()
@@ -46,6 +49,10 @@ const envSchema = z.object({
   SUBMIT_RATE_LIMIT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(60),
   /** serve /metrics without a token (e.g. for a scraper on a private network); default: admin token */
   METRICS_PUBLIC: bool,
+  /** lifetime of a dashboard sign-in (the session cookie and its Redis key), fixed from sign-in */
+  DASHBOARD_SESSION_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 3600).default(3600),
+  /** mark the dashboard's cookie Secure although the API serves plain HTTP (TLS ends at a proxy) */
+  DASHBOARD_COOKIE_SECURE: bool,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

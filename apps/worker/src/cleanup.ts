@@ -3,7 +3,7 @@ import type Docker from "dockerode";
 import { readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import type { ImageBuilder } from "./docker.js";
+import { DAEMON_CALL_TIMEOUT_MS, daemonCall, type ImageBuilder } from "./docker.js";
 
 /**
  * What a worker leaves on its host, kept bounded:
@@ -58,7 +58,18 @@ export class ImageCache {
     private readonly docker: Docker,
     readonly options: ImageCacheOptions,
     private readonly logger: Logger,
+    /** the daemon's address (for errors) and the deadline of each list or remove call */
+    private readonly calls: { endpoint: string; timeoutMs: number } = { endpoint: "the worker's daemon", timeoutMs: DAEMON_CALL_TIMEOUT_MS },
   ) {}
+
+  /** A hung daemon must not hold a collection (and with it, through `exclusively`, this worker's builds). */
+  private listImages(filters: Record<string, string[]>): Promise<Docker.ImageInfo[]> {
+    return daemonCall(this.calls, "image list", (abortSignal) => this.docker.listImages({ filters: JSON.stringify(filters), abortSignal } as Docker.ListImagesOptions));
+  }
+
+  private removeImage(reference: string): Promise<unknown> {
+    return daemonCall(this.calls, `removal of ${reference}`, (abortSignal) => this.docker.getImage(reference).remove({ abortSignal }));
+  }
 
   markBuilt(imageId: string): void {
     this.lastBuilt.delete(imageId);
@@ -124,7 +135,7 @@ export class ImageCache {
   }
 
   private async collectOnce(): Promise<CollectResult> {
-    const images = await this.docker.listImages({ filters: JSON.stringify({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] }) } as Docker.ListImagesOptions);
+    const images = await this.listImages({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] });
     const recency = (image: Docker.ImageInfo) => Math.max(image.Created * 1000, this.lastBuilt.get(image.Id) ?? 0);
     images.sort((a, b) => recency(b) - recency(a));
     let kept = 0;
@@ -156,7 +167,7 @@ export class ImageCache {
    */
   private async collectDangling(): Promise<number> {
     if (this.options.danglingMinAgeSeconds <= 0) return 0;
-    const dangling = await this.docker.listImages({ filters: JSON.stringify({ dangling: ["true"] }) } as Docker.ListImagesOptions);
+    const dangling = await this.listImages({ dangling: ["true"] });
     const now = Date.now();
     const current = new Set(dangling.map((image) => image.Id));
     for (const id of [...this.danglingSince.keys()]) if (!current.has(id)) this.danglingSince.delete(id);
@@ -171,7 +182,7 @@ export class ImageCache {
       let removed = 0;
       for (const id of due) {
         try {
-          await this.docker.getImage(id).remove();
+          await this.removeImage(id);
           this.danglingSince.delete(id);
           removed++;
         } catch (error) {
@@ -186,8 +197,8 @@ export class ImageCache {
   private async remove(image: Docker.ImageInfo): Promise<boolean> {
     const tags = (image.RepoTags ?? []).filter((tag) => tag !== "<none>:<none>");
     try {
-      if (tags.length === 0) await this.docker.getImage(image.Id).remove();
-      for (const tag of tags) await this.docker.getImage(tag).remove();
+      if (tags.length === 0) await this.removeImage(image.Id);
+      for (const tag of tags) await this.removeImage(tag);
       this.lastBuilt.delete(image.Id);
       return true;
     } catch (error) {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { BuilderError, isBuilderError } from "@m1l0/config";
+import { BuilderError, isBuilderError, withDeadline } from "@m1l0/config";
 import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
 import Docker from "dockerode";
 import type { Readable } from "node:stream";
@@ -11,6 +11,8 @@ export interface ImageBuildRequest {
   tag: string;
   dockerfile: string;
   networkMode: string;
+  /** build args (the egress proxy's HTTP(S)_PROXY: Docker keeps these predefined ones out of the image history) */
+  buildArgs?: Record<string, string>;
   memoryBytes?: number;
   cpuQuota?: number;
   labels?: Record<string, string>;
@@ -86,6 +88,29 @@ function daemonError(cause: unknown, endpoint = "its DOCKER_SOCKET"): BuilderErr
   );
 }
 
+/** dockerode passes `abortSignal` on to these calls; its type definitions do not say so */
+interface SignalledCalls {
+  info(options: { abortSignal: AbortSignal }): Promise<unknown>;
+  ping(options: { abortSignal: AbortSignal }): Promise<unknown>;
+}
+
+/** Deadline of one short daemon call (ping, info, inspect, list, remove) when the builder is not told otherwise. */
+export const DAEMON_CALL_TIMEOUT_MS = 30_000;
+
+/**
+ * One short daemon call under a deadline: a daemon that accepts and never answers gives
+ * DAEMON_UNREACHABLE, never silence. Streams (build, pull, push) run under the build's own deadline.
+ */
+export function daemonCall<T>(
+  target: { endpoint: string; timeoutMs: number },
+  what: string,
+  run: (abortSignal: AbortSignal) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const seconds = target.timeoutMs / 1000;
+  return withDeadline({ timeoutMs: target.timeoutMs, signal, onTimeout: () => daemonError(new Error(`${what} got no answer within ${seconds} s`), target.endpoint) }, run);
+}
+
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     const timer = setTimeout(done, ms);
@@ -111,6 +136,8 @@ export interface DockerImageBuilderOptions {
   pidsLimit?: number;
   /** cgroup filesystem of the daemon's host, where the per-build pids cgroup is created */
   cgroupRoot?: string;
+  /** deadline of one short daemon call [DAEMON_CALL_TIMEOUT_MS] */
+  callTimeoutMs?: number;
 }
 
 /**
@@ -147,6 +174,8 @@ export class DockerImageBuilder implements ImageBuilder {
   #cgroupDriverChecked = false;
   /** how the daemon is addressed, for error messages */
   readonly endpoint: string;
+  /** where and how long short calls wait (daemonCall) */
+  readonly calls: { endpoint: string; timeoutMs: number };
 
   get imageLabels(): Readonly<Record<string, string>> {
     return this.options.labels ?? {};
@@ -157,14 +186,15 @@ export class DockerImageBuilder implements ImageBuilder {
     this.endpoint = options.host ? `tcp://${options.host}:${options.port ?? 2375}` : `unix://${options.socketPath ?? "/var/run/docker.sock"}`;
     this.#pidsLimit = options.pidsLimit ?? 0;
     this.#cgroupRoot = options.cgroupRoot ?? "/sys/fs/cgroup";
+    this.calls = { endpoint: this.endpoint, timeoutMs: options.callTimeoutMs ?? DAEMON_CALL_TIMEOUT_MS };
   }
 
   /** The per-build cgroup, or undefined when no pids limit is configured. */
   async #createCgroup(): Promise<BuildCgroup | undefined> {
     if (this.#pidsLimit <= 0) return undefined;
     if (!this.#cgroupDriverChecked) {
-      const info = (await this.docker.info().catch((cause: unknown) => {
-        throw daemonError(cause, this.endpoint);
+      const info = (await daemonCall(this.calls, "info", (abortSignal) => (this.docker as unknown as SignalledCalls).info({ abortSignal })).catch((cause: unknown) => {
+        throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
       })) as { CgroupDriver?: string };
       if (info.CgroupDriver && info.CgroupDriver !== "cgroupfs") {
         throw new BuilderError("INTERNAL", `BUILD_PIDS_LIMIT needs the daemon's cgroupfs cgroup driver (this daemon uses ${info.CgroupDriver}); set BUILD_PIDS_LIMIT=0 or run dockerd with --exec-opt native.cgroupdriver=cgroupfs`);
@@ -176,9 +206,9 @@ export class DockerImageBuilder implements ImageBuilder {
 
   async ping(): Promise<void> {
     try {
-      await this.docker.ping();
+      await daemonCall(this.calls, "ping", (abortSignal) => (this.docker as unknown as SignalledCalls).ping({ abortSignal }));
     } catch (cause) {
-      throw daemonError(cause, this.endpoint);
+      throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
   }
 
@@ -196,9 +226,9 @@ export class DockerImageBuilder implements ImageBuilder {
       // a daemon that is shutting down still answers for a moment: look again over a few seconds
       await sleep(wait);
       try {
-        await this.docker.ping();
+        await this.ping();
       } catch (cause) {
-        return daemonError(cause, this.endpoint);
+        return isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
       }
     }
     return failure;
@@ -207,10 +237,10 @@ export class DockerImageBuilder implements ImageBuilder {
   async imageContentId(reference: string): Promise<string | undefined> {
     let info: Docker.ImageInspectInfo;
     try {
-      info = await this.docker.getImage(reference).inspect();
+      info = await this.inspect(reference);
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
-      throw daemonError(cause, this.endpoint);
+      throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
     const layers = info.RootFS?.Layers ?? [];
     return `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`;
@@ -264,6 +294,9 @@ export class DockerImageBuilder implements ImageBuilder {
         t: request.tag,
         dockerfile: request.dockerfile,
         networkmode: request.networkMode,
+        // the classic builder: BuildKit would ignore a user-defined network (the egress policy's)
+        version: "1",
+        ...(request.buildArgs && Object.keys(request.buildArgs).length ? { buildargs: request.buildArgs } : {}),
         rm: true,
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
@@ -312,12 +345,16 @@ export class DockerImageBuilder implements ImageBuilder {
   async imageOrigin(reference: string): Promise<"absent" | "built" | "pulled"> {
     try {
       // the classic builder records each step's image as the next one's Parent; pulled images have none
-      const image = await this.docker.getImage(reference).inspect();
+      const image = await this.inspect(reference);
       return image.Parent ? "built" : "pulled";
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return "absent";
-      throw daemonError(cause, this.endpoint);
+      throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
+  }
+
+  private inspect(reference: string): Promise<Docker.ImageInspectInfo> {
+    return daemonCall(this.calls, `inspect of ${reference}`, (abortSignal) => this.docker.getImage(reference).inspect({ abortSignal } as Docker.ImageInspectOptions));
   }
 
   async pull(request: PullRequest): Promise<void> {

@@ -14,6 +14,7 @@ import { checkDockerfileBaseImages } from "./base-images.js";
 import { prepareCacheFrom, rememberPushedImage } from "./cache-from.js";
 import { BUILD_KEY_LABEL, computeBuildKey, findCachedImage, waitForBuildKey } from "./build-key.js";
 import type { ImageBuilder } from "./docker.js";
+import type { BuildEgress } from "./egress/index.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
 export const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
@@ -28,7 +29,10 @@ export interface PipelineDeps {
   s3?: S3Client;
   workDir: string;
   workerId: string;
+  /** network mode when no egress policy is given (tests with fake builders) */
   buildNetwork: string;
+  /** the egress policy (BUILD_EGRESS): network mode, build args and the log line of each build */
+  egress?: BuildEgress;
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
   /** registries a user-supplied Dockerfile may pull from (ALLOWED_BASE_REGISTRIES); unset → docker.io only */
@@ -163,6 +167,9 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       ...(buildKey ? { buildKey } : {}),
     });
     const buildLog = (line: string) => void store.appendLog(buildId, "build", line);
+    // checked (and repaired) right before the daemon is asked: a build never runs on a network whose rules are gone
+    const egress = deps.egress ? await deps.egress.prepare() : { networkMode: deps.buildNetwork, description: `egress: network mode ${deps.buildNetwork} (no egress policy configured)` };
+    buildLog(egress.description);
     const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
     const packed = packContext(fetched.root, { filter, extraFiles });
     // the archive is a tee of what Docker reads, so it is exactly the context that was built
@@ -172,7 +179,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       context,
       tag: target.reference,
       dockerfile: dockerfileName,
-      networkMode: deps.buildNetwork,
+      networkMode: egress.networkMode,
+      ...("buildArgs" in egress && egress.buildArgs ? { buildArgs: egress.buildArgs } : {}),
       // generated Dockerfiles carry the key in their LABEL line; a user's Dockerfile gets it from the build API (one more step)
       ...(buildKey && config.dockerfile ? { labels: { [BUILD_KEY_LABEL]: buildKey } } : {}),
       ...(config.dockerfile ? {} : { ownLabelsInDockerfile: true }),

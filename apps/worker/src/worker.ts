@@ -11,10 +11,12 @@ import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
 import { ImageCache, imageCacheLabels, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
+import { createBuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
 import { BuildAborted, BuildLifecycle, abortReason } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
 import { runBuild, type PipelineDeps } from "./pipeline.js";
+import { JobProgress } from "./progress.js";
 
 export interface BuildWorker {
   worker: Worker<BuildJobData>;
@@ -24,6 +26,8 @@ export interface BuildWorker {
   lifecycle: BuildLifecycle;
   /** this worker's bounded image cache; absent when a builder was passed in (tests) */
   imageCache?: ImageCache;
+  /** the build network and its egress rules; absent when a builder was passed in (tests) */
+  egress?: DockerBuildEgress;
   /** removes work dirs crashed builds left behind (run once at start) */
   sweepWorkDir(): Promise<string[]>;
   close(): Promise<void>;
@@ -122,10 +126,14 @@ export function createBuildProcessor(deps: PipelineDeps, metrics?: WorkerMetrics
   };
 }
 
-async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
+async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
   const { buildId, config } = buildJobSchema.parse(job.data);
-  const log = deps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
+  const log = workerDeps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
   log.info({ jobId: job.id }, "processing");
+  // every status change of this attempt also becomes the job's progress (the dashboard's view)
+  const progress = new JobProgress(job, buildId, workerDeps.workerId, log);
+  await progress.start(job.attemptsMade + 1);
+  const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
   const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
   if (before.status !== "queued" && before.worker && before.worker !== deps.workerId) {
     // the job's lock lapsed on another worker (killed, or cut off from Redis): take it over
@@ -149,6 +157,12 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
       try {
         return await lifecycle.settleAborted(job, token, buildId, aborted);
       } finally {
+        // the lifecycle settles through the worker's own store: report where that left the build
+        // (a lost build belongs to the worker that took it over, which reports it)
+        if (aborted.kind !== "lost") {
+          const settled = await deps.store.get(buildId).catch(() => undefined);
+          if (settled) await progress.report(settled.status);
+        }
         if (aborted.kind !== "shutdown" && aborted.kind !== "lost") deps.artifacts?.archiveBuild(buildId);
       }
     }
@@ -180,6 +194,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
+  let egress: DockerBuildEgress | undefined;
   let builder = options.builder;
   if (!builder) {
     const docker = new DockerImageBuilder({
@@ -194,10 +209,12 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       docker.docker,
       { scope: env.IMAGE_CACHE_SCOPE, maxImages: env.IMAGE_CACHE_MAX_IMAGES, maxBytes: env.IMAGE_CACHE_MAX_BYTES, danglingMinAgeSeconds: env.IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS },
       logger.child({ component: "image-cache" }),
+      docker.calls,
     );
     builder = withImageCache(docker, imageCache);
+    egress = createBuildEgress(env, docker.docker, logger);
   }
-  const deps = createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
+  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
@@ -243,7 +260,11 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       const message = `the build's worker stopped responding ${env.WORKER_MAX_STALLED_COUNT + 1} times (killed or cut off from Redis); not retried further`;
       void deps.store
         .transitionIfActive(buildId, "failed", { error: { code: "INTERNAL", message } })
-        .then((record) => record && deps.artifacts?.archiveBuild(buildId))
+        .then(async (record) => {
+          if (!record) return;
+          deps.artifacts?.archiveBuild(buildId);
+          await new JobProgress(job, buildId, env.WORKER_ID, logger).report("failed");
+        })
         .catch((cause: Error) => logger.warn({ err: cause, buildId }, "could not record a stalled build's failure"));
     }
   });
@@ -261,8 +282,10 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     metrics,
     lifecycle,
     ...(imageCache ? { imageCache } : {}),
+    ...(egress ? { egress } : {}),
     sweepWorkDir: sweep,
     async close() {
+      egress?.stop();
       await worker.close();
       await lifecycle.close();
       // give background uploads a moment; what is left stays "pending" in the records

@@ -6,4 +6,5 @@ export * from "./reference.js";
 export * from "./env.js";
 export * from "./canonical.js";
 export * from "./tokens.js";
+export * from "./deadline.js";
 export * from "./history.js";

@@ -4,7 +4,7 @@ import https from "node:https";
 import { readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
-import { BuilderError } from "@m1l0/config";
+import { AbortScope, BuilderError } from "@m1l0/config";
 import {
   Errors,
   checkout,
@@ -484,28 +484,21 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
 
   const timeoutMs = options.policy.cloneTimeoutMs ?? DEFAULT_CLONE_LIMITS.timeoutMs;
   const maxBytes = options.policy.cloneMaxBytes ?? DEFAULT_CLONE_LIMITS.maxBytes;
-  const stopper = new AbortController();
+  // the clone's deadline, its caps and the build's own signal stop it through one scope
+  const scope = new AbortScope({
+    timeoutMs,
+    signal: options.signal,
+    onTimeout: () =>
+      (ctx.failure ??= new BuilderError("SOURCE_FETCH_FAILED", `clone of ${shown} timed out after ${timeoutMs / 1000} s (the worker's CLONE_TIMEOUT_SECONDS)`, {
+        retryable: false,
+      })),
+  });
   const stop = (failure: BuilderError) => {
     ctx.failure ??= failure;
-    stopper.abort(ctx.failure);
+    scope.abort(ctx.failure);
   };
-  const deadline = setTimeout(
-    () =>
-      stop(
-        new BuilderError("SOURCE_FETCH_FAILED", `clone of ${shown} timed out after ${timeoutMs / 1000} s (the worker's CLONE_TIMEOUT_SECONDS)`, {
-          retryable: false,
-        }),
-      ),
-    timeoutMs,
-  );
-  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
-  const guarded = guardedHttpClient(ctx, guard, signal, stop, maxBytes);
+  const guarded = guardedHttpClient(ctx, guard, scope.signal, stop, maxBytes);
   const http = guarded.client;
-  // isomorphic-git's local work (unpacking, checkout) does not watch the signal: stop waiting for it.
-  const stopped = new Promise<never>((_resolve, reject) => {
-    signal.addEventListener("abort", () => reject(ctx.failure ?? signal.reason), { once: true });
-  });
-  stopped.catch(() => undefined);
   const onAuth = authCallback(ctx);
   const onAuthFailure = (): GitAuth => ({ cancel: true });
   const progress = progressLogger(ctx.log);
@@ -570,10 +563,9 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   let ref: string | undefined;
   try {
     const working = work();
-    // when the deadline wins the race, the clone's own late failure has nobody left to tell
-    working.catch(() => undefined);
     try {
-      ({ commit, ref } = await Promise.race([working, stopped]));
+      // isomorphic-git's local work (unpacking, checkout) does not watch the signal: stop waiting for it
+      ({ commit, ref } = await scope.race(working));
     } catch (error) {
       // isomorphic-git cleans up after a failure: let it finish so nothing lands in workDir after we return
       await Promise.race([working.then(undefined, () => undefined), new Promise((resolve) => setTimeout(resolve, SETTLE_MS).unref())]);
@@ -584,7 +576,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     if (ctx.failure?.code === "SOURCE_TOO_LARGE") await emptyDir(ctx.dir).catch(() => undefined);
     throw toBuilderError(ctx, error);
   } finally {
-    clearTimeout(deadline);
+    scope.dispose();
     guarded.close();
   }
   ctx.log(`resolved commit ${commit}${ref && ref !== commit ? ` (${ref})` : ""}`);
@@ -617,7 +609,12 @@ export interface ResolveRevisionOptions {
   policy: SourcePolicy;
   gitCredentials?: GitCredential[];
   signal?: AbortSignal;
+  /** deadline of the ref advertisement [REF_LOOKUP_TIMEOUT_MS] */
+  timeoutMs?: number;
 }
+
+/** How long a ref advertisement may take: it sits on the path of every build of a git source. */
+export const REF_LOOKUP_TIMEOUT_MS = 30_000;
 
 /**
  * The commit a git source's ref points at, asked of the server without cloning (one ref
@@ -649,13 +646,21 @@ export async function resolveGitRevision(options: ResolveRevisionOptions): Promi
     log: () => undefined,
     redact,
   };
-  const stopper = new AbortController();
-  const timeout = setTimeout(() => stopper.abort(new Error("ref lookup timed out")), 30_000);
-  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
-  const guarded = guardedHttpClient(ctx, guard, signal, (failure) => stopper.abort(failure), 1024 ** 2 * 64);
+  const timeoutMs = options.timeoutMs ?? REF_LOOKUP_TIMEOUT_MS;
+  const scope = new AbortScope({
+    timeoutMs,
+    signal: options.signal,
+    onTimeout: () =>
+      (ctx.failure ??= new BuilderError("SOURCE_FETCH_FAILED", `the git server did not list the refs of ${ctx.shown} within ${timeoutMs / 1000} s`)),
+  });
+  const stop = (failure: BuilderError) => {
+    ctx.failure ??= failure;
+    scope.abort(ctx.failure);
+  };
+  const guarded = guardedHttpClient(ctx, guard, scope.signal, stop, 1024 ** 2 * 64);
   const onAuth = authCallback(ctx);
   try {
-    const refs = await listServerRefs({
+    const refs = await scope.race(listServerRefs({
       http: guarded.client,
       url: parsed.url,
       onAuth,
@@ -665,7 +670,7 @@ export async function resolveGitRevision(options: ResolveRevisionOptions): Promi
       // v1: one request (the advertisement) instead of v2's two (capabilities, then ls-refs);
       // the lookup is on the path of every unchanged resubmit
       protocolVersion: 1,
-    });
+    }));
     const byName = new Map(refs.map((ref) => [ref.ref, ref]));
     const names = parsed.ref === undefined ? ["HEAD"] : [`refs/heads/${parsed.ref}`, `refs/tags/${parsed.ref}`, parsed.ref];
     for (const name of names) {
@@ -676,7 +681,7 @@ export async function resolveGitRevision(options: ResolveRevisionOptions): Promi
   } catch (error) {
     throw toBuilderError(ctx, error);
   } finally {
-    clearTimeout(timeout);
+    scope.dispose();
     guarded.close();
   }
 }

@@ -117,6 +117,8 @@ export async function startStack(
     BUILD_QUEUE_NAME: queueName,
     REDIS_KEY_PREFIX: keyPrefix,
     ALLOW_HTTP_SOURCES: "true",
+    // the local git server is on loopback, which sources may only use when allowlisted (API and workers alike)
+    SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: "info",
   };
@@ -132,8 +134,6 @@ export async function startStack(
     DOCKERHUB_USERNAME: services.registryUsername,
     DOCKERHUB_TOKEN_FILE: tokenFile,
     GIT_CREDENTIALS: `${new URL(services.gitServerUrl).host}=${services.gitPrivateUsername}:${services.gitPrivateToken}`,
-    // the local git server is on loopback, which sources may only use when allowlisted
-    SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
     S3_ENDPOINT: services.s3Endpoint,
     S3_FORCE_PATH_STYLE: "true",
     AWS_ACCESS_KEY_ID: "S3RVER",

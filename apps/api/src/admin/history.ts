@@ -39,6 +39,21 @@ export class BuildHistory {
     return this.artifacts?.get(artifactKeys.log(id));
   }
 
+  /** The archived log once the Redis stream is gone (expired or trimmed away); undefined while Redis has it. */
+  async logIfForgotten(id: string): Promise<Readable | undefined> {
+    const live = await this.store.readEvents(id, "0", { count: 1 });
+    return live.length === 0 ? this.archivedLog(id) : undefined;
+  }
+
+  /**
+   * A build's events after `afterId`, to its final status: the Redis stream (live, waiting
+   * for new events) while it exists, else the archived log's. Every protocol follows through here.
+   */
+  async *events(id: string, afterId: string, signal?: AbortSignal): AsyncGenerator<StoredEvent> {
+    const archived = await this.logIfForgotten(id);
+    yield* archived ? archivedEvents(archived, afterId) : this.store.follow(id, afterId, signal);
+  }
+
   private async archivedRecord(id: string): Promise<BuildRecord | undefined> {
     // ids become object keys / file names: anything else cannot have been archived
     if (!BUILD_ID_PATTERN.test(id)) return undefined;

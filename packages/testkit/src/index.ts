@@ -1,0 +1,2 @@
+export { startHungServer, type HungServer } from "./hung-peer.js";
+export { settlesWithin, withGcPressure, type Settled } from "./gc.js";
