@@ -15,7 +15,7 @@ import { Authenticator, BuildService, buildApp } from "../src/index.js";
  * more archived records than one S3 list answers (1,000), plus builds only Redis has, plus
  * builds in both. M1L0_HISTORY_ARCHIVED=10000 makes it the page-time measurement of issue 12.
  */
-const ARCHIVED = Number(process.env.M1L0_HISTORY_ARCHIVED ?? 1_300);
+const ARCHIVED = Number(process.env.M1L0_HISTORY_ARCHIVED ?? 1_100);
 /** set by scripts/bench-history.sh, whose private S3 server is thrown away afterwards (s3rver deletes slowly in big folders) */
 const DISPOSABLE_S3 = process.env.M1L0_HISTORY_DISPOSABLE_S3 === "1";
 const BIG = ARCHIVED > 2_000;
