@@ -1,7 +1,7 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { buildConfigSchema, type BuildRecord } from "@m1l0/config";
 import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
-import { LocalArtifactStore, artifactKeys } from "@m1l0/storage";
+import { LocalArtifactStore, archiveRecord, artifactKeys } from "@m1l0/storage";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
@@ -125,9 +125,9 @@ describe("history beyond Redis retention", () => {
   it("GET /builds and GET /builds/:id fall back to archived records, newest first", async () => {
     const older = archivedRecord(`bld_old_${randomUUID().slice(0, 8)}`, "2001-01-01T00:00:00.000Z");
     const newer = archivedRecord(`bld_new_${randomUUID().slice(0, 8)}`, "2001-01-02T00:00:00.000Z", "failed");
-    await artifacts.put(artifactKeys.record(older.id), JSON.stringify(older));
-    await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
-    await artifacts.put(artifactKeys.record(newer.id), JSON.stringify(newer));
+    // as the worker archives them: the record and its newest-first index keys
+    await archiveRecord(artifacts, older);
+    await archiveRecord(artifacts, newer);
 
     const list = (await app.inject({ method: "GET", url: "/builds?limit=500" })).json().builds as BuildRecord[];
     const ids = list.map((record) => record.id);
