@@ -13,7 +13,7 @@ import type { ArtifactArchiver } from "./artifacts.js";
 import { checkDockerfileBaseImages } from "./base-images.js";
 import { prepareCacheFrom, rememberPushedImage } from "./cache-from.js";
 import { BUILD_KEY_LABEL, computeBuildKey, findCachedImage, waitForBuildKey } from "./build-key.js";
-import type { ImageBuilder } from "./docker.js";
+import type { ImageBuilder } from "./builder.js";
 
 /** Name of the generated Dockerfile inside the context; chosen not to clash with a user's. */
 export const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
@@ -21,6 +21,8 @@ export const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
 export interface PipelineDeps {
   store: BuildStore;
   builder: ImageBuilder;
+  /** labels every image this worker makes carries (the image cache's ownership label); the pipeline puts them on */
+  imageLabels: Readonly<Record<string, string>>;
   registry: Record<BuildConfig["service"], RegistryResolver | undefined>;
   catalog: Catalog;
   sourcePolicy: SourcePolicy;
@@ -73,7 +75,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
     });
     if (identity) {
       const base = config.dockerfile ? undefined : resolveCatalogBase(deps, config);
-      const baseContent = base ? await deps.builder.imageContentId?.(base.image) : undefined;
+      const baseContent = base ? (await deps.builder.inspect(base.image))?.contentId : undefined;
       keyInputs = { config, source: identity.id, base: base ? { image: base.publicImage, content: baseContent } : undefined };
       buildKey = computeBuildKey(keyInputs);
       fetchLog(`build key ${buildKey} (${identity.commit ? `commit ${identity.commit}` : identity.id})`);
@@ -148,8 +150,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       });
       dockerfileName = GENERATED_DOCKERFILE;
       extraFiles = [
-        // the builder's own labels (image cache ownership) ride in the Dockerfile's LABEL line: no extra build step
-        { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels: { ...labels, ...deps.builder.imageLabels } }) },
+        // every label (the image cache's too) rides in the Dockerfile's LABEL line: no extra build step
+        { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels: { ...labels, ...deps.imageLabels } }) },
         // The user's ignores are already applied while packing. This replacement makes the
         // daemon drop our Dockerfile (and itself) from the context before `COPY . ./`.
         { name: ".dockerignore", content: `${GENERATED_DOCKERFILE}\n.dockerignore\n` },
@@ -173,9 +175,8 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       tag: target.reference,
       dockerfile: dockerfileName,
       networkMode: deps.buildNetwork,
-      // generated Dockerfiles carry the key in their LABEL line; a user's Dockerfile gets it from the build API (one more step)
-      ...(buildKey && config.dockerfile ? { labels: { [BUILD_KEY_LABEL]: buildKey } } : {}),
-      ...(config.dockerfile ? {} : { ownLabelsInDockerfile: true }),
+      // generated Dockerfiles carry every label in their LABEL line; a user's Dockerfile gets them from the build API (one more step)
+      ...(config.dockerfile ? { labels: { ...deps.imageLabels, ...(buildKey ? { [BUILD_KEY_LABEL]: buildKey } : {}) } } : {}),
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
       ...(cacheFrom ? { cacheFrom: [cacheFrom] } : {}),
@@ -190,7 +191,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
     });
     await store.appendLog(buildId, "push", `pushing ${target.reference}`);
     // short-lived tokens (ECR) are re-read here: the one from resolve may have expired during the build
-    const pushAuth = target.refreshAuth ? await target.refreshAuth() : target.auth;
+    const pushAuth = await target.auth();
     const { digest } = await builder.push({
       reference: target.reference,
       registry: target.registry,

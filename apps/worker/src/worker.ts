@@ -10,7 +10,8 @@ import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
 import { ImageCache, imageCacheLabels, sweepWorkDir, withImageCache } from "./cleanup.js";
-import { DockerImageBuilder, type ImageBuilder } from "./docker.js";
+import type { ImageBuilder } from "./builder.js";
+import { DockerImageBuilder } from "./docker.js";
 import type { WorkerEnv } from "./env.js";
 import { BuildAborted, BuildLifecycle, abortReason } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
@@ -38,14 +39,15 @@ export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
   });
 }
 
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder?: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
+export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
   const catalog = loadCatalog({
     ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
     ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
   });
   return {
     store,
-    builder: builder ?? new DockerImageBuilder({ socketPath: env.DOCKER_SOCKET, pidsLimit: env.BUILD_PIDS_LIMIT, cgroupRoot: env.BUILD_CGROUP_ROOT }),
+    builder,
+    imageLabels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
     registry: createRegistryResolvers(env),
     catalog,
     sourcePolicy: {
@@ -188,7 +190,6 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       cgroupRoot: env.BUILD_CGROUP_ROOT,
       pushRetries: env.PUSH_RETRIES,
       pushRetryDelayMs: env.PUSH_RETRY_DELAY_MS,
-      labels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
     });
     imageCache = new ImageCache(
       docker.docker,

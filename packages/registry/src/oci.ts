@@ -64,7 +64,7 @@ export class OciRegistryResolver implements RegistryResolver {
       repository: config.repository,
       tag: config.revision,
       reference: `${host}/${config.repository}:${config.revision}`,
-      ...(credential ? { auth: { username: credential.username, password: credential.password, serveraddress: host } } : {}),
+      auth: async () => (credential ? { username: credential.username, password: credential.password, serveraddress: host } : undefined),
     };
   }
 }

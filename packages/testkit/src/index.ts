@@ -1,2 +1,3 @@
 export { startHungServer, type HungServer } from "./hung-peer.js";
 export { settlesWithin, withGcPressure, type Settled } from "./gc.js";
+export { tarOf, untar } from "./tar.js";
