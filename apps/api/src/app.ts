@@ -5,10 +5,11 @@ import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
-import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute } from "./admin/index.js";
+import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, SIGN_IN_PATH, SIGN_OUT_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute, registerSignIn } from "./admin/index.js";
 import { canAccess, submitterOf, type Authenticator, type Principal } from "./auth/principal.js";
 import { rateLimitStore, type SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { registerRestAuth } from "./auth/rest.js";
+import { DashboardSessions } from "./auth/session.js";
 import type { BuildService } from "./builds.js";
 
 export interface AppDeps {
@@ -27,6 +28,10 @@ export interface AppDeps {
   rateLimiter?: SubmissionRateLimiter;
   /** leave /metrics open (default: admin token) */
   metricsPublic?: boolean;
+  /** the dashboard's browser sessions (default: in `redis` under `m1l0:`, one hour) */
+  sessions?: DashboardSessions;
+  /** mark the session cookie Secure on plain HTTP too (TLS ends at a proxy) */
+  secureCookie?: boolean;
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
@@ -53,8 +58,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
   const history = new BuildHistory(deps.store, deps.artifacts);
+  const sessions = deps.sessions ?? new DashboardSessions(deps.redis, { prefix: "m1l0:", ttlSeconds: 3600 });
   // first of all: every route added from here on gets an auth policy
-  registerRestAuth(app, deps.auth, { adminPages: [DASHBOARD_PATH], userPages: [DOCS_PATH], metricsPath: "/metrics", metricsPublic: deps.metricsPublic ?? false });
+  registerRestAuth(app, deps.auth, {
+    adminPages: [DASHBOARD_PATH],
+    userPages: [DOCS_PATH],
+    metricsPath: "/metrics",
+    metricsPublic: deps.metricsPublic ?? false,
+    ...(deps.queue ? { sessions, signInPath: SIGN_IN_PATH } : {}),
+  });
   const limiter = deps.rateLimiter?.enabled && !deps.auth.disabled ? deps.rateLimiter : undefined;
   if (limiter) {
     await app.register(rateLimit, {
@@ -201,7 +213,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.queue) {
     registerMetricsRoute(app, createApiMetrics(deps.queue, deps.store));
-    await registerDashboard(app, deps.queue);
+    await registerSignIn(app, { authenticator: deps.auth, sessions, secureCookie: deps.secureCookie ?? false });
+    await registerDashboard(app, deps.queue, deps.auth.disabled ? {} : { signOutPath: SIGN_OUT_PATH });
   }
 
   return app;

@@ -49,6 +49,10 @@ const envSchema = z.object({
   SUBMIT_RATE_LIMIT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(60),
   /** serve /metrics without a token (e.g. for a scraper on a private network); default: admin token */
   METRICS_PUBLIC: bool,
+  /** lifetime of a dashboard sign-in (the session cookie and its Redis key), fixed from sign-in */
+  DASHBOARD_SESSION_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 3600).default(3600),
+  /** mark the dashboard's cookie Secure although the API serves plain HTTP (TLS ends at a proxy) */
+  DASHBOARD_COOKIE_SECURE: bool,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

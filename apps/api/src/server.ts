@@ -7,6 +7,7 @@ import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
+import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
 import { loadApiEnv } from "./env.js";
 import { startGrpcServer } from "./grpc/server.js";
@@ -35,6 +36,8 @@ const app = await buildApp({
   auth,
   rateLimiter,
   metricsPublic: env.METRICS_PUBLIC,
+  sessions: new DashboardSessions(redis, { prefix: env.REDIS_KEY_PREFIX, ttlSeconds: env.DASHBOARD_SESSION_TTL_SECONDS }),
+  secureCookie: env.DASHBOARD_COOKIE_SECURE,
   builds,
   store,
   redis,
@@ -43,7 +46,7 @@ const app = await buildApp({
   bodyLimit: env.BODY_LIMIT_BYTES,
   logger: {
     level: env.LOG_LEVEL,
-    redact: ["req.headers.authorization", "req.headers.cookie"],
+    redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
     ...(process.stdout.isTTY ? {} : {}),
   },
 });

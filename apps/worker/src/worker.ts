@@ -16,6 +16,7 @@ import type { WorkerEnv } from "./env.js";
 import { BuildAborted, BuildLifecycle, abortReason } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
 import { runBuild, type PipelineDeps } from "./pipeline.js";
+import { JobProgress } from "./progress.js";
 
 export interface BuildWorker {
   worker: Worker<BuildJobData>;
@@ -124,10 +125,14 @@ export function createBuildProcessor(deps: PipelineDeps, metrics?: WorkerMetrics
   };
 }
 
-async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
+async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
   const { buildId, config } = buildJobSchema.parse(job.data);
-  const log = deps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
+  const log = workerDeps.logger.child({ buildId, attempt: job.attemptsMade + 1 });
   log.info({ jobId: job.id }, "processing");
+  // every status change of this attempt also becomes the job's progress (the dashboard's view)
+  const progress = new JobProgress(job, buildId, workerDeps.workerId, log);
+  await progress.start(job.attemptsMade + 1);
+  const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
   const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: job.attemptsMade + 1 }));
   if (before.status !== "queued" && before.worker && before.worker !== deps.workerId) {
     // the job's lock lapsed on another worker (killed, or cut off from Redis): take it over
@@ -151,6 +156,12 @@ async function processBuild(deps: PipelineDeps, job: Job<BuildJobData>, metrics?
       try {
         return await lifecycle.settleAborted(job, token, buildId, aborted);
       } finally {
+        // the lifecycle settles through the worker's own store: report where that left the build
+        // (a lost build belongs to the worker that took it over, which reports it)
+        if (aborted.kind !== "lost") {
+          const settled = await deps.store.get(buildId).catch(() => undefined);
+          if (settled) await progress.report(settled.status);
+        }
         if (aborted.kind !== "shutdown" && aborted.kind !== "lost") deps.artifacts?.archiveBuild(buildId);
       }
     }
@@ -245,7 +256,11 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       const message = `the build's worker stopped responding ${env.WORKER_MAX_STALLED_COUNT + 1} times (killed or cut off from Redis); not retried further`;
       void deps.store
         .transitionIfActive(buildId, "failed", { error: { code: "INTERNAL", message } })
-        .then((record) => record && deps.artifacts?.archiveBuild(buildId))
+        .then(async (record) => {
+          if (!record) return;
+          deps.artifacts?.archiveBuild(buildId);
+          await new JobProgress(job, buildId, env.WORKER_ID, logger).report("failed");
+        })
         .catch((cause: Error) => logger.warn({ err: cause, buildId }, "could not record a stalled build's failure"));
     }
   });

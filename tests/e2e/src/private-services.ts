@@ -164,22 +164,3 @@ export async function startPrivateDockerd(images: string[] = [services.baseImage
   return service;
 }
 
-/** A TCP server that accepts connections and never answers: a hung git server or registry. */
-export async function startBlackhole(): Promise<{ port: number; close(): void }> {
-  const { createServer } = await import("node:net");
-  const sockets = new Set<import("node:net").Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return {
-    port,
-    close() {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
