@@ -27,6 +27,8 @@ export interface FakeBuilderOptions {
   /** images the daemon holds from the start, as if pulled (base images) */
   baseImages?: string[];
   registry?: FakeRegistry;
+  /** any FROM is held, as pulled (tests that do not care which base image the catalog names) */
+  anyBase?: boolean;
 }
 
 export class FakeImageBuilder implements ImageBuilder {
@@ -43,7 +45,10 @@ export class FakeImageBuilder implements ImageBuilder {
   /** holds every build until it is released (to observe a build in progress, or abort it) */
   gate: Promise<void> | undefined;
 
+  private readonly anyBase: boolean;
+
   constructor(options: FakeBuilderOptions = {}) {
+    this.anyBase = options.anyBase ?? false;
     this.registry = options.registry ?? new FakeRegistry();
     for (const reference of options.baseImages ?? []) this.images.set(reference, { id: sha256(`base ${reference}`), origin: "pulled", contentId: sha256(`layers of ${reference}`), labels: {} });
   }
@@ -75,7 +80,12 @@ export class FakeImageBuilder implements ImageBuilder {
     const files = untar(Buffer.concat(chunks));
     const dockerfile = files.get(request.dockerfile)?.toString("utf8");
     if (dockerfile === undefined) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: Cannot locate specified Dockerfile: ${request.dockerfile}`);
-    const steps = dockerfile.split("\n").map((line) => line.trim()).filter((line) => line && !line.startsWith("#"));
+    // one step per instruction: continuation lines (a trailing backslash) are joined
+    const steps = dockerfile
+      .replace(/\\\n/g, " ")
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith("#"));
     let content = "";
     let labels: Record<string, string> = {};
     for (const [index, step] of steps.entries()) {
@@ -85,6 +95,7 @@ export class FakeImageBuilder implements ImageBuilder {
       request.onLine(line);
       if (!INSTRUCTIONS.has(instruction.toUpperCase())) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: dockerfile parse error line ${index + 1}: unknown instruction: ${instruction.toUpperCase()}`);
       if (instruction.toUpperCase() === "FROM") {
+        if (this.anyBase && !this.images.has(argument)) this.images.set(argument, { id: sha256(`base ${argument}`), origin: "pulled", contentId: sha256(`layers of ${argument}`), labels: {} });
         const base = this.images.get(argument);
         if (!base) throw new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${argument} is not available to the build daemon (pull access denied for ${argument}); ask the operator to make it pullable or pre-load it`);
         content = base.contentId;
@@ -97,7 +108,9 @@ export class FakeImageBuilder implements ImageBuilder {
         request.onLine(`ERROR: The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
         throw new BuilderError("BUILD_FAILED", `build failed at "${line}": The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
       }
-      if (instruction.toUpperCase() === "LABEL") for (const pair of argument.match(/[^\s=]+=("[^"]*"|\S+)/g) ?? []) labels[pair.slice(0, pair.indexOf("="))] = pair.slice(pair.indexOf("=") + 1).replace(/^"|"$/g, "");
+      if (instruction.toUpperCase() === "LABEL") {
+        for (const [, key = "", value = ""] of argument.matchAll(/("[^"]*"|[^\s="]+)=("[^"]*"|\S+)/g)) labels[key.replace(/^"|"$/g, "")] = value.replace(/^"|"$/g, "");
+      }
       content = sha256(`${content}\n${step}`);
     }
     // what COPY could take: every file of the context
