@@ -13,7 +13,7 @@ USER node
 CMD ["node", "dist/server.js"]
 
 FROM node:20-bookworm-slim AS worker
-RUN apt-get update && apt-get install -y --no-install-recommends docker.io ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends docker.io iptables ca-certificates && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /out/worker .
 CMD ["sh", "-c", "dockerd >/var/log/dockerd.log 2>&1 & until docker info >/dev/null 2>&1; do sleep 0.2; done; exec node dist/main.js"]

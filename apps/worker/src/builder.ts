@@ -7,6 +7,8 @@ export interface ImageBuildRequest {
   tag: string;
   dockerfile: string;
   networkMode: string;
+  /** build args (the egress proxy's HTTP(S)_PROXY: Docker keeps these predefined ones out of the image history) */
+  buildArgs?: Record<string, string>;
   memoryBytes?: number;
   cpuQuota?: number;
   /** every label the build API adds to the image (the pipeline decides them all; a builder adds none of its own) */

@@ -164,6 +164,9 @@ export class DockerImageBuilder implements ImageBuilder {
         t: request.tag,
         dockerfile: request.dockerfile,
         networkmode: request.networkMode,
+        // the classic builder: BuildKit would ignore a user-defined network (the egress policy's)
+        version: "1",
+        ...(request.buildArgs && Object.keys(request.buildArgs).length ? { buildargs: request.buildArgs } : {}),
         rm: true,
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { egressCommand } from "./egress/cli.js";
 import { loadWorkerEnv } from "./env.js";
 import { createLogger } from "./logger.js";
 import { installGracefulShutdown } from "./shutdown.js";
@@ -6,11 +7,24 @@ import { createBuildWorker } from "./worker.js";
 
 const env = loadWorkerEnv();
 const logger = createLogger(env.LOG_LEVEL, "m1l0-worker");
-const { deps, close, lifecycle, sweepWorkDir } = createBuildWorker(env, logger);
 
-await deps.builder.ping().catch((error: Error) => logger.warn(error.message));
-// work dirs a crashed predecessor left behind (builds no worker holds any more)
-await sweepWorkDir().catch((error: Error) => logger.warn({ err: error }, "work dir sweep failed"));
-logger.info({ worker: env.WORKER_ID, concurrency: env.WORKER_CONCURRENCY }, "worker ready");
+if (process.argv[2] === "egress") {
+  process.exitCode = await egressCommand(process.argv.slice(3), env, logger).catch((error: Error) => {
+    console.error(error.message);
+    return 1;
+  });
+} else {
+  const { deps, close, lifecycle, sweepWorkDir, egress } = createBuildWorker(env, logger);
 
-installGracefulShutdown({ close, lifecycle, graceSeconds: env.WORKER_SHUTDOWN_GRACE_SECONDS, logger });
+  await deps.builder.ping().catch((error: Error) => logger.warn(error.message));
+  // the build network and its rules before the first build (and again every BUILD_EGRESS_CHECK_SECONDS)
+  await egress
+    ?.start(env.BUILD_EGRESS_CHECK_SECONDS * 1000)
+    .then((prepared) => logger.info(prepared.description))
+    .catch((error: Error) => logger.error({ err: error }, "build egress policy not in place: builds fail until it is (retried periodically)"));
+  // work dirs a crashed predecessor left behind (builds no worker holds any more)
+  await sweepWorkDir().catch((error: Error) => logger.warn({ err: error }, "work dir sweep failed"));
+  logger.info({ worker: env.WORKER_ID, concurrency: env.WORKER_CONCURRENCY }, "worker ready");
+
+  installGracefulShutdown({ close, lifecycle, graceSeconds: env.WORKER_SHUTDOWN_GRACE_SECONDS, logger });
+}

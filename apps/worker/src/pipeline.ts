@@ -7,6 +7,7 @@ import type { S3Client } from "@m1l0/storage";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
 import type { ImageBuilder } from "./builder.js";
+import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
 import { fetchPhase, withWorkDir } from "./phases/fetch.js";
 import { identify } from "./phases/identify.js";
@@ -27,7 +28,10 @@ export interface PipelineDeps {
   s3?: S3Client;
   workDir: string;
   workerId: string;
+  /** network mode when no egress policy is given (tests with fake builders) */
   buildNetwork: string;
+  /** the egress policy (BUILD_EGRESS): network mode, build args and the log line of each build */
+  egress?: BuildEgress;
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
   /** registries a user-supplied Dockerfile may pull from (ALLOWED_BASE_REGISTRIES); unset → docker.io only */

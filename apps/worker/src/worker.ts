@@ -8,6 +8,7 @@ import type { ImageBuilder } from "./builder.js";
 import { ImageCache, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { createPipelineDeps } from "./deps.js";
 import { DockerImageBuilder } from "./docker.js";
+import { createBuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
 import { finishBuild } from "./finish.js";
 import { BuildAborted, BuildLifecycle } from "./lifecycle.js";
@@ -27,6 +28,8 @@ export interface BuildWorker {
   lifecycle: BuildLifecycle;
   /** this worker's bounded image cache; absent when a builder was passed in (tests) */
   imageCache?: ImageCache;
+  /** the build network and its egress rules; absent when a builder was passed in (tests) */
+  egress?: DockerBuildEgress;
   /** removes work dirs crashed builds left behind (run once at start) */
   sweepWorkDir(): Promise<string[]>;
   close(): Promise<void>;
@@ -39,6 +42,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
+  let egress: DockerBuildEgress | undefined;
   let builder = options.builder;
   if (!builder) {
     const docker = new DockerImageBuilder({
@@ -55,8 +59,9 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       docker.calls,
     );
     builder = withImageCache(docker, imageCache);
+    egress = createBuildEgress(env, docker.docker, logger);
   }
-  const deps = createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
+  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
@@ -122,8 +127,10 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     metrics,
     lifecycle,
     ...(imageCache ? { imageCache } : {}),
+    ...(egress ? { egress } : {}),
     sweepWorkDir: sweep,
     async close() {
+      egress?.stop();
       await worker.close();
       await lifecycle.close();
       // give background uploads a moment; what is left stays "pending" in the records

@@ -15,6 +15,9 @@ export function targetImage(attempt: Attempt, digest?: string): PushedImage {
 export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan): Promise<{ imageId: string }> {
   const { deps, buildId, target, signal } = attempt;
   const buildLog = (line: string) => void attempt.log.build(line);
+  // checked (and repaired) right before the daemon is asked: a build never runs on a network whose rules are gone
+  const egress = deps.egress ? await deps.egress.prepare() : { networkMode: deps.buildNetwork, description: `egress: network mode ${deps.buildNetwork} (no egress policy configured)` };
+  buildLog(egress.description);
   const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
   const packed = packContext(fetched.root, { filter: fetched.filter, extraFiles: plan.extraFiles });
   // the archive is a tee of what Docker reads, so it is exactly the context that was built
@@ -24,7 +27,8 @@ export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan)
       context: capture?.stream ?? packed,
       tag: target.reference,
       dockerfile: plan.dockerfile,
-      networkMode: deps.buildNetwork,
+      networkMode: egress.networkMode,
+      ...("buildArgs" in egress && egress.buildArgs ? { buildArgs: egress.buildArgs } : {}),
       ...(plan.labels ? { labels: plan.labels } : {}),
       ...(deps.buildMemoryBytes ? { memoryBytes: deps.buildMemoryBytes } : {}),
       ...(deps.buildCpuQuota ? { cpuQuota: deps.buildCpuQuota } : {}),
