@@ -7,3 +7,4 @@ export * from "./env.js";
 export * from "./canonical.js";
 export * from "./tokens.js";
 export * from "./deadline.js";
+export * from "./paths.js";
