@@ -1,4 +1,5 @@
 import { startPackageIndex, type PackageIndex } from "@m1l0/bench";
+import { withDeadline } from "@m1l0/config";
 import Docker from "dockerode";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -230,7 +231,7 @@ describe("build egress policy (BUILD_EGRESS)", () => {
       await container.remove({ force: true });
     }
     // the IPv6 metadata stand-in answers too (from the host: the default bridge has no IPv6)
-    const viaHost = await fetch(`http://[${TARGETS.metadataV6}]/`, { signal: AbortSignal.timeout(10_000) }).then((response) => response.text());
+    const viaHost = await withDeadline({ timeoutMs: 10_000 }, (signal) => fetch(`http://[${TARGETS.metadataV6}]/`, { signal }).then((response) => response.text()));
     expect(viaHost).toContain(`m1l0-egress-reached ${TARGETS.metadataV6}`);
   });
 
