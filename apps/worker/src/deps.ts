@@ -1,4 +1,5 @@
 import { loadCatalog } from "@m1l0/catalog";
+import { splitList } from "@m1l0/config";
 import type { BuildStore, LastImageStore } from "@m1l0/queue";
 import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
 import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
@@ -34,9 +35,9 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     sourcePolicy: {
       allowHttp: env.ALLOW_HTTP_SOURCES,
       allowDir: env.ALLOW_DIR_SOURCES,
-      ...(env.DIR_SOURCE_ROOTS ? { dirRoots: env.DIR_SOURCE_ROOTS.split(",").filter(Boolean) } : {}),
+      ...(env.DIR_SOURCE_ROOTS.length ? { dirRoots: env.DIR_SOURCE_ROOTS } : {}),
       allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS,
-      hostAllowlist: env.SOURCE_HOST_ALLOWLIST.split(",").map((entry) => entry.trim()).filter(Boolean),
+      hostAllowlist: env.SOURCE_HOST_ALLOWLIST,
       cloneTimeoutMs: env.CLONE_TIMEOUT_SECONDS * 1000,
       cloneMaxBytes: env.CLONE_MAX_BYTES,
       cloneMaxCheckoutBytes: env.CLONE_MAX_CHECKOUT_BYTES,
@@ -52,7 +53,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     workerId: env.WORKER_ID,
     buildNetwork: env.BUILD_NETWORK,
     skipUnchanged: env.SKIP_UNCHANGED,
-    plainHttpRegistries: env.INSECURE_REGISTRIES.split(",").map((host) => host.trim().toLowerCase()).filter(Boolean),
+    plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),
     ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
