@@ -5,7 +5,7 @@ import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
-import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, SIGN_IN_PATH, SIGN_OUT_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute, registerSignIn } from "./admin/index.js";
+import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, SIGN_IN_PATH, SIGN_OUT_PATH, archivedEvents, createApiMetrics, decodeCursor, encodeCursor, registerApiDocs, registerDashboard, registerMetricsRoute, registerSignIn } from "./admin/index.js";
 import { canAccess, submitterOf, type Authenticator, type Principal } from "./auth/principal.js";
 import { rateLimitStore, type SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { registerRestAuth } from "./auth/rest.js";
@@ -134,8 +134,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, ...(attached ? { attached: true } : {}), links: links(record.id) });
   });
 
-  app.get<{ Querystring: { status?: string; limit?: string } }>("/builds", async (request) => {
-    const { status, limit } = request.query;
+  app.get<{ Querystring: { status?: string; limit?: string; cursor?: string } }>("/builds", async (request) => {
+    const { status, limit, cursor } = request.query;
     if (status !== undefined && !(BUILD_STATUSES as readonly string[]).includes(status)) {
       throw new BuilderError("VALIDATION_FAILED", `status must be one of ${BUILD_STATUSES.join(", ")}`, {
         issues: [{ field: "status", message: `must be one of ${BUILD_STATUSES.join(", ")}` }],
@@ -145,10 +145,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
       throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
     }
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
     // a user token lists its own builds; an admin token every build
     const own = request.principal.role === "admin" ? {} : { submitter: request.principal.name };
-    const builds = await history.list({ limit: parsedLimit, ...own, ...(status ? { status: status as BuildStatus } : {}) });
-    return { builds };
+    const page = await history.page({ limit: parsedLimit, ...own, ...(status ? { status: status as BuildStatus } : {}), ...(after ? { after } : {}) });
+    return { builds: page.builds, nextCursor: page.next ? encodeCursor(page.next) : null };
   });
 
   app.get<{ Params: { id: string } }>("/builds/:id", async (request) => {

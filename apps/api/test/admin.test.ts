@@ -1,5 +1,5 @@
 import { buildConfigSchema, type BuildRecord } from "@m1l0/config";
-import { LocalArtifactStore, artifactKeys } from "@m1l0/storage";
+import { LocalArtifactStore, archiveRecord, artifactKeys } from "@m1l0/storage";
 import type { FastifyInstance } from "fastify";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -109,9 +109,9 @@ describe("history beyond Redis retention", () => {
   it("GET /builds and GET /builds/:id fall back to archived records, newest first", async () => {
     const older = archivedRecord(`bld_old_${randomUUID().slice(0, 8)}`, "2001-01-01T00:00:00.000Z");
     const newer = archivedRecord(`bld_new_${randomUUID().slice(0, 8)}`, "2001-01-02T00:00:00.000Z", "failed");
-    await artifacts.put(artifactKeys.record(older.id), JSON.stringify(older));
-    await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
-    await artifacts.put(artifactKeys.record(newer.id), JSON.stringify(newer));
+    // as the worker archives them: the record and its newest-first index keys
+    await archiveRecord(artifacts, older);
+    await archiveRecord(artifacts, newer);
 
     const list = (await app.inject({ method: "GET", url: "/builds?limit=500" })).json().builds as BuildRecord[];
     const ids = list.map((record) => record.id);

@@ -1,6 +1,6 @@
 import type { ArtifactUploadStatus, BuildArtifacts } from "@m1l0/config";
 import type { BuildStore } from "@m1l0/queue";
-import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
+import { archiveRecord, artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -162,7 +162,8 @@ export class ArtifactArchiver {
     await this.withRetries(buildId, "record", async () => {
       const record = await builds.require(buildId);
       const archived = { ...record, artifacts: { ...record.artifacts, record: "uploaded" as const } };
-      await artifacts.put(artifactKeys.record(buildId), JSON.stringify(archived, null, 2), "application/json");
+      // the record, then its keys in the newest-first index that GET /builds pages through
+      await archiveRecord(artifacts, archived);
     }).catch(() => undefined);
   }
 

@@ -8,3 +8,4 @@ export * from "./canonical.js";
 export * from "./tokens.js";
 export * from "./deadline.js";
 export * from "./paths.js";
+export * from "./history.js";

@@ -7,8 +7,10 @@ import {
   type BuildEvent,
   type BuildRecord,
   type BuildStatus,
+  type HistoryPosition,
 } from "@m1l0/config";
 import type { Redis } from "ioredis";
+import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
 
 const EVENTS_MAXLEN = 20_000;
 const FINISHED_TTL_SECONDS = 7 * 24 * 3600;
@@ -346,6 +348,14 @@ export class BuildStore {
     } finally {
       blocking.disconnect();
     }
+  }
+
+  /**
+   * Every record in Redis in history order (newest first, then by id), strictly after `after`:
+   * the live half of a paged history (the archive holds the rest). Read lazily, `batch` at a time.
+   */
+  newestFirst(after?: HistoryPosition, batch?: number): AsyncGenerator<LiveRecord> {
+    return walkIndexNewestFirst(this.redis, this.indexKey, (id) => this.recordKey(id), after, batch);
   }
 
   async list(options: ListOptions = {}): Promise<BuildRecord[]> {

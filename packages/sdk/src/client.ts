@@ -33,7 +33,15 @@ export interface ListBuildsOptions {
   status?: BuildStatus;
   /** 1–500, server default 50 */
   limit?: number;
+  /** the `nextCursor` of a previous page (opaque): continue after its last build */
+  cursor?: string;
   signal?: AbortSignal;
+}
+
+/** One page of `GET /builds`: newest first; `nextCursor` is absent on the last page. */
+export interface BuildsPage {
+  builds: BuildRecord[];
+  nextCursor?: string;
 }
 
 export interface WatchOptions {
@@ -124,14 +132,33 @@ export class M1l0Client {
     return { id: body.id, status: body.status, cancel: body.cancel };
   }
 
-  /** Most recent builds first. */
+  /** Most recent builds first: one page (see listPage for its cursor, listAll for every page). */
   async list(options: ListBuildsOptions = {}): Promise<BuildRecord[]> {
+    return (await this.listPage(options)).builds;
+  }
+
+  /**
+   * One page of builds, newest first, and the cursor of the next one (absent on the last).
+   * Cursors are positions: builds submitted meanwhile never shift or repeat later pages.
+   */
+  async listPage(options: ListBuildsOptions = {}): Promise<BuildsPage> {
     const query = new URLSearchParams();
     if (options.status) query.set("status", options.status);
     if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.cursor !== undefined) query.set("cursor", options.cursor);
     const suffix = query.size ? `?${query.toString()}` : "";
-    const body = await this.call(`/builds${suffix}`, (response) => response.json() as Promise<{ builds: BuildRecord[] }>, options.signal ? { signal: options.signal } : {});
-    return body.builds;
+    const body = await this.call(`/builds${suffix}`, (response) => response.json() as Promise<{ builds: BuildRecord[]; nextCursor?: string | null }>, options.signal ? { signal: options.signal } : {});
+    return { builds: body.builds, ...(body.nextCursor ? { nextCursor: body.nextCursor } : {}) };
+  }
+
+  /** Every build (this token may see), newest first, fetched a page (`limit`) at a time as you iterate. */
+  async *listAll(options: Omit<ListBuildsOptions, "cursor"> = {}): AsyncGenerator<BuildRecord> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ ...options, ...(cursor ? { cursor } : {}) });
+      yield* page.builds;
+      cursor = page.nextCursor;
+    } while (cursor);
   }
 
   /** The build's log so far as text, one `<time> [phase] line` per event. */

@@ -1,4 +1,6 @@
 import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import type { BuildRecord } from "@m1l0/config";
+import { recordIndexKeys } from "@m1l0/storage";
 import Docker from "dockerode";
 import { Redis } from "ioredis";
 import { withDeadline } from "@m1l0/config";
@@ -308,6 +310,10 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     const stored = JSON.parse(await s3Text(`records/${id}.json`)) as RecordView;
     expect(stored).toMatchObject({ id, status: "succeeded", contextDigest: archived.contextDigest, image: { digest: archived.image!.digest } });
     expect(stored.artifacts).toMatchObject({ log: "uploaded", context: "uploaded", record: "uploaded" });
+    // and its keys in the newest-first index GET /builds pages through once Redis forgets the build
+    const indexKeys = recordIndexKeys(stored as unknown as BuildRecord);
+    expect(indexKeys.length).toBeGreaterThanOrEqual(2);
+    for (const key of indexKeys) expect(await s3Text(key)).toBe(`records/${id}.json`);
   });
 
   it("the archived context is exactly what Docker built: its digest matches and it rebuilds to an image with the same config", async () => {

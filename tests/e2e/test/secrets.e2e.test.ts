@@ -1,4 +1,4 @@
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -73,9 +73,11 @@ async function scanRedis(needles: readonly string[]): Promise<Finding[]> {
 /** Every object in the bucket, gunzipped too (contexts and logs may be compressed). */
 async function scanS3(needles: readonly string[]): Promise<Finding[]> {
   const findings: Finding[] = [];
-  let token: string | undefined;
+  // ListObjects v1 with Marker: s3rver answers 500 to a truncated V2 listing (its continuation
+  // token needs DES, which Node 20's OpenSSL lacks), and other suites may fill the bucket past a page
+  let marker: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: services.s3Bucket, ...(token ? { ContinuationToken: token } : {}) }));
+    const page = await s3.send(new ListObjectsCommand({ Bucket: services.s3Bucket, ...(marker ? { Marker: marker } : {}) }));
     for (const object of page.Contents ?? []) {
       findNeedles(`s3 key ${object.Key}`, object.Key ?? "", needles, findings);
       const body = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: services.s3Bucket, Key: object.Key }))).Body!.transformToByteArray());
@@ -84,8 +86,8 @@ async function scanS3(needles: readonly string[]): Promise<Finding[]> {
         findNeedles(`s3 object ${object.Key} (gunzipped)`, gunzipSync(body).toString("latin1"), needles, findings);
       }
     }
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+    marker = page.IsTruncated ? (page.NextMarker ?? page.Contents?.at(-1)?.Key) : undefined;
+  } while (marker);
   return findings;
 }
 

@@ -1,8 +1,9 @@
 import { BUILD_ID_PATTERN, BUILD_STATUSES, BuilderError, type BuildRecord, type BuildStatus } from "@m1l0/config";
-import { matchesListFilter, type BuildStore, type ListOptions, type StoredEvent } from "@m1l0/queue";
+import type { BuildStore, StoredEvent } from "@m1l0/queue";
 import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import type { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
+import { readHistoryPage, type HistoryPage, type HistoryPageOptions } from "./history-page.js";
 
 /**
  * Build records and logs that outlive Redis retention: Redis first (live, current), then the
@@ -24,24 +25,12 @@ export class BuildHistory {
     return record;
   }
 
-  /** Newest first: Redis records, then archived ones Redis no longer has. */
-  async list(options: ListOptions = {}): Promise<BuildRecord[]> {
-    const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
-    const live = await this.store.list(options);
-    if (live.length >= limit || !this.artifacts) return live;
-    const seen = new Set(live.map((record) => record.id));
-    const archived: BuildRecord[] = [];
-    // filtering by status or submitter needs the record bodies, so read a few more than needed
-    const filtered = options.status !== undefined || options.submitter !== undefined;
-    const objects = await this.artifacts.list(artifactKeys.recordsPrefix, filtered ? 500 : limit + live.length);
-    for (const object of objects) {
-      if (live.length + archived.length >= limit) break;
-      const id = object.key.slice(artifactKeys.recordsPrefix.length).replace(/\.json$/, "");
-      if (seen.has(id)) continue;
-      const record = await this.archivedRecord(id);
-      if (record && matchesListFilter(record, options)) archived.push(record);
-    }
-    return [...live, ...archived].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+  /**
+   * One page of builds, newest first, from Redis and the archive alike (each build once);
+   * `next` is where the following page starts (encode it as the cursor).
+   */
+  async page(options: HistoryPageOptions): Promise<HistoryPage> {
+    return readHistoryPage(this.store, this.artifacts ? (id) => this.archivedRecord(id) : undefined, this.artifacts, options);
   }
 
   /** The archived log (complete, written when the build ended), or undefined. */
