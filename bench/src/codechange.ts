@@ -92,7 +92,7 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
   const pairs: Pair[] = [];
   try {
     for (const socket of [daemonX, daemonY]) {
-      stacks.set(socket, await startStack(services, { worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
+      stacks.set(socket, await startStack({ worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
     }
     // the project's files all come from the fixtures' edits
     const empty = mkdtempSync(path.join(dir, "empty-"));
@@ -104,8 +104,8 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
       const requirements = `# bench code-only change ${salt}\n${index.requirements}`;
       const base = { service: "dockerhub", repository, framework: "python", pyversion: "3.11", resource: "cpu", entry: "main.py" };
       const fixtures = [
-        createGitFixture(services, empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
-        createGitFixture(services, empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
+        createGitFixture(empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
+        createGitFixture(empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
       ] as const;
       try {
         const cold = await build(stacks.get(coldDaemon)!, { ...base, revision: "v1", source: fixtures[0].url });

@@ -1,5 +1,5 @@
 import rateLimit from "@fastify/rate-limit";
-import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBuilderError, type BuildEvent, type BuildRecord, type BuildStatus } from "@m1l0/config";
+import { BUILD_STATUSES, BuilderError, decodeConfigText, isBuilderError, type BuildRecord, type BuildStatus } from "@m1l0/config";
 import { isRedisUnavailableError, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
@@ -35,12 +35,6 @@ export interface AppDeps {
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
-
-/** Formats one event as a log line: `2026-… [build] Step 1/8 : FROM …`. */
-export function formatEvent(event: BuildEvent): string {
-  // shared with the worker, which writes the same lines to the archived log
-  return formatBuildEvent(event);
-}
 
 function links(id: string) {
   return { self: `/builds/${id}`, logs: `/builds/${id}/logs`, follow: `/builds/${id}/logs?follow=1` };
@@ -178,15 +172,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
     if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
-      const lines: string[] = [];
-      let cursor = "0";
-      for (;;) {
-        const batch = await deps.store.readEvents(id, cursor, { count: 1000 });
-        if (batch.length === 0) break;
-        for (const item of batch) lines.push(formatEvent(item.event));
-        cursor = batch[batch.length - 1]!.id;
-      }
-      return reply.type("text/plain; charset=utf-8").send(lines.join("\n") + (lines.length ? "\n" : ""));
+      return reply.type("text/plain; charset=utf-8").send(await deps.store.renderLog(id));
     }
     const lastEventId = (request.headers["last-event-id"] as string | undefined) ?? "0";
     const abort = new AbortController();

@@ -1,9 +1,9 @@
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { envBoolean } from "@m1l0/config";
+import { envBoolean, envList, parseRegistryAllowlist } from "@m1l0/config";
 import { z } from "zod";
 
-const bool = envBoolean;
+const bool = envBoolean();
 
 const envSchema = z.object({
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
@@ -22,12 +22,9 @@ const envSchema = z.object({
   ALLOW_DIR_SOURCES: bool,
   /** the workers' source host policy, so requests they would refuse are refused before enqueueing: keep both equal to the workers' */
   ALLOW_PRIVATE_SOURCE_HOSTS: bool,
-  SOURCE_HOST_ALLOWLIST: z.string().default("").transform((text) => text.split(",").map((entry) => entry.trim()).filter(Boolean)),
+  SOURCE_HOST_ALLOWLIST: envList(),
   /** registry hosts a request may name in `registry` (comma list); empty = none */
-  REGISTRY_ALLOWLIST: z
-    .string()
-    .default("")
-    .transform((text) => text.split(/[,\s]+/).map((host) => host.trim().toLowerCase().replace(/^[a-z]+:\/\//, "").replace(/\/+$/, "")).filter(Boolean)),
+  REGISTRY_ALLOWLIST: z.string().default("").transform(parseRegistryAllowlist),
   /** archived logs and records: S3 when S3_BUCKET is set (credentials from the AWS chain), else ARTIFACTS_DIR */
   S3_BUCKET: z.string().optional(),
   S3_ENDPOINT: z.string().optional(),

@@ -7,14 +7,13 @@ import { Queue } from "bullmq";
 import type { FastifyInstance, InjectOptions } from "fastify";
 import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
-import { Writable } from "node:stream";
+import { buildTestApi, logCapture, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Authenticator, BuildHistory, BuildService, DashboardSessions, SESSION_COOKIE, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
 import { authenticatorFromEnv } from "../src/auth/config.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-auth-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
+let queueName: string;
+let prefix: string;
 const CONFIG = { service: "dockerhub", repository: "m1l0/auth", source: "https://git.example.com/me/auth.git" };
 
 function token(name: string, role: ApiTokenRole) {
@@ -33,36 +32,27 @@ let store: BuildStore;
 let builds: BuildService;
 let app: FastifyInstance;
 let sessions: DashboardSessions;
-const logLines: string[] = [];
+const log = logCapture();
+const logLines = log.lines;
 
 const bearer = (t: { token: string }) => ({ authorization: `Bearer ${t.token}` });
 const basic = (password: string, user = "x") => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
   const auth = authenticatorFromEnv({ API_TOKENS: TOKEN_LINES, AUTH_DISABLED: false });
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(chunk.toString());
-      done();
+  api = await buildTestApi({
+    name: "auth",
+    app: (parts) => {
+      sessions = new DashboardSessions(parts.redis, { prefix: parts.prefix, ttlSeconds: 600 });
+      // the most verbose logging there is: requests with their headers must still not show a token
+      return { auth, queue: parts.queue, sessions, logger: { level: "trace", stream: log.stream, redact: ["req.headers.authorization"] } };
     },
   });
-  sessions = new DashboardSessions(redis, { prefix, ttlSeconds: 600 });
-  // the most verbose logging there is: requests with their headers must still not show a token
-  app = await buildApp({ auth, builds, store, redis, queue, sessions, logger: { level: "trace", stream, redact: ["req.headers.authorization"] } });
+  ({ redis, queue, store, builds, app, queueName, prefix } = api);
 });
 
-afterAll(async () => {
-  await app?.close();
-  await queue?.obliterate({ force: true });
-  await queue?.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis?.disconnect();
-});
+afterAll(() => api?.close());
 
 // each submission its own build (identical requests in flight would attach to one build)
 let submissions = 0;

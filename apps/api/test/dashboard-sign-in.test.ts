@@ -1,28 +1,26 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { createApiToken } from "@m1l0/config";
-import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BuildStore, type BuildJobData } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import type { FastifyInstance, InjectOptions } from "fastify";
 import type { Redis } from "ioredis";
-import { randomUUID } from "node:crypto";
-import { Writable } from "node:stream";
+import { buildTestApi, logCapture, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { safeNext } from "../src/admin/index.js";
 import { Authenticator, BuildService, DashboardSessions, SESSION_COOKIE, buildApp } from "../src/index.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-signin-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
 const TTL = 900;
 const admin = createApiToken("ops", "admin");
 const alice = createApiToken("alice", "user");
 
+let queueName: string;
 let redis: Redis;
 let queue: Queue<BuildJobData>;
 let store: BuildStore;
 let sessions: DashboardSessions;
 let app: FastifyInstance;
-const logLines: string[] = [];
+const log = logCapture();
+const logLines = log.lines;
 
 const HOST = "dash.example:8080";
 const sameOrigin = { host: HOST, origin: `http://${HOST}`, "sec-fetch-site": "same-origin" };
@@ -43,37 +41,24 @@ async function signIn(token = admin.token, next?: string) {
   return { response, setCookie, id, cookie: `${SESSION_COOKIE}=${id}` };
 }
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  sessions = new DashboardSessions(redis, { prefix, ttlSeconds: TTL });
-  const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(chunk.toString());
-      done();
+  api = await buildTestApi({
+    name: "signin",
+    app: (parts) => {
+      sessions = new DashboardSessions(parts.redis, { prefix: parts.prefix, ttlSeconds: TTL });
+      return {
+        auth: Authenticator.withTokens([admin.entry, alice.entry]),
+        queue: parts.queue,
+        sessions,
+        logger: { level: "trace", stream: log.stream, redact: ["req.headers.authorization", "req.headers.cookie"] },
+      };
     },
   });
-  app = await buildApp({
-    auth: Authenticator.withTokens([admin.entry, alice.entry]),
-    builds,
-    store,
-    redis,
-    queue,
-    sessions,
-    logger: { level: "trace", stream, redact: ["req.headers.authorization", "req.headers.cookie"] },
-  });
+  ({ redis, queue, store, app, queueName } = api);
 });
 
-afterAll(async () => {
-  await app?.close();
-  await queue?.obliterate({ force: true });
-  await queue?.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis?.disconnect();
-});
+afterAll(() => api?.close());
 
 describe("dashboard sign-in (a token form and a session cookie)", () => {
   it("sends a browser without a session to the sign-in form, and a script gets 401 with a Bearer challenge", async () => {

@@ -1,47 +1,27 @@
-import { loadCatalog } from "@m1l0/catalog";
-import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BuildStore, type BuildJobData } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
-import { randomUUID } from "node:crypto";
+import { buildTestApi, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
 // A source host refused by its spelling alone needs no DNS: the API refuses it with 400 naming
 // `source`, through the workers' own policy code and allowlist, and nothing is enqueued.
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-api-source-hosts-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
 const BASE = { service: "dockerhub", repository: "team/project" };
 
-let redis: Redis;
 let queue: Queue<BuildJobData>;
 let store: BuildStore;
 let app: FastifyInstance;
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
   // as an operator would set SOURCE_HOST_ALLOWLIST for a company git server on a private address
-  const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: true, allowDir: false, sourceHosts: { hostAllowlist: ["10.20.30.40", "git.internal.example"] } });
-  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis });
+  api = await buildTestApi({ name: "api-source-hosts", sources: { allowHttp: true, allowDir: false, sourceHosts: { hostAllowlist: ["10.20.30.40", "git.internal.example"] } } });
+  ({ queue, store, app } = api);
 });
 
-beforeEach(async () => {
-  await queue.obliterate({ force: true });
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-});
+beforeEach(() => api.reset());
 
-afterAll(async () => {
-  await app.close();
-  await queue.obliterate({ force: true });
-  await queue.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+afterAll(() => api?.close());
 
 const post = (source: string) => app.inject({ method: "POST", url: "/builds", headers: { "content-type": "application/json" }, payload: JSON.stringify({ ...BASE, source }) });
 

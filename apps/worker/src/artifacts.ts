@@ -1,4 +1,4 @@
-import { formatBuildEvent, type ArtifactUploadStatus, type BuildArtifacts } from "@m1l0/config";
+import type { ArtifactUploadStatus, BuildArtifacts } from "@m1l0/config";
 import type { BuildStore } from "@m1l0/queue";
 import { archiveRecord, artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import { createHash, randomUUID } from "node:crypto";
@@ -155,7 +155,7 @@ export class ArtifactArchiver {
     await this.mark(buildId, { log: "pending", record: "pending" });
     const { artifacts, builds } = this.options;
     const log = this.withRetries(buildId, "log", async () => {
-      await artifacts.put(artifactKeys.log(buildId), await this.renderLog(buildId), "text/plain; charset=utf-8");
+      await artifacts.put(artifactKeys.log(buildId), await builds.renderLog(buildId, EVENTS_PAGE), "text/plain; charset=utf-8");
     });
     // the record goes last so that the archived copy tells where the other two ended up
     await Promise.all([log.catch(() => undefined), context?.catch(() => undefined)]);
@@ -165,18 +165,6 @@ export class ArtifactArchiver {
       // the record, then its keys in the newest-first index that GET /builds pages through
       await archiveRecord(artifacts, archived);
     }).catch(() => undefined);
-  }
-
-  private async renderLog(buildId: string): Promise<string> {
-    const lines: string[] = [];
-    let cursor = "0";
-    for (;;) {
-      const batch = await this.options.builds.readEvents(buildId, cursor, { count: EVENTS_PAGE });
-      if (batch.length === 0) break;
-      for (const item of batch) lines.push(formatBuildEvent(item.event));
-      cursor = batch[batch.length - 1]!.id;
-    }
-    return lines.length ? `${lines.join("\n")}\n` : "";
   }
 
   /** Runs `upload` until it succeeds (backing off), recording pending → uploaded | failed. */

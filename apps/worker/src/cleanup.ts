@@ -3,7 +3,8 @@ import type Docker from "dockerode";
 import { readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { DAEMON_CALL_TIMEOUT_MS, daemonCall, type ImageBuilder } from "./docker.js";
+import { ForwardingBuilder, type ImageBuilder, type ImageBuildRequest, type PushRequest } from "./builder.js";
+import { DAEMON_CALL_TIMEOUT_MS, daemonCall } from "./daemon.js";
 
 /**
  * What a worker leaves on its host, kept bounded:
@@ -211,44 +212,51 @@ export class ImageCache {
 
 /**
  * The image builder port, reporting to the cache: built images are marked recent and held
- * until their push ends, so a collection never takes an image a build still needs.
+ * until their push ends, so a collection never takes an image a build still needs. Only
+ * build and push change; ping, pull and inspect are forwarded as they are.
  */
+export class ImageCachingBuilder extends ForwardingBuilder {
+  /** tag → image id awaiting its push */
+  private readonly pending = new Map<string, string>();
+
+  constructor(
+    inner: ImageBuilder,
+    private readonly cache: ImageCache,
+  ) {
+    super(inner);
+  }
+
+  override async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    await this.cache.enterBuild();
+    let result: { imageId: string };
+    try {
+      result = await this.inner.build(request);
+    } finally {
+      this.cache.leaveBuild();
+    }
+    this.cache.markBuilt(result.imageId);
+    const previous = this.pending.get(request.tag);
+    if (previous) this.cache.release(previous);
+    this.pending.set(request.tag, result.imageId);
+    this.cache.acquire(result.imageId);
+    return result;
+  }
+
+  override async push(request: PushRequest): Promise<{ digest: string }> {
+    try {
+      return await this.inner.push(request);
+    } finally {
+      const imageId = this.pending.get(request.reference);
+      if (imageId) {
+        this.pending.delete(request.reference);
+        this.cache.release(imageId);
+      }
+    }
+  }
+}
+
 export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageBuilder {
-  const pending = new Map<string, string>(); // tag → image id awaiting its push
-  return {
-    ping: () => builder.ping(),
-    ...(builder.imageLabels ? { imageLabels: builder.imageLabels } : {}),
-    ...(builder.imageContentId ? { imageContentId: (reference: string) => builder.imageContentId!(reference) } : {}),
-    // cache-from (pipeline) needs these; without them a wrapped builder would silently build without the registry cache
-    ...(builder.imageOrigin ? { imageOrigin: (reference: string) => builder.imageOrigin!(reference) } : {}),
-    ...(builder.pull ? { pull: (request: Parameters<NonNullable<ImageBuilder["pull"]>>[0]) => builder.pull!(request) } : {}),
-    async build(request) {
-      await cache.enterBuild();
-      let result: { imageId: string };
-      try {
-        result = await builder.build(request);
-      } finally {
-        cache.leaveBuild();
-      }
-      cache.markBuilt(result.imageId);
-      const previous = pending.get(request.tag);
-      if (previous) cache.release(previous);
-      pending.set(request.tag, result.imageId);
-      cache.acquire(result.imageId);
-      return result;
-    },
-    async push(request) {
-      try {
-        return await builder.push(request);
-      } finally {
-        const imageId = pending.get(request.reference);
-        if (imageId) {
-          pending.delete(request.reference);
-          cache.release(imageId);
-        }
-      }
-    },
-  };
+  return new ImageCachingBuilder(builder, cache);
 }
 
 /** Work-dir entries a build leaves: its fetch dir (mkdtemp `m1l0-<id>-XXXXXX`) and its context spool. */

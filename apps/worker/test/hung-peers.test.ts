@@ -110,7 +110,7 @@ describe("a hung Docker daemon", () => {
   });
 
   it("ends an image inspect (cache-from, build key) at its deadline", async () => {
-    const settled = await underPressure(() => daemon().imageOrigin("team/app:latest"));
+    const settled = await underPressure(() => daemon().inspect("team/app:latest"));
     expectDeadlineError(settled, "DAEMON_UNREACHABLE", /inspect of team\/app:latest got no answer/);
   });
 

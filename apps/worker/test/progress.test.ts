@@ -10,9 +10,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ImageBuilder } from "../src/docker.js";
+import type { ImageBuildRequest } from "../src/builder.js";
 import type { PipelineDeps } from "../src/pipeline.js";
 import { createBuildProcessor } from "../src/worker.js";
+import { FakeImageBuilder } from "./support/fake-builder.js";
 
 const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const prefix = `test:${randomUUID()}:`;
@@ -29,24 +30,20 @@ let worker: Worker<BuildJobData>;
 /** the job's progress as the dashboard would have read it while the image was being built */
 const seenWhileBuilding = new Map<string, unknown>();
 
-/** A fake daemon behind our own port: reads the whole context, answers an image id and a digest. */
-const builder: ImageBuilder = {
-  async build(request) {
-    for await (const chunk of request.context) void chunk;
+/** The fake daemon behind our own port, noting the job's progress while it builds. */
+class ProgressBuilder extends FakeImageBuilder {
+  override async build(request: ImageBuildRequest) {
     const id = /progress-(\S+)$/.exec(request.tag)?.[1];
     if (id) seenWhileBuilding.set(id, (await queue.getJob(id))?.progress);
-    return { imageId: "sha256:1111" };
-  },
-  async push() {
-    return { digest: `sha256:${"2".repeat(64)}` };
-  },
-  async ping() {},
-};
+    return super.build(request);
+  }
+}
+const builder = new ProgressBuilder({ anyBase: true });
 
 const registry: RegistryResolver = {
   async resolve(config) {
     const tag = config.revision ?? "latest";
-    return { registry: "registry.test", repository: config.repository, tag, reference: `registry.test/${config.repository}:${tag}` };
+    return { registry: "registry.test", repository: config.repository, tag, reference: `registry.test/${config.repository}:${tag}`, auth: async () => undefined };
   },
 };
 
@@ -54,6 +51,7 @@ function deps(): PipelineDeps {
   return {
     store,
     builder,
+    imageLabels: {},
     registry: { dockerhub: registry, ecr: undefined },
     catalog: loadCatalog(),
     sourcePolicy: { allowHttp: false, allowDir: true, dirRoots: [dir] },

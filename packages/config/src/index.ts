@@ -7,4 +7,5 @@ export * from "./env.js";
 export * from "./canonical.js";
 export * from "./tokens.js";
 export * from "./deadline.js";
+export * from "./paths.js";
 export * from "./history.js";

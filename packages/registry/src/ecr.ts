@@ -228,8 +228,8 @@ export class EcrResolver implements RegistryResolver {
       repository: config.repository,
       tag: config.revision,
       reference: `${token.registry}/${config.repository}:${config.revision}`,
-      auth: token.auth,
-      refreshAuth: async () => (await this.getToken()).auth,
+      // the token is cached and renewed before it expires (tokenRefreshMarginMs)
+      auth: async () => (await this.getToken()).auth,
     };
   }
 }

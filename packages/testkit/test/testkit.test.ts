@@ -1,6 +1,6 @@
 import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
-import { settlesWithin, startHungServer, withGcPressure } from "../src/index.js";
+import { lineCollector, settlesWithin, startHungServer, withGcPressure } from "../src/index.js";
 
 describe("startHungServer", () => {
   it.each([{ unix: false }, { unix: true }])("accepts and never answers (unix: $unix)", async ({ unix }) => {
@@ -35,5 +35,26 @@ describe("withGcPressure", () => {
     })();
     await withGcPressure(() => new Promise((resolve) => setTimeout(resolve, 100)));
     expect(ref?.deref()).toBeUndefined();
+  });
+});
+
+describe("lineCollector", () => {
+  it("keeps whole lines only: a line split across chunks arrives once, complete", () => {
+    const lines: string[] = [];
+    const collect = lineCollector(lines, "api");
+    collect.write("first li");
+    collect.write("ne\nsecond line\nthi");
+    expect(lines).toEqual(["api: first line", "api: second line"]);
+    collect.write("rd\n");
+    collect.end();
+    expect(lines).toEqual(["api: first line", "api: second line", "api: third"]);
+  });
+
+  it("keeps about the last maxLines lines when bounded", () => {
+    const lines: string[] = [];
+    const collect = lineCollector(lines, "worker", 10);
+    for (let index = 0; index < 100; index++) collect.write(`line ${index}\n`);
+    expect(lines.length).toBeLessThanOrEqual(20);
+    expect(lines.at(-1)).toBe("worker: line 99");
   });
 });
