@@ -166,14 +166,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get<{ Params: { id: string }; Querystring: { follow?: string } }>("/builds/:id/logs", async (request, reply) => {
     const { id } = request.params;
-    await visible(request.principal, id);
-    // once the Redis stream is gone (expired/trimmed away), the archived log is the log
-    const archivedLog = await history.logIfForgotten(id);
+    const record = await visible(request.principal, id);
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
-    if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
-      return reply.type("text/plain; charset=utf-8").send(await deps.store.renderLog(id));
+      // Redis holds only the live tail: once uploaded, the archived log is the complete one
+      const complete = record.artifacts?.log === "uploaded" ? await history.archivedLog(id) : await history.logIfForgotten(id);
+      return reply.type("text/plain; charset=utf-8").send(complete ?? (await deps.store.renderLog(id)));
     }
+    // once the Redis stream is gone (expired), the archived log is the log
+    const archivedLog = await history.logIfForgotten(id);
     const lastEventId = (request.headers["last-event-id"] as string | undefined) ?? "0";
     const abort = new AbortController();
     // the response closing (not the request) is what signals a client going away

@@ -1,8 +1,9 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { splitList } from "@m1l0/config";
-import type { BuildStore, LastImageStore } from "@m1l0/queue";
+import type { BuildStore, LastImageStore, PendingUploads } from "@m1l0/queue";
 import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
 import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
@@ -21,7 +22,15 @@ export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
   });
 }
 
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
+export function createPipelineDeps(
+  env: WorkerEnv,
+  store: BuildStore,
+  logger: Logger,
+  builder: ImageBuilder,
+  uploads: PendingUploads,
+  metrics?: WorkerMetrics,
+  lastImages?: LastImageStore,
+): PipelineDeps {
   const catalog = loadCatalog({
     ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
     ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
@@ -63,7 +72,13 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     artifacts: new ArtifactArchiver({
       artifacts: createWorkerArtifactStore(env),
       builds: store,
+      uploads,
+      workerId: env.WORKER_ID,
+      host: hostname(),
       spoolDir: env.WORK_DIR,
+      logPartBytes: env.LOG_PART_BYTES,
+      leaseMs: env.ARTIFACT_LEASE_MS,
+      sweepIntervalMs: env.ARTIFACT_SWEEP_INTERVAL_MS,
       logger,
       ...(metrics ? { onUploadError: (kind) => metrics.artifactUploadErrors.inc({ artifact: kind }) } : {}),
     }),

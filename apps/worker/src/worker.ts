@@ -1,5 +1,5 @@
 import { BuilderError } from "@m1l0/config";
-import { BUILD_QUEUE_NAME, BuildStore, LastImageStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BUILD_QUEUE_NAME, BuildStore, LastImageStore, PendingUploads, createRedis, type BuildJobData } from "@m1l0/queue";
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Server } from "node:http";
@@ -39,7 +39,8 @@ export interface BuildWorker {
 export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { builder?: ImageBuilder; connection?: Redis } = {}): BuildWorker {
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
   connection.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
-  const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
+  const store = new BuildStore(connection, env.REDIS_KEY_PREFIX, { logTailEvents: env.LOG_TAIL_EVENTS, logLineMaxBytes: env.LOG_LINE_MAX_BYTES });
+  const uploads = new PendingUploads(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
   let egress: DockerBuildEgress | undefined;
@@ -61,7 +62,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     builder = withImageCache(docker, imageCache);
     egress = createBuildEgress(env, docker.docker, logger);
   }
-  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
+  const deps = { ...createPipelineDeps(env, store, logger, builder, uploads, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
@@ -118,9 +119,12 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       workDir: env.WORK_DIR,
       getRecord: (buildId) => store.get(buildId),
       isHeld: async (buildId) => (await connection.exists(`${worker.toKey(buildId)}:lock`)) === 1,
+      hasPendingUploads: (buildId) => uploads.isPending(buildId),
       logger,
     });
   collectImages();
+  // finishes the uploads of builds whose worker died (any worker's), one lease at a time
+  deps.artifacts?.startSweeper();
   return {
     worker,
     deps,

@@ -10,6 +10,8 @@ export {
   type ArtifactStoreSettings,
   LIST_KEYS_MAX,
   type ListKeysOptions,
+  MULTIPART_MIN_PART_BYTES,
+  type MultipartPart,
 } from "./artifacts.js";
 export {
   RECORD_INDEX_ROOT,
