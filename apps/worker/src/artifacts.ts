@@ -68,6 +68,8 @@ export class ArtifactArchiver {
   private readonly contextUploads = new Map<string, Promise<void>>();
   /** per build: the log spool of the attempt running here */
   private readonly spools = new Map<string, LogSpool>();
+  /** per build: a seal in progress (the processor and the archive both wait for it) */
+  private readonly sealing = new Map<string, Promise<void>>();
   /** builds whose archiving runs in this process */
   private readonly archiving = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
@@ -95,11 +97,14 @@ export class ArtifactArchiver {
     await spool.open();
   }
 
-  /** The attempt ended here: its spool is written out and closed (idempotent). */
+  /** The attempt ended here: its spool is written out and closed. Every caller waits for the same sealing. */
   async sealLog(buildId: string): Promise<void> {
     const spool = this.spools.get(buildId);
+    if (!spool) return this.sealing.get(buildId);
     this.spools.delete(buildId);
-    await spool?.seal();
+    const sealed = spool.seal().finally(() => this.sealing.delete(buildId));
+    this.sealing.set(buildId, sealed);
+    return sealed;
   }
 
   /** Every `sweepIntervalMs`, finishes the uploads of builds whose uploader is gone (any worker's). */

@@ -25,6 +25,7 @@ export interface LogSpoolContext {
 }
 
 export const LOG_CONTENT_TYPE = "text/plain; charset=utf-8";
+const WRITE_BATCH_BYTES = 64 * 1024;
 
 /** "1700000000000-3" < "1700000000000-12": stream ids compare as two numbers. */
 export function streamIdAfter(a: string, b: string): boolean {
@@ -80,6 +81,8 @@ export class LogSpool {
   private chain: Promise<void> = Promise.resolve();
   private file: FileHandle | undefined;
   private size = 0;
+  private buffered: Buffer[] = [];
+  private bufferedBytes = 0;
   private lastId = "0";
   private sincePart = 0;
   private partEnd = 0;
@@ -120,6 +123,7 @@ export class LogSpool {
   /** Writes what is queued, stops cutting parts and closes the file; what is not in a part stays in the spool for the final upload. */
   async seal(): Promise<void> {
     this.ctx.builds.detachEventSink(this.ctx.buildId, this.sink);
+    this.step(() => this.flush());
     await this.chain;
     this.stopped = true;
     this.wake?.();
@@ -155,18 +159,27 @@ export class LogSpool {
 
   private async append(line: SpooledLine): Promise<void> {
     const bytes = Buffer.from(`${line.id} ${line.text}\n`, "utf8");
-    await this.file!.write(bytes);
+    // written in batches: one write a line would fall behind a chatty RUN step
+    this.buffered.push(bytes);
+    this.bufferedBytes += bytes.length;
     this.size += bytes.length;
     this.lastId = line.id;
     this.sincePart += Buffer.byteLength(line.text, "utf8") + 1;
-    this.cutIfDue();
+    if (this.bufferedBytes >= WRITE_BATCH_BYTES) await this.flush();
+    if (this.sincePart >= this.ctx.partBytes && this.state.spool) {
+      await this.flush(); // the part is read back from the file
+      this.cuts.push({ end: this.size, lastId: this.lastId });
+      this.sincePart = 0;
+      this.uploading ??= this.uploadCuts().finally(() => (this.uploading = undefined));
+    }
   }
 
-  private cutIfDue(): void {
-    if (this.sincePart < this.ctx.partBytes || !this.state.spool) return;
-    this.cuts.push({ end: this.size, lastId: this.lastId });
-    this.sincePart = 0;
-    this.uploading ??= this.uploadCuts().finally(() => (this.uploading = undefined));
+  private async flush(): Promise<void> {
+    if (this.bufferedBytes === 0) return;
+    const batch = Buffer.concat(this.buffered);
+    this.buffered = [];
+    this.bufferedBytes = 0;
+    await this.file!.write(batch);
   }
 
   /** Uploads each cut as the next part, in order; a failing S3 is retried until the spool is sealed. */
