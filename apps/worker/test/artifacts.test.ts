@@ -223,6 +223,28 @@ describe("complete logs: spool, parts while running, a bounded Redis tail", () =
     await archiver.close();
   });
 
+  it("a second attempt elsewhere on the host continues the first attempt's spool: every line once, in order", async () => {
+    const tailStore = new BuildStore(redis, prefix, { logTailEvents: 100 });
+    const local = new LocalArtifactStore(path.join(dir, "store-attempts"));
+    const first = archiverOf(local, { builds: tailStore, logPartBytes: 32 * 1024 });
+    const second = archiverOf(local, { builds: tailStore, logPartBytes: 32 * 1024 });
+    const id = await newBuild();
+    await first.openLog(id);
+    await writeLines(tailStore, id, 2_000);
+    await tailStore.transition(id, "queued"); // requeued (a retry, a shutdown): the attempt ends, its spool stays
+    await first.sealLog(id);
+    await second.openLog(id);
+    await writeLines(tailStore, id, 2_000, 2_000);
+    await tailStore.transition(id, "succeeded");
+    second.archiveBuild(id);
+    const log = await archivedLog(local, id);
+    expect(numbered(log)).toEqual(Array.from({ length: 4_000 }, (_, i) => i));
+    expect(log.match(/\[status\] queued/g)).toHaveLength(2);
+    expect(readdirSync(spoolDir)).toEqual([]); // the first spool went once the second took it over
+    await first.close();
+    await second.close();
+  });
+
   it("a worker gone before its uploads: another worker's sweep finishes them from its spool, never while the owner's lease lives", async () => {
     const local = new LocalArtifactStore(path.join(dir, "store-sweep"));
     const down = new FlakyStore(local, 1e9);
