@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { withDeadline } from "@m1l0/config";
 import { ROOT_DIR, freePort, services, stopChild as stopProcess, waitFor } from "@m1l0/testkit";
 
 /**
@@ -175,7 +176,7 @@ export async function startPrivateS3(bucket = services.s3Bucket): Promise<Privat
   const answers = async () => {
     try {
       // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
-      const response = await fetch(`${endpoint}/${bucket}/probe-${randomBytes(6).toString("hex")}`, { method: "HEAD" });
+      const response = await withDeadline({ timeoutMs: 2_000 }, (signal) => fetch(`${endpoint}/${bucket}/probe-${randomBytes(6).toString("hex")}`, { method: "HEAD", signal }));
       return response.status === 404;
     } catch {
       return false;
