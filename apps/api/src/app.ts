@@ -32,6 +32,8 @@ export interface AppDeps {
   sessions?: DashboardSessions;
   /** mark the session cookie Secure on plain HTTP too (TLS ends at a proxy) */
   secureCookie?: boolean;
+  /** serve HTTPS with this certificate chain and key (PEM); plain HTTP without */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
@@ -45,7 +47,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // One access-log line per request (Fastify's default is two), written when the answer is known.
   const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
-  });
+    ...(deps.https ? { https: deps.https } : {}),
+  }) as unknown as FastifyInstance; // the HTTPS server type differs only in the raw server
   app.addHook("onResponse", (request, reply, done) => {
     const level = reply.statusCode >= 500 ? "error" : "info";
     request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, "request");

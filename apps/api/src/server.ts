@@ -6,10 +6,11 @@ import { Queue } from "bullmq";
 import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
+import { watchTokensFile } from "./auth/reload.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
-import { loadApiEnv } from "./env.js";
+import { loadApiEnv, restTls } from "./env.js";
 import { startGrpcServer } from "./grpc/server.js";
 
 const env = loadApiEnv();
@@ -32,7 +33,9 @@ const artifacts = createArtifactStore({
   localDir: env.ARTIFACTS_DIR,
 });
 const rateLimiter = new SubmissionRateLimiter(redis, env.REDIS_KEY_PREFIX, { max: env.SUBMIT_RATE_LIMIT_MAX, windowMs: env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS * 1000 });
+const https = restTls(env);
 const app = await buildApp({
+  ...(https ? { https } : {}),
   auth,
   rateLimiter,
   metricsPublic: env.METRICS_PUBLIC,
@@ -50,6 +53,9 @@ const app = await buildApp({
     ...(process.stdout.isTTY ? {} : {}),
   },
 });
+
+// a token removed from (or added to) API_TOKENS_FILE counts within about API_TOKENS_POLL_MS, no restart
+const tokenReloader = watchTokensFile(auth, env, app.log.child({ component: "tokens" }), { pollIntervalMs: env.API_TOKENS_POLL_MS });
 
 if (auth.disabled) {
   app.log.warn("AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this API can submit, read and cancel every build, and open the dashboard. Development only.");
@@ -74,9 +80,11 @@ await app.listen({ host: env.HOST, port: env.PORT });
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => {
     app.log.info({ signal }, "shutting down");
+    tokenReloader.close();
     void Promise.all([app.close(), grpc.close()])
       .then(() => queue.close())
       .then(() => redis.quit())
       .finally(() => process.exit(0));
   });
 }
+
