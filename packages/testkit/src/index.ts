@@ -6,3 +6,4 @@ export { lineCollector, spawnNode, stopChild, waitFor } from "./process.js";
 export { apiFetch, authHeaders, registerApiToken } from "./api.js";
 export { createGitFixture } from "./git.js";
 export { createStackTokens, startStack, type RunningStack, type StackOptions, type StackTokens } from "./stack.js";
+export { startWebhookReceiver, type ReceivedWebhook, type ReceiverAnswer, type WebhookReceiver } from "./webhook-receiver.js";
