@@ -11,6 +11,7 @@ import { SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
 import { loadApiEnv, restTls } from "./env.js";
+import { WebhookDeliveryStore, WebhookNotifier, loadWebhookSettings, webhookQueueName } from "@m1l0/webhooks";
 import { startGrpcServer } from "./grpc/server.js";
 
 const env = loadApiEnv();
@@ -34,7 +35,11 @@ const artifacts = createArtifactStore({
 });
 const rateLimiter = new SubmissionRateLimiter(redis, env.REDIS_KEY_PREFIX, { max: env.SUBMIT_RATE_LIMIT_MAX, windowMs: env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS * 1000 });
 const https = restTls(env);
+const webhookSettings = loadWebhookSettings(process.env, { readSecrets: false }); // the API only enqueues: it needs names and events, not secrets
+const notifier = webhookSettings ? new WebhookNotifier(redis, webhookQueueName(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME), webhookSettings, new WebhookDeliveryStore(redis, env.REDIS_KEY_PREFIX)) : undefined;
 const app = await buildApp({
+  webhookDeliveries: new WebhookDeliveryStore(redis, env.REDIS_KEY_PREFIX),
+  ...(notifier ? { notifier } : {}),
   ...(https ? { https } : {}),
   auth,
   rateLimiter,
@@ -82,6 +87,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     app.log.info({ signal }, "shutting down");
     tokenReloader.close();
     void Promise.all([app.close(), grpc.close()])
+      .then(() => notifier?.close())
       .then(() => queue.close())
       .then(() => redis.quit())
       .finally(() => process.exit(0));

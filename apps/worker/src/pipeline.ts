@@ -6,6 +6,7 @@ import type { GitCredential, SourcePolicy } from "@m1l0/source";
 import type { S3Client } from "@m1l0/storage";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
+import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
 import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
@@ -39,6 +40,8 @@ export interface PipelineDeps {
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
+  /** told when a build ends (the completion webhooks); absent without WEBHOOKS_FILE */
+  notifier?: BuildNotifier;
   /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
   lastImages?: Pick<LastImageStore, "get" | "set">;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
