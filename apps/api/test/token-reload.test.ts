@@ -114,6 +114,32 @@ describe("API_TOKENS_FILE reload (no restart) and token expiry", () => {
   });
 });
 
+describe("the stat poll alone (where fs.watch misses changes)", () => {
+  it("refuses a deleted token within 5 s without fs.watch", async () => {
+    const pollDir = mkdtempSync(path.join(tmpdir(), "m1l0-token-poll-"));
+    const pollFile = path.join(pollDir, "tokens");
+    const a = createApiToken("a", "user");
+    const b = createApiToken("b", "user");
+    writeFileSync(pollFile, `${a.line}\n${b.line}\n`);
+    const env = { API_TOKENS_FILE: pollFile, API_TOKENS: "", AUTH_DISABLED: false };
+    const auth = authenticatorFromEnv(env);
+    const reloader = watchTokensFile(auth, env, { info: () => undefined, error: () => undefined }, { pollIntervalMs: 500, signal: undefined, fsWatch: false });
+    try {
+      expect(auth.authenticate(`Bearer ${b.token}`).name).toBe("b");
+      // in place this time (the poll sees size and mtime change)
+      writeFileSync(pollFile, `${a.line}\n`);
+      const start = Date.now();
+      while (auth.roleOf("b") !== undefined && Date.now() - start < 10_000) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(Date.now() - start).toBeLessThan(5_000);
+      expect(() => auth.authenticate(`Bearer ${b.token}`)).toThrow(/invalid API token/);
+      expect(auth.authenticate(`Bearer ${a.token}`).name).toBe("a");
+    } finally {
+      reloader.close();
+      rmSync(pollDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("SIGHUP reloads the tokens", () => {
   it("swaps the tokens on SIGHUP although the file's bytes did not change on disk", async () => {
     const one = createApiToken("one", "user");

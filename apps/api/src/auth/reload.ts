@@ -14,6 +14,8 @@ export interface TokenReloadOptions {
   readFile?: ReadTokenFile;
   /** reload on this signal as well [SIGHUP]; undefined in tests that run several watchers in one process */
   signal?: NodeJS.Signals | undefined;
+  /** use fs.watch [true]; false leaves the poll alone (tests of the fallback) */
+  fsWatch?: boolean;
 }
 
 export interface TokenReloader {
@@ -49,16 +51,7 @@ export function watchTokensFile(auth: Authenticator, env: TokenSources, logger: 
     }
   };
   last = JSON.stringify(safeEntries(env, options.readFile));
-  let watcher: FSWatcher | undefined;
-  try {
-    const base = path.basename(file);
-    watcher = watch(path.dirname(file), { persistent: false }, (_event, name) => {
-      if (name === null || name.toString() === base) reload("file changed");
-    });
-    watcher.on("error", () => undefined); // the poll still covers it
-  } catch {
-    watcher = undefined; // no inotify here: polling alone
-  }
+  const watcher = options.fsWatch === false ? undefined : watchFolderOf(file, () => reload("file changed"));
   const onPoll = () => reload("file changed (poll)");
   watchFile(file, { persistent: false, interval: pollIntervalMs }, onPoll);
   const onSignal = () => reload(options.signal ?? "signal");
@@ -72,6 +65,20 @@ export function watchTokensFile(auth: Authenticator, env: TokenSources, logger: 
       if (signal) process.off(signal, onSignal);
     },
   };
+}
+
+/** fs.watch on the file's folder, for changes to that name; undefined where watching is not possible (the poll covers it). */
+function watchFolderOf(file: string, onChange: () => void): FSWatcher | undefined {
+  const base = path.basename(file);
+  try {
+    const watcher = watch(path.dirname(file), { persistent: false }, (_event, name) => {
+      if (name === null || name.toString() === base) onChange();
+    });
+    watcher.on("error", () => undefined);
+    return watcher;
+  } catch {
+    return undefined;
+  }
 }
 
 function safeEntries(env: TokenSources, readFile: ReadTokenFile | undefined): unknown {
