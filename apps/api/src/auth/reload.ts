@@ -1,4 +1,4 @@
-import { watch, watchFile, unwatchFile, type FSWatcher } from "node:fs";
+import { statSync, watch, type FSWatcher } from "node:fs";
 import path from "node:path";
 import { loadTokenEntries, type ReadTokenFile, type TokenSources } from "./config.js";
 import type { Authenticator } from "./principal.js";
@@ -52,8 +52,7 @@ export function watchTokensFile(auth: Authenticator, env: TokenSources, logger: 
   };
   last = JSON.stringify(safeEntries(env, options.readFile));
   const watcher = options.fsWatch === false ? undefined : watchFolderOf(file, () => reload("file changed"));
-  const onPoll = () => reload("file changed (poll)");
-  watchFile(file, { persistent: false, interval: pollIntervalMs }, onPoll);
+  const poll = pollFile(file, pollIntervalMs, () => reload("file changed (poll)"));
   const onSignal = () => reload(options.signal ?? "signal");
   const signal = "signal" in options ? options.signal : "SIGHUP";
   if (signal) process.on(signal, onSignal);
@@ -61,10 +60,36 @@ export function watchTokensFile(auth: Authenticator, env: TokenSources, logger: 
     reload,
     close() {
       watcher?.close();
-      unwatchFile(file, onPoll);
+      clearInterval(poll);
       if (signal) process.off(signal, onSignal);
     },
   };
+}
+
+/**
+ * Our own stat poll (fs.watchFile takes its first stat asynchronously, so a change made right
+ * after it starts can become its baseline and never be seen): the first tick always reloads,
+ * later ticks when size, mtime or inode changed.
+ */
+function pollFile(file: string, intervalMs: number, onChange: () => void): ReturnType<typeof setInterval> {
+  let seen: string | undefined;
+  const signature = () => {
+    try {
+      const stat = statSync(file);
+      return `${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+    } catch (error) {
+      return `missing:${(error as NodeJS.ErrnoException).code ?? ""}`;
+    }
+  };
+  const timer = setInterval(() => {
+    const now = signature();
+    if (now !== seen) {
+      seen = now;
+      onChange();
+    }
+  }, intervalMs);
+  timer.unref();
+  return timer;
 }
 
 /** fs.watch on the file's folder, for changes to that name; undefined where watching is not possible (the poll covers it). */
