@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiFetch, createGitFixture, getBuild, services, startStack, submit, waitForBuild, waitUntil, type RunningStack } from "../src/index.js";
+import { apiFetch, createGitFixture, freePort, getBuild, services, startStack, submit, waitForBuild, waitUntil, type RunningStack } from "../src/index.js";
 
 // Completion webhooks on the real stack: real builds end, the workers deliver to a real receiver.
 const run = Date.now().toString(36);
@@ -15,6 +15,7 @@ const dir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-webhooks-"));
 const cleanups: Array<() => void> = [];
 let stack: RunningStack;
 let receiver: WebhookReceiver;
+let metricsPort: number;
 
 function repo(dockerfile: string): string {
   const empty = mkdtempSync(path.join(dir, "empty-"));
@@ -36,7 +37,8 @@ beforeAll(async () => {
   const file = path.join(dir, "webhooks.yaml");
   writeFileSync(file, `endpoints:\n  - name: orchestrator\n    url: ${receiver.url}\n    secretFile: orchestrator.secret\n    events: ["*"]\n`);
   const webhookEnv = { WEBHOOKS_FILE: file, WEBHOOK_ALLOW_HTTP: "true", WEBHOOK_HOST_ALLOWLIST: "127.0.0.0/8", WEBHOOK_BACKOFF_MS: "200" };
-  stack = await startStack({ label: "e2e-hooks", concurrency: 4, workerEnv: webhookEnv, apiEnv: webhookEnv });
+  metricsPort = await freePort();
+  stack = await startStack({ label: "e2e-hooks", concurrency: 4, workerEnv: { ...webhookEnv, METRICS_PORT: String(metricsPort) }, apiEnv: webhookEnv });
 });
 
 afterAll(async () => {
@@ -78,6 +80,11 @@ describe("completion webhooks", () => {
     const history = (await (await apiFetch(`${stack.apiUrl}/webhooks/deliveries?limit=500`)).json()) as { deliveries: WebhookDelivery[] };
     for (const record of records) expect(history.deliveries.find((d) => d.buildId === record.id)).toMatchObject({ state: "delivered", endpoint: "orchestrator", origin: new URL(receiver.url).origin });
     expect((await apiFetch(`${stack.apiUrl}/webhooks/deliveries`, { headers: { authorization: `Bearer ${stack.tokens.alice}` } })).status).toBe(403);
+    // and the worker's metrics count them by outcome
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const delivered = /^m1l0_webhook_deliveries_total\{[^}]*endpoint="orchestrator",outcome="delivered"[^}]*\} (\d+)$/m.exec(metrics);
+    expect(Number(delivered?.[1] ?? 0), metrics.split("\n").filter((line) => line.includes("webhook")).join("\n")).toBeGreaterThanOrEqual(4);
+    expect(metrics).toMatch(/^m1l0_webhook_delivery_latency_seconds_count\{[^}]*endpoint="orchestrator"[^}]*\} \d+$/m);
   });
 
   it(`delivery latency over ${LATENCY_BUILDS} builds (cached resubmits of one tiny image)`, async () => {
