@@ -17,7 +17,7 @@ import type { PipelineDeps } from "./pipeline.js";
 import { createBuildProcessor } from "./processor.js";
 import { JobProgress } from "./progress.js";
 
-export { createPipelineDeps, createWorkerArtifactStore } from "./deps.js";
+export { createPipelineDeps } from "./deps.js";
 export { createBuildProcessor } from "./processor.js";
 
 export interface BuildWorker {
