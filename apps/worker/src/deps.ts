@@ -7,12 +7,13 @@ import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
 import type { ImageBuilder } from "./builder.js";
+import type { BuildEgress } from "./egress/index.js";
 import { imageCacheLabels } from "./cleanup.js";
 import type { WorkerEnv } from "./env.js";
 import type { WorkerMetrics } from "./metrics.js";
 import type { PipelineDeps } from "./pipeline.js";
 
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
+export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, egress: BuildEgress, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
   const catalog = catalogFromEnv(env);
   return {
     store,
@@ -39,7 +40,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     }),
     workDir: env.WORK_DIR,
     workerId: env.WORKER_ID,
-    buildNetwork: env.BUILD_NETWORK,
+    egress,
     skipUnchanged: env.SKIP_UNCHANGED,
     plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,

@@ -8,7 +8,7 @@ import type { ImageBuilder } from "./builder.js";
 import { ImageCache, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { createPipelineDeps } from "./deps.js";
 import { DockerImageBuilder } from "./docker.js";
-import { createBuildEgress, type DockerBuildEgress } from "./egress/index.js";
+import { FixedNetworkEgress, createBuildEgress, type BuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
 import { finishBuild } from "./finish.js";
 import { BuildAborted, BuildLifecycle } from "./lifecycle.js";
@@ -43,6 +43,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
   let egress: DockerBuildEgress | undefined;
+  let buildEgress: BuildEgress = new FixedNetworkEgress(env.BUILD_NETWORK);
   let builder = options.builder;
   if (!builder) {
     const docker = new DockerImageBuilder({
@@ -60,8 +61,9 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     );
     builder = withImageCache(docker, imageCache);
     egress = createBuildEgress(env, docker.docker, logger);
+    buildEgress = egress;
   }
-  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
+  const deps = createPipelineDeps(env, store, logger, builder, buildEgress, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
