@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { loadCatalog } from "@m1l0/catalog";
+import { catalogFromEnv } from "@m1l0/catalog";
 import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
-import { createArtifactStore } from "@m1l0/storage";
+import { artifactStoreFromEnv } from "@m1l0/storage";
 import { Queue } from "bullmq";
 import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
@@ -21,18 +21,11 @@ redis.on("error", () => undefined); // surfaced per request as 503 QUEUE_UNAVAIL
 const queue = new Queue<BuildJobData>(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME, { connection: redis });
 queue.on("error", () => undefined);
 const store = new BuildStore(redis, env.REDIS_KEY_PREFIX);
-const catalog = loadCatalog({
-  ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
-  ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
-});
+const catalog = catalogFromEnv(env);
 const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS,
   sourceHosts: { allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS, hostAllowlist: env.SOURCE_HOST_ALLOWLIST },
 });
-const artifacts = createArtifactStore({
-  ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
-  s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
-  localDir: env.ARTIFACTS_DIR,
-});
+const artifacts = artifactStoreFromEnv(env);
 const rateLimiter = new SubmissionRateLimiter(redis, env.REDIS_KEY_PREFIX, { max: env.SUBMIT_RATE_LIMIT_MAX, windowMs: env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS * 1000 });
 const https = restTls(env);
 const webhookSettings = loadWebhookSettings(process.env, { readSecrets: false }); // the API only enqueues: it needs names and events, not secrets

@@ -29,10 +29,8 @@ export interface PipelineDeps {
   s3?: S3Client;
   workDir: string;
   workerId: string;
-  /** network mode when no egress policy is given (tests with fake builders) */
-  buildNetwork: string;
   /** the egress policy (BUILD_EGRESS): network mode, build args and the log line of each build */
-  egress?: BuildEgress;
+  egress: BuildEgress;
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
   /** registries a user-supplied Dockerfile may pull from (ALLOWED_BASE_REGISTRIES); unset → docker.io only */

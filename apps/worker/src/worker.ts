@@ -8,7 +8,7 @@ import type { ImageBuilder } from "./builder.js";
 import { ImageCache, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { createPipelineDeps } from "./deps.js";
 import { DockerImageBuilder } from "./docker.js";
-import { createBuildEgress, type DockerBuildEgress } from "./egress/index.js";
+import { FixedNetworkEgress, createBuildEgress, type BuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
 import { WebhookDeliveryStore, WebhookMetrics, WebhookNotifier, startWebhookDeliveryWorker, webhookQueueName, type WebhookSettings } from "@m1l0/webhooks";
 import { finishBuild } from "./finish.js";
@@ -18,7 +18,7 @@ import type { PipelineDeps } from "./pipeline.js";
 import { createBuildProcessor } from "./processor.js";
 import { JobProgress } from "./progress.js";
 
-export { createPipelineDeps, createWorkerArtifactStore } from "./deps.js";
+export { createPipelineDeps } from "./deps.js";
 export { createBuildProcessor } from "./processor.js";
 
 export interface BuildWorker {
@@ -63,6 +63,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
   let egress: DockerBuildEgress | undefined;
+  let buildEgress: BuildEgress = new FixedNetworkEgress(env.BUILD_NETWORK);
   let builder = options.builder;
   if (!builder) {
     const docker = new DockerImageBuilder({
@@ -80,10 +81,11 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     );
     builder = withImageCache(docker, imageCache);
     egress = createBuildEgress(env, docker.docker, logger);
+    buildEgress = egress;
   }
   const queueName = env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME;
   const webhooks = env.webhooks ? startWebhooks(env.webhooks, connection, queueName, env.REDIS_KEY_PREFIX, metrics, logger) : undefined;
-  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}), ...(webhooks ? { notifier: webhooks.notifier } : {}) };
+  const deps = { ...createPipelineDeps(env, store, logger, builder, buildEgress, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(webhooks ? { notifier: webhooks.notifier } : {}) };
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
