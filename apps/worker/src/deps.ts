@@ -1,40 +1,30 @@
-import { loadCatalog } from "@m1l0/catalog";
+import { catalogFromEnv } from "@m1l0/catalog";
 import { splitList } from "@m1l0/config";
 import type { BuildStore, LastImageStore, PendingUploads } from "@m1l0/queue";
 import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
-import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
+import { artifactStoreFromEnv, createS3Client } from "@m1l0/storage";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
 import type { ImageBuilder } from "./builder.js";
+import type { BuildEgress } from "./egress/index.js";
 import { imageCacheLabels } from "./cleanup.js";
 import type { WorkerEnv } from "./env.js";
 import type { WorkerMetrics } from "./metrics.js";
 import type { PipelineDeps } from "./pipeline.js";
-
-/** S3 when S3_BUCKET is set, otherwise the local ARTIFACTS_DIR (same layout either way). */
-export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
-  return createArtifactStore({
-    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
-    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
-    localDir: env.ARTIFACTS_DIR,
-  });
-}
 
 export function createPipelineDeps(
   env: WorkerEnv,
   store: BuildStore,
   logger: Logger,
   builder: ImageBuilder,
+  egress: BuildEgress,
   uploads: PendingUploads,
   metrics?: WorkerMetrics,
   lastImages?: LastImageStore,
 ): PipelineDeps {
-  const catalog = loadCatalog({
-    ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
-    ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
-  });
+  const catalog = catalogFromEnv(env);
   return {
     store,
     builder,
@@ -60,7 +50,7 @@ export function createPipelineDeps(
     }),
     workDir: env.WORK_DIR,
     workerId: env.WORKER_ID,
-    buildNetwork: env.BUILD_NETWORK,
+    egress,
     skipUnchanged: env.SKIP_UNCHANGED,
     plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
@@ -70,7 +60,7 @@ export function createPipelineDeps(
     logger,
     ...(lastImages && env.CACHE_FROM_REGISTRY ? { lastImages } : {}),
     artifacts: new ArtifactArchiver({
-      artifacts: createWorkerArtifactStore(env),
+      artifacts: artifactStoreFromEnv(env),
       builds: store,
       uploads,
       workerId: env.WORKER_ID,

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { EGRESS_MODES } from "./egress/policy.js";
 import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT } from "@m1l0/queue";
 import { MULTIPART_MIN_PART_BYTES } from "@m1l0/storage";
+import { loadWebhookSettings, type WebhookSettings } from "@m1l0/webhooks";
 
 const bool = envBoolean();
 
@@ -136,6 +137,8 @@ export type WorkerEnv = z.output<typeof envSchema> & {
   dockerHubToken: string | undefined;
   registryCredentials: RegistryCredential[];
   registryAllowlist: string[];
+  /** the completion webhooks (WEBHOOKS_FILE and WEBHOOK_*, see @m1l0/webhooks); undefined: none */
+  webhooks: WebhookSettings | undefined;
 };
 
 function parseGitCredentials(text: string): WorkerEnv["gitCredentials"] {
@@ -163,5 +166,5 @@ export function loadWorkerEnv(source: NodeJS.ProcessEnv = process.env): WorkerEn
     ...parseRegistryCredentials(env.REGISTRY_CREDENTIALS, /,/),
     ...(env.REGISTRY_CREDENTIALS_FILE ? parseRegistryCredentials(readFileSync(env.REGISTRY_CREDENTIALS_FILE, "utf8"), /\n/) : []),
   ];
-  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken, registryCredentials, registryAllowlist: parseRegistryAllowlist(env.REGISTRY_ALLOWLIST) };
+  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken, registryCredentials, registryAllowlist: parseRegistryAllowlist(env.REGISTRY_ALLOWLIST), webhooks: loadWebhookSettings(source) };
 }

@@ -11,6 +11,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ImageBuildRequest } from "../src/builder.js";
+import { FixedNetworkEgress } from "../src/egress/index.js";
 import type { PipelineDeps } from "../src/pipeline.js";
 import { createBuildProcessor } from "../src/worker.js";
 import { FakeImageBuilder } from "./support/fake-builder.js";
@@ -58,7 +59,7 @@ function deps(): PipelineDeps {
     gitCredentials: [],
     workDir: dir,
     workerId: "w-progress",
-    buildNetwork: "none",
+    egress: new FixedNetworkEgress("none"),
     skipUnchanged: false,
     logger: pino({ level: "silent" }),
   };

@@ -265,3 +265,21 @@ export function createArtifactStore(settings: ArtifactStoreSettings): ArtifactSt
   if (!settings.bucket) return new LocalArtifactStore(settings.localDir);
   return new S3ArtifactStore(createS3Client(settings.s3), settings.bucket, settings.prefix ?? "");
 }
+
+/** The artifact-store settings API and worker read from their environment. */
+export interface ArtifactStoreEnv {
+  S3_BUCKET?: string | undefined;
+  S3_ENDPOINT?: string | undefined;
+  S3_REGION: string;
+  S3_FORCE_PATH_STYLE: boolean;
+  ARTIFACTS_DIR: string;
+}
+
+/** The one way a process opens its artifact store: S3 when S3_BUCKET is set, else ARTIFACTS_DIR. */
+export function artifactStoreFromEnv(env: ArtifactStoreEnv): ArtifactStore {
+  return createArtifactStore({
+    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
+    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
+    localDir: env.ARTIFACTS_DIR,
+  });
+}
