@@ -77,13 +77,24 @@ export function classifyBuildError(message: string, currentStep: string, recentL
   if (/dockerfile parse error|unknown instruction|Dockerfile parse|failed to parse|cannot locate specified Dockerfile/i.test(message)) {
     return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: ${message}`);
   }
-  if (/pip install/.test(currentStep) && /returned a non-zero code/.test(message)) {
-    return new BuilderError("DEPENDENCY_INSTALL_FAILED", `installing requirements.txt failed${lastErrorLine ? `: ${lastErrorLine.trim()}` : ""} (check the package names and versions in requirements.txt)`);
+  const install = dependencyStep(currentStep);
+  if (install && /returned a non-zero code/.test(message)) {
+    return new BuilderError("DEPENDENCY_INSTALL_FAILED", `${install.what} failed${lastErrorLine ? `: ${lastErrorLine.trim()}` : ""} (${install.hint})`);
   }
   if (/COPY failed|ADD failed|no source files were specified/i.test(message)) {
     return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error in "${currentStep}": ${message}`);
   }
   return new BuilderError("BUILD_FAILED", `build failed at "${currentStep || "start"}": ${message}${lastErrorLine ? ` (${lastErrorLine.trim()})` : ""}`);
+}
+
+/** Which layout's install step a generated Dockerfile's step is (see @m1l0/dockerfile), if any. */
+function dependencyStep(step: string): { what: string; hint: string } | undefined {
+  if (/apt-get/.test(step)) return { what: "installing the packages apt.txt lists", hint: "check the names in apt.txt against the base image's Debian release" };
+  if (/pip install -r requirements\.txt/.test(step)) return { what: "installing requirements.txt", hint: "check the package names and versions in requirements.txt" };
+  if (/pyproject\.toml/.test(step)) return { what: "installing the dependencies pyproject.toml lists", hint: "check [project] dependencies in pyproject.toml" };
+  if (/"pip","install","\."|pip install \.(\s|$)/.test(step)) return { what: "installing the project (pip install .)", hint: "check pyproject.toml / setup.py and the dependencies they declare" };
+  if (/pip install/.test(step)) return { what: "a pip install step", hint: "check the packages it installs" };
+  return undefined;
 }
 
 /** A RUN step could not fork because the build's processes hit the pids limit. */

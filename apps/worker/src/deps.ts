@@ -57,6 +57,7 @@ export function createPipelineDeps(
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),
     ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
     allowedBaseRegistries: allowedBaseRegistries(env.ALLOWED_BASE_REGISTRIES, catalog),
+    aptSources: env.BUILD_APT_SOURCES,
     logger,
     ...(lastImages && env.CACHE_FROM_REGISTRY ? { lastImages } : {}),
     artifacts: new ArtifactArchiver({

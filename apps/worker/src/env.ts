@@ -6,6 +6,7 @@ import { envBoolean, envList, splitList } from "@m1l0/config";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { EGRESS_MODES } from "./egress/policy.js";
+import { isAptSourceLine } from "@m1l0/dockerfile";
 import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT } from "@m1l0/queue";
 import { MULTIPART_MIN_PART_BYTES } from "@m1l0/storage";
 import { loadWebhookSettings, type WebhookSettings } from "@m1l0/webhooks";
@@ -40,6 +41,12 @@ const envSchema = z.object({
   BUILD_EGRESS_RULES: z.enum(["worker", "external"]).default("worker"),
   /** how often the worker re-checks (and restores) the network and its rules; 0 = only before each build */
   BUILD_EGRESS_CHECK_SECONDS: z.coerce.number().min(0).default(30),
+  /** apt.txt installs from these one-line "deb …" sources (";" separated) instead of the base image's: a mirror */
+  BUILD_APT_SOURCES: z
+    .string()
+    .default("")
+    .transform((text) => text.split(/[;\n]/).map((line) => line.trim()).filter(Boolean))
+    .refine((lines) => lines.every(isAptSourceLine), 'must be one-line apt sources, ";" separated, e.g. "deb [trusted=yes] http://mirror.internal/debian bookworm main"'),
   /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */
   SKIP_UNCHANGED: envBoolean(true),
   /** registry hosts the worker reads over plain HTTP (match the daemon's insecure-registries); loopback always is */

@@ -44,6 +44,8 @@ export interface PipelineDeps {
   lastImages?: Pick<LastImageStore, "get" | "set">;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
   plainHttpRegistries?: readonly string[];
+  /** one-line "deb …" sources apt.txt installs from instead of the base image's (BUILD_APT_SOURCES); unset → the image's */
+  aptSources?: readonly string[];
   /** false turns skip-if-unchanged off: every build builds and pushes */
   skipUnchanged?: boolean;
   /** how long a build may hold its build key before another build with the same key may go ahead */
@@ -90,6 +92,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       await store.transition(buildId, "building", {
         ...(fetched.commit ? { commit: fetched.commit } : {}),
         ...(plan.baseImage ? { baseImage: plan.baseImage } : {}),
+        ...(plan.layouts ? { layouts: plan.layouts } : {}),
         ...(fetched.buildKey ? { buildKey: fetched.buildKey } : {}),
       });
       await buildPhase(attempt, fetched, plan);

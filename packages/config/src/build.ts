@@ -51,6 +51,8 @@ export interface BuildRecord {
   submitter?: string;
   commit?: string;
   baseImage?: string;
+  /** the layouts found in the source and installed by the generated Dockerfile, in layer order (apt.txt, requirements.txt, pyproject.toml, setup.py); absent for a user's Dockerfile */
+  layouts?: string[];
   /**
    * sha256 of everything that shapes the image (source content, config, generator version,
    * base image content); pushed as the label ai.m1l0.build-key and compared before building

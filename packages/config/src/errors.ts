@@ -19,6 +19,10 @@ export const ERROR_CODES = {
   DOCKERFILE_NOT_FOUND: { http: 422, retryable: false },
   DOCKERFILE_ERROR: { http: 422, retryable: false },
   DEPENDENCY_INSTALL_FAILED: { http: 422, retryable: false },
+  /** a dependency file of the source cannot be used as written (apt.txt: a line that is not a package name) */
+  INVALID_DEPENDENCY_FILE: { http: 422, retryable: false },
+  /** the source's layout cannot be built on its base (environment.yml without conda) */
+  UNSUPPORTED_LAYOUT: { http: 422, retryable: false },
   BASE_IMAGE_UNAVAILABLE: { http: 422, retryable: false },
   BUILD_FAILED: { http: 422, retryable: false },
   /** a RUN step hit the per-build process limit (BUILD_PIDS_LIMIT) */

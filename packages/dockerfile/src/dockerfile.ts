@@ -1,7 +1,8 @@
 import { BuilderError, isImageReference } from "@m1l0/config";
+import { PROJECT_INSTALL_RUN, PYPROJECT_DEPS_RUN, aptRunInstruction } from "./layouts.js";
 
 /** Bump whenever the generated text changes for the same spec (it is part of build cache keys). */
-export const GENERATOR_VERSION = "1";
+export const GENERATOR_VERSION = "2";
 
 export interface DockerfileSpec {
   /** image reference for FROM (from the catalog, after overrides) */
@@ -10,6 +11,12 @@ export interface DockerfileSpec {
   entry: string;
   /** whether the source has a requirements.txt at its root */
   hasRequirements: boolean;
+  /** apt.txt's package names (validated by parseAptTxt): installed first, in their own layer */
+  aptPackages?: readonly string[];
+  /** one-line "deb …" entries apt reads instead of the image's sources (the operator's mirror); empty: the image's */
+  aptSources?: readonly string[];
+  /** `pip install .` of the project after the code; with a pyproject.toml its static dependencies install before the code */
+  project?: { pyproject: boolean };
   /** emitted in insertion order, see buildLabels */
   labels: Record<string, string>;
   /** absolute path; default /app */
@@ -53,8 +60,10 @@ export function quoteLabelText(value: string): string {
 
 /**
  * Renders a Dockerfile for a Python project. Pure: same spec, same text. Layer order is chosen
- * for caching: dependencies install in their own layer before the code is copied, and the labels
- * (which carry per-build values) come after every cached layer.
+ * for caching: apt.txt's packages, requirements.txt and pyproject.toml's static dependencies each
+ * install in their own layer before the code is copied (a code-only change reuses them); the
+ * project itself (`pip install .`) needs its code, so it comes after; the labels (per-build
+ * values) come after every cached layer.
  */
 export function generateDockerfile(spec: DockerfileSpec): string {
   if (typeof spec.baseImage !== "string" || !isImageReference(spec.baseImage)) {
@@ -79,10 +88,13 @@ export function generateDockerfile(spec: DockerfileSpec): string {
   }
 
   const lines = [HEADER, `FROM ${spec.baseImage}`, ENV, `WORKDIR ${workdir}`];
+  if (spec.aptPackages && spec.aptPackages.length > 0) lines.push(aptRunInstruction(spec.aptPackages, spec.aptSources ?? []));
   if (spec.hasRequirements) {
     lines.push("COPY requirements.txt ./", "RUN python3 -m pip install -r requirements.txt");
   }
+  if (spec.project?.pyproject) lines.push("COPY pyproject.toml ./", PYPROJECT_DEPS_RUN);
   lines.push("COPY . ./");
+  if (spec.project) lines.push(PROJECT_INSTALL_RUN);
   if (labelLines.length > 0) {
     lines.push(`LABEL ${labelLines.join(" \\\n      ")}`);
   }

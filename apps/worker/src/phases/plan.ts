@@ -2,6 +2,7 @@ import { resolveBaseImage } from "@m1l0/catalog";
 import { BuilderError, type BuildConfig } from "@m1l0/config";
 import { contextHasFile, type ExtraFile } from "@m1l0/context";
 import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
+import { detectLayouts, type DetectedLayouts } from "../layouts.js";
 import { describeSource } from "@m1l0/source";
 import { checkDockerfileBaseImages } from "../base-images.js";
 import { BUILD_KEY_LABEL } from "../build-key.js";
@@ -20,6 +21,8 @@ export interface Plan {
   baseImage?: string;
   /** labels the build API puts on (a user's Dockerfile: one more step); generated ones carry theirs in a LABEL line */
   labels?: Record<string, string>;
+  /** the layouts the generated Dockerfile installs (generated Dockerfiles only), for the record */
+  layouts?: DetectedLayouts["names"];
 }
 
 export function resolveCatalogBase(deps: Pick<PipelineDeps, "catalog">, config: BuildConfig) {
@@ -53,7 +56,7 @@ async function planGenerated(attempt: Attempt, fetched: Fetched): Promise<Plan> 
     throw new BuilderError("ENTRY_NOT_FOUND", `entry file "${config.entry}" was not found in the source (or is excluded by ignores); set "entry" to the script that starts your project`);
   }
   const base = resolveCatalogBase(deps, config);
-  const hasRequirements = await contextHasFile(fetched.root, fetched.filter, "requirements.txt");
+  const layouts = await detectLayouts(fetched.root, fetched.filter, base.publicImage);
   const labels = {
     ...buildLabels({
       config,
@@ -66,12 +69,14 @@ async function planGenerated(attempt: Attempt, fetched: Fetched): Promise<Plan> 
     // the image cache's label too: one LABEL line, no extra build step
     ...deps.imageLabels,
   };
-  void attempt.log.fetch(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}; requirements.txt ${hasRequirements ? "found" : "absent"}`);
+  void attempt.log.fetch(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}`);
+  void attempt.log.fetch(layouts.description);
   return {
     dockerfile: GENERATED_DOCKERFILE,
     baseImage: base.image,
+    layouts: layouts.names,
     extraFiles: [
-      { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements, labels }) },
+      { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, labels, ...layouts.spec, aptSources: deps.aptSources ?? [] }) },
       // The user's ignores are already applied while packing. This replacement makes the
       // daemon drop our Dockerfile (and itself) from the context before `COPY . ./`.
       { name: ".dockerignore", content: `${GENERATED_DOCKERFILE}\n.dockerignore\n` },
