@@ -59,8 +59,12 @@ function nameRule(word: string): string {
   return 'only lowercase letters, digits, "+", "-" and "." are allowed';
 }
 
-/** One-line apt source entries (sources.list(5)); an operator setting, still checked before it enters a Dockerfile. */
-const APT_SOURCE = /^deb(?: \[[a-z0-9=,._ /:-]+\])? [a-z][a-z0-9+.-]*:\/\/\S+ \S+(?: \S+)*$/i;
+/**
+ * One-line apt source entries (sources.list(5)); an operator setting, still checked before it
+ * enters a Dockerfile. No credentials in the URI: the entries are RUN arguments, so they are in
+ * the image's history (apt's auth.conf in the base image is the place for a mirror's password).
+ */
+const APT_SOURCE = /^deb(?: \[[a-z0-9=,._ /:-]+\])? [a-z][a-z0-9+.-]*:\/\/[^\s@]+ \S+(?: \S+)*$/i;
 
 export function isAptSourceLine(line: string): boolean {
   return APT_SOURCE.test(line);

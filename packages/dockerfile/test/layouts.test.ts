@@ -62,7 +62,7 @@ describe("apt sources (operator setting)", () => {
     expect(isAptSourceLine("deb http://deb.debian.org/debian bookworm main")).toBe(true);
     expect(isAptSourceLine("deb [trusted=yes] http://172.17.0.1:8080/ ./")).toBe(true);
     expect(isAptSourceLine("deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] https://mirror.internal/debian bookworm main contrib")).toBe(true);
-    for (const line of ["", "deb", "deb-src http://x/ bookworm main", "deb http://x/", "deb [a=$(id)] http://x/ y", "rm -rf /", "deb http://x/ y\ndeb http://z/ w"]) expect(isAptSourceLine(line)).toBe(false);
+    for (const line of ["", "deb", "deb-src http://x/ bookworm main", "deb http://x/", "deb [a=$(id)] http://x/ y", "rm -rf /", "deb http://x/ y\ndeb http://z/ w", "deb http://user:secret@mirror.internal/debian bookworm main"]) expect(isAptSourceLine(line)).toBe(false);
   });
 });
 

@@ -8,7 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TARGETS, startEgressTargets, startHostListeners, type EgressTargets } from "../src/egress-targets.js";
 import { firewallSnapshot } from "@m1l0/testkit";
-import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { ROOT_DIR, bridgeOf, createGitFixture, gatewayOf, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
 /**
  * The build egress policy on the real daemon and the host's real iptables. Every address a
@@ -35,19 +35,6 @@ let lanAddress: string | undefined;
 let before: string[];
 const bridges = new Set<string>();
 
-
-/** The host's address on a network's bridge (IPAM does not always name the default bridge's gateway; the interface always has it). */
-async function gatewayOf(name: string): Promise<string> {
-  const bridge = await bridgeOf(name);
-  const gateway = /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(execFileSync("ip", ["-4", "-o", "addr", "show", "dev", bridge]).toString())?.[1];
-  if (!gateway) throw new Error(`network ${name} (bridge ${bridge}) has no IPv4 address on this host`);
-  return gateway;
-}
-
-async function bridgeOf(name: string): Promise<string> {
-  const info = (await docker.getNetwork(name).inspect()) as { Id: string; Options?: Record<string, string> };
-  return info.Options?.["com.docker.network.bridge.name"] || `br-${info.Id.slice(0, 12)}`;
-}
 
 async function waitForNetwork(name: string): Promise<void> {
   const deadline = Date.now() + 60_000;
