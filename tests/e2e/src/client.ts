@@ -9,6 +9,8 @@ export interface BuildRecordView {
   status: string;
   commit?: string;
   buildKey?: string;
+  /** the layouts the generated Dockerfile installed */
+  layouts?: string[];
   attempts: number;
   image?: { registry: string; repository: string; tag: string; reference: string; digest?: string };
   error?: { code: string; message: string };
