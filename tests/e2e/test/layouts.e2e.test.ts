@@ -80,8 +80,11 @@ async function layerOf(reference: string, createdBy: RegExp): Promise<string | u
   return entry ? `${entry.Created} ${entry.CreatedBy}` : undefined;
 }
 
+/** `pyproject.toml` of this run: the daemon keeps layers between runs, and the first build must make its own. */
+const pyproject = `${readFileSync(path.join(fixtures, "pyproject/pyproject.toml"), "utf8")}# run ${run}\n`;
+
 async function build(project: string, label: string, edits: Record<string, string> = {}) {
-  const fixture = createGitFixture(path.join(fixtures, project), edits);
+  const fixture = createGitFixture(path.join(fixtures, project), { ...(project === "pyproject" ? { "pyproject.toml": pyproject } : {}), ...edits });
   cleanups.push(fixture.cleanup);
   const id = await submit(stack.apiUrl, { service: "dockerhub", repository: "m1l0/e2e-layouts", revision: `${label}-${run}`, source: fixture.url, entry: "main.py" });
   const record = await waitForBuild(stack.apiUrl, id);
