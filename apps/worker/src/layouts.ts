@@ -34,7 +34,9 @@ export async function detectLayouts(root: string, filter: ContextFilter, baseIma
   }
   const aptPackages = (await has("apt.txt")) ? parseAptTxt(await readAptTxt(root)) : undefined;
   const hasRequirements = await has("requirements.txt");
-  const pyproject = await has("pyproject.toml");
+  const pyprojectFile = await has("pyproject.toml");
+  // a pyproject.toml of tool settings only (black, ruff, pytest…) is no project to install
+  const pyproject = pyprojectFile && (await declaresProject(root));
   const setupPy = await has("setup.py");
 
   const names: Layout[] = [];
@@ -46,6 +48,7 @@ export async function detectLayouts(root: string, filter: ContextFilter, baseIma
     ...(aptPackages ? [aptPackages.length > 0 ? `apt.txt (${aptPackages.join(", ")})` : "apt.txt (lists no packages: no apt layer)"] : []),
     ...(hasRequirements ? ["requirements.txt"] : []),
     ...(pyproject ? ["pyproject.toml (pip install .; static dependencies before the code)"] : []),
+    ...(pyprojectFile && !pyproject ? ["pyproject.toml (no [project] or [build-system] table: tool settings only, not installed)"] : []),
     ...(setupPy ? [pyproject ? "setup.py" : "setup.py (pip install . after the code)"] : []),
   ];
   return {
@@ -57,6 +60,16 @@ export async function detectLayouts(root: string, filter: ContextFilter, baseIma
     },
     description: `layout: ${details.length > 0 ? details.join(", ") : "none found (code only: no apt.txt, requirements.txt, pyproject.toml or setup.py)"}`,
   };
+}
+
+const PYPROJECT_MAX_BYTES = 1024 * 1024;
+/** A [project] or [build-system] table header (TOML tables are headers on their own line). */
+const PROJECT_TABLE = /^[ \t]*\[[ \t]*(project|build-system)[ \t]*\][ \t]*(#.*)?$/m;
+
+async function declaresProject(root: string): Promise<boolean> {
+  const file = path.join(root, "pyproject.toml");
+  if ((await stat(file)).size > PYPROJECT_MAX_BYTES) throw new BuilderError("INVALID_DEPENDENCY_FILE", `pyproject.toml is larger than ${PYPROJECT_MAX_BYTES / 1024 / 1024} MiB`);
+  return PROJECT_TABLE.test(await readFile(file, "utf8"));
 }
 
 async function readAptTxt(root: string): Promise<string> {

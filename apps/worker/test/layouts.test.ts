@@ -38,6 +38,23 @@ describe("layouts", () => {
     expect(built[code + 1]).toBe('RUN ["python3","-m","pip","install","."]');
   });
 
+  it("a pyproject.toml of tool settings only is not installed", async () => {
+    const builder = new FakeImageBuilder({ anyBase: true });
+    const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "print(1)\n", "requirements.txt": "numpy\n", "pyproject.toml": "[tool.black]\nline-length = 100\n# [project] in a comment\n" }) });
+    await runBuild(fixture.deps({ builder }), id, config);
+    expect((await fixture.store.require(id)).layouts).toEqual(["requirements.txt"]);
+    const log = await logLines(id);
+    expect(log).toContain("fetch: layout: requirements.txt, pyproject.toml (no [project] or [build-system] table: tool settings only, not installed)");
+    expect(steps(log).some((step) => step.includes("pip\",\"install\",\".") || step.includes("tomllib"))).toBe(false);
+  });
+
+  it("a pyproject.toml with only a [build-system] table is installed", async () => {
+    const builder = new FakeImageBuilder({ anyBase: true });
+    const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "print(1)\n", "pyproject.toml": "[build-system] # setuptools\nrequires = ['setuptools']\n" }) });
+    await runBuild(fixture.deps({ builder }), id, config);
+    expect((await fixture.store.require(id)).layouts).toEqual(["pyproject.toml"]);
+  });
+
   it("a source with none of them is code only, and says so", async () => {
     const builder = new FakeImageBuilder({ anyBase: true });
     const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "print(1)\n" }) });
