@@ -14,14 +14,14 @@ export interface BuildKeyInputs {
   /** the exact source content: `git:<commit>` or `s3:<bucket>/<key>:<etag>` */
   source: string;
   /** generated Dockerfiles: the catalog base image and its content id on this daemon (absent when not present locally) */
-  base: { image: string; content: string | undefined } | undefined;
+  base: { image: string; content: string | undefined; aptSources?: readonly string[] } | undefined;
 }
 
 
 /**
  * sha256 over everything that shapes the image: the source content, every config field but
  * the time limit (the target is part of it too: the key is compared at the target tag), the
- * Dockerfile generator's version and the base image's content.
+ * Dockerfile generator's version, the base image's content and the operator's apt sources.
  */
 export function computeBuildKey(inputs: BuildKeyInputs): string {
   const { timeout: _timeout, ...shaping } = inputs.config;
@@ -30,7 +30,8 @@ export function computeBuildKey(inputs: BuildKeyInputs): string {
     generator: GENERATOR_VERSION,
     source: inputs.source,
     config: shaping,
-    base: inputs.base ? { image: inputs.base.image, content: inputs.base.content ?? null } : null,
+    // the operator's apt sources (BUILD_APT_SOURCES) shape the apt.txt layer; absent when unset, so earlier keys stay valid
+    base: inputs.base ? { image: inputs.base.image, content: inputs.base.content ?? null, ...(inputs.base.aptSources?.length ? { aptSources: inputs.base.aptSources } : {}) } : null,
   });
   return `sha256:${createHash("sha256").update(material).digest("hex")}`;
 }

@@ -21,6 +21,14 @@ describe("computeBuildKey", () => {
     expect(computeBuildKey({ config: { ...config }, source: "git:1111111111111111111111111111111111111111", base: { ...base } })).toBe(key);
   });
 
+  it("changes with the operator's apt sources, and not when none are set", () => {
+    const source = "git:1111111111111111111111111111111111111111";
+    expect(computeBuildKey({ config, source, base: { ...base, aptSources: [] } })).toBe(key);
+    const mirrored = computeBuildKey({ config, source, base: { ...base, aptSources: ["deb http://mirror.a/debian bookworm main"] } });
+    expect(mirrored).not.toBe(key);
+    expect(computeBuildKey({ config, source, base: { ...base, aptSources: ["deb http://mirror.b/debian bookworm main"] } })).not.toBe(mirrored);
+  });
+
   it("does not depend on key order or on the time limit", () => {
     const reordered = Object.fromEntries(Object.entries(config).reverse()) as typeof config;
     expect(computeBuildKey({ config: reordered, source: "git:1111111111111111111111111111111111111111", base })).toBe(key);

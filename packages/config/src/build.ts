@@ -55,7 +55,7 @@ export interface BuildRecord {
   layouts?: string[];
   /**
    * sha256 of everything that shapes the image (source content, config, generator version,
-   * base image content); pushed as the label ai.m1l0.build-key and compared before building
+   * base image content, the operator's apt sources); pushed as the label ai.m1l0.build-key and compared before building
    */
   buildKey?: string;
   /**

@@ -35,7 +35,7 @@ export async function identify(attempt: Attempt): Promise<Identity> {
   if (!identity) return { release: unclaimed };
   const base = config.dockerfile ? undefined : resolveCatalogBase(deps, config);
   const baseContent = base ? (await deps.builder.inspect(base.image))?.contentId : undefined;
-  const inputs: BuildKeyInputs = { config, source: identity.id, base: base ? { image: base.publicImage, content: baseContent } : undefined };
+  const inputs: BuildKeyInputs = { config, source: identity.id, base: base ? { image: base.publicImage, content: baseContent, ...(deps.aptSources?.length ? { aptSources: deps.aptSources } : {}) } : undefined };
   const buildKey = computeBuildKey(inputs);
   const key = { buildKey, inputs, ...(identity.commit ? { commit: identity.commit } : {}) };
   const fetchLog = (line: string) => void attempt.log.fetch(line);
