@@ -89,7 +89,7 @@ export function classifyBuildError(message: string, currentStep: string, recentL
 
 /** Which layout's install step a generated Dockerfile's step is (see @m1l0/dockerfile), if any. */
 function dependencyStep(step: string): { what: string; hint: string } | undefined {
-  if (/apt-get/.test(step)) return { what: "installing the packages apt.txt lists", hint: "check the names in apt.txt against the base image's Debian release" };
+  if (/apt-get/.test(step)) return { what: "installing the packages apt.txt lists", hint: "check the names in apt.txt against the base image's Debian release, and that builds reach its apt sources: BUILD_EGRESS, BUILD_APT_SOURCES" };
   if (/pip install -r requirements\.txt/.test(step)) return { what: "installing requirements.txt", hint: "check the package names and versions in requirements.txt" };
   if (/pyproject\.toml/.test(step)) return { what: "installing the dependencies pyproject.toml lists", hint: "check [project] dependencies in pyproject.toml" };
   if (/"pip","install","\."|pip install \.(\s|$)/.test(step)) return { what: "installing the project (pip install .)", hint: "check pyproject.toml / setup.py and the dependencies they declare" };

@@ -81,7 +81,8 @@ const APT_SCRIPT = [
   'list=/tmp/m1l0-apt-sources.list; : > "$list"',
   'while [ "$1" != "--" ]; do printf "%s\\n" "$1" >> "$list"; shift; done; shift',
   'apt() { if [ -s "$list" ]; then apt-get -o "Dir::Etc::SourceList=$list" -o Dir::Etc::SourceParts=/nonexistent "$@"; else apt-get "$@"; fi; }',
-  "apt update",
+  // an unreachable or broken source fails the step here (old apt ignores the option and fails at install)
+  "apt -o APT::Update::Error-Mode=any update",
   'DEBIAN_FRONTEND=noninteractive apt install -y --no-install-recommends "$@"',
   'rm -rf /var/lib/apt/lists/* "$list"',
 ].join("\n");

@@ -180,6 +180,20 @@ describe("layouts detected from the source, each built for real", () => {
     expect(record.attempts).toBe(1);
   });
 
+  it("apt.txt on a worker whose builds have no network fails at apt-get update, saying where to look", async () => {
+    // the stack's default: BUILD_NETWORK=none, the image's own sources (deb.debian.org)
+    const offline = await startStack({ concurrency: 1 });
+    cleanups.push(() => offline.stop());
+    const fixture = createGitFixture(path.join(fixtures, "apt"));
+    cleanups.push(fixture.cleanup);
+    const id = await submit(offline.apiUrl, { service: "dockerhub", repository: "m1l0/e2e-layouts", revision: `offline-${run}`, source: fixture.url });
+    const record = await waitForBuild(offline.apiUrl, id);
+    expect(record.status, await getLog(offline.apiUrl, id)).toBe("failed");
+    expect(record.error?.code).toBe("DEPENDENCY_INSTALL_FAILED");
+    expect(record.error?.message).toMatch(/^installing the packages apt\.txt lists failed: E: Failed to fetch .*deb\.debian\.org/);
+    expect(record.error?.message).toMatch(/BUILD_EGRESS, BUILD_APT_SOURCES/);
+  });
+
   it.each([
     ["environment.yml", { "environment.yml": "name: x\ndependencies:\n  - numpy\n" }, "UNSUPPORTED_LAYOUT", /environment\.yml, which needs conda.*list the pip packages in requirements\.txt/],
     ["a bad apt.txt line", { "apt.txt": "m1l0-apt-hello\ncurl | sh\n" }, "INVALID_DEPENDENCY_FILE", /^apt\.txt line 2: "\|" is not a Debian package name/],
