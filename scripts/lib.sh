@@ -28,6 +28,8 @@ export GIT_PRIVATE_USERNAME="${GIT_PRIVATE_USERNAME:-m1l0-bot}"
 export GIT_PRIVATE_TOKEN="${GIT_PRIVATE_TOKEN:-m1l0-local-git-token}"
 export BASE_IMAGE_PYTHON="${BASE_IMAGE_PYTHON:-m1l0-local/python:3.11-bookworm}"
 export BASE_IMAGE_BUSYBOX="${BASE_IMAGE_BUSYBOX:-m1l0-local/busybox:latest}"
+# stand-in for the public node:20-bookworm-slim, the base of the service's own images
+export BASE_IMAGE_NODE="${BASE_IMAGE_NODE:-m1l0-local/node:20-bookworm-slim}"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 warn() { printf '\033[1;33mwarn:\033[0m %s\n' "$*" >&2; }
@@ -46,3 +48,7 @@ wait_for() {
 need_root() {
   [ "$(id -u)" = 0 ] || die "run as root: the scripts install Debian packages and start dockerd"
 }
+
+# the service's own images (root Dockerfile, targets api and worker), built on $BASE_IMAGE_NODE
+export M1L0_API_IMAGE="${M1L0_API_IMAGE:-m1l0-local/api:dev}"
+export M1L0_WORKER_IMAGE="${M1L0_WORKER_IMAGE:-m1l0-local/worker:dev}"

@@ -18,6 +18,8 @@ import { runBuild, type PipelineDeps } from "./pipeline.js";
 
 export interface BuildWorker {
   worker: Worker<BuildJobData>;
+  /** the Redis connection the worker and its store use (health checks ping it) */
+  connection: Redis;
   deps: PipelineDeps;
   metrics: WorkerMetrics;
   /** running builds' abort controllers: cancel, timeout, shutdown */
@@ -257,6 +259,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   collectImages();
   return {
     worker,
+    connection,
     deps,
     metrics,
     lifecycle,

@@ -5,3 +5,29 @@ export const envBoolean = z
   .enum(["true", "false", "1", "0", "yes", "no", ""])
   .default("false")
   .transform((value) => value === "true" || value === "1" || value === "yes");
+
+/**
+ * Resolves `NAME_FILE` variables: for each name, when `NAME_FILE` is set, `NAME` becomes the
+ * file's contents (trailing newline trimmed), so secrets can come from mounted secret files
+ * (Docker/Swarm secrets, Kubernetes secret volumes) instead of the environment. Setting both
+ * is refused: which one wins would be a guess. Returns a new object; `source` is not changed.
+ */
+export function resolveFileVariables(source: NodeJS.ProcessEnv, names: readonly string[], read: (file: string) => string): NodeJS.ProcessEnv {
+  const resolved: NodeJS.ProcessEnv = { ...source };
+  for (const name of names) {
+    const file = source[`${name}_FILE`];
+    if (!file) continue;
+    if (source[name]) throw new Error(`set either ${name} or ${name}_FILE, not both`);
+    let text: string;
+    try {
+      text = read(file);
+    } catch (cause) {
+      throw new Error(`cannot read ${name}_FILE (${file}): ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    }
+    resolved[name] = text.replace(/\r?\n$/, "");
+  }
+  return resolved;
+}
+
+/** The AWS SDK's default chain reads these from process.env; entry points resolve their `_FILE` forms into it. */
+export const AWS_SECRET_VARIABLES = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] as const;
