@@ -17,6 +17,7 @@ COPY package.json pnpm-lock.yaml pnpm-workspace.yaml .npmrc ./
 RUN pnpm fetch --reporter=append-only
 COPY . .
 RUN pnpm install --offline --frozen-lockfile --reporter=append-only \
+      --filter "@m1l0/api..." --filter "@m1l0/worker..." --filter m1l0-image-builder \
  && pnpm turbo run build --filter=@m1l0/api --filter=@m1l0/worker --output-logs=errors-only \
  && pnpm --filter @m1l0/api deploy --legacy --prod /out/api \
  && pnpm --filter @m1l0/worker deploy --legacy --prod /out/worker \

@@ -5,6 +5,7 @@
 #   $BASE_IMAGE_BUSYBOX  busybox-static in a scratch image, for fast tests
 #   $BASE_IMAGE_NODE     Debian bookworm minbase + this host's Node 20 (node, npm), laid out
 #                        like the public node:20-bookworm-slim (/usr/local, user node 1000)
+#   $BASE_IMAGE_STANDINS the same plus Debian's redis-server and docker-registry
 # The debootstrap rootfs tarballs are cached in $M1L0_CACHE_DIR so later runs only import.
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -40,35 +41,21 @@ if ! image_exists "$BASE_IMAGE_BUSYBOX"; then
   tar -C "$dir" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["sh"]' - "$BASE_IMAGE_BUSYBOX" >/dev/null
   rm -rf "$dir"
 fi
-# debootstrap_cached NAME PACKAGES: prints the path of a cached minbase rootfs tarball
-debootstrap_cached() {
-  local name="$1" include="$2" tarball="$M1L0_CACHE_DIR/$1-bookworm-rootfs.tar"
-  mkdir -p "$M1L0_CACHE_DIR"
-  if [ ! -s "$tarball" ]; then
-    log "debootstrapping a Debian bookworm $name rootfs (once; cached in $tarball)"
-    local rootfs; rootfs="$(mktemp -d)"
-    debootstrap --variant=minbase --include="$include" \
-      bookworm "$rootfs" http://deb.debian.org/debian >"$M1L0_CACHE_DIR/debootstrap-$name.log" 2>&1 \
-      || { tail -20 "$M1L0_CACHE_DIR/debootstrap-$name.log" >&2; die "debootstrap failed"; }
-    # what a slim image leaves out: package caches, docs, man pages, locales
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-      "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
-    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$rootfs"
-  fi
-  printf '%s\n' "$tarball"
-}
-
-if ! image_exists "$BASE_IMAGE_NODE"; then
+# node_image IMAGE NAME PACKAGES: a minbase rootfs with PACKAGES (cached) plus this host's Node
+# 20 (node, npm) in /usr/local and a user node (1000), as the public node images have them.
+# The rootfs is cached without Node, so a Node upgrade on the host needs no new debootstrap.
+node_image() {
+  local image="$1" name="$2" include="$3"
+  image_exists "$image" && return 0
+  local node_bin npm_dir tarball work
   node_bin="$(readlink -f "$(command -v node)")"
   "$node_bin" -e 'process.exit(process.versions.node.split(".")[0] === "20" ? 0 : 1)' \
     || die "the node stand-in needs this host's Node to be 20 (found $("$node_bin" --version))"
   npm_dir="$(npm root -g)/npm"
   [ -f "$npm_dir/bin/npm-cli.js" ] || die "npm not found at $npm_dir"
-  tarball="$(debootstrap_cached node ca-certificates)"
-  log "importing $BASE_IMAGE_NODE (Debian rootfs + this host's Node $("$node_bin" --version))"
+  tarball="$(debootstrap_cached "$name" "$include")"
+  log "importing $image (Debian rootfs + this host's Node $("$node_bin" --version))"
   work="$(mktemp -d)"
-  # the Debian rootfs is cached without Node, so a Node upgrade on the host needs no new debootstrap
   tar -C "$work" -xf "$tarball"
   mkdir -p "$work/usr/local/bin" "$work/usr/local/lib/node_modules" "$work/home/node"
   cp "$node_bin" "$work/usr/local/bin/node"
@@ -81,7 +68,11 @@ if ! image_exists "$BASE_IMAGE_NODE"; then
   tar -C "$work" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'ENV LANG=C.UTF-8' -c 'ENV NODE_VERSION='"$("$node_bin" -p process.versions.node)" \
-    -c 'CMD ["node"]' - "$BASE_IMAGE_NODE" >/dev/null
+    -c 'CMD ["node"]' - "$image" >/dev/null
   rm -rf "$work"
-fi
-log "base images ready: $BASE_IMAGE_PYTHON, $BASE_IMAGE_BUSYBOX, $BASE_IMAGE_NODE"
+}
+
+node_image "$BASE_IMAGE_NODE" node ca-certificates
+# base of the redis/minio/registry stand-ins (deploy/local/Dockerfile adds s3rver from npm)
+node_image "$BASE_IMAGE_STANDINS" node-services ca-certificates,redis-server,docker-registry
+log "base images ready: $BASE_IMAGE_PYTHON, $BASE_IMAGE_BUSYBOX, $BASE_IMAGE_NODE, $BASE_IMAGE_STANDINS"
