@@ -13,9 +13,12 @@ ENV NODE_EXTRA_CA_CERTS=/tmp/build-ca.pem npm_config_update_notifier=false
 RUN npm i -g --no-fund --no-audit pnpm@10.34.9
 WORKDIR /src
 # dependencies first: this layer is reused until the lockfile changes
-COPY package.json pnpm-lock.yaml pnpm-workspace.yaml .npmrc ./
+COPY package.json pnpm-lock.yaml pnpm-workspace.yaml .npmrc tsconfig.base.json turbo.json ./
 RUN pnpm fetch --reporter=append-only
-COPY . .
+# only what the two apps are built from: other changes (docs, tests, scripts) reuse the cache
+COPY packages packages
+COPY apps/api apps/api
+COPY apps/worker apps/worker
 RUN pnpm install --offline --frozen-lockfile --reporter=append-only \
       --filter "@m1l0/api..." --filter "@m1l0/worker..." --filter m1l0-image-builder \
  && pnpm turbo run build --filter=@m1l0/api --filter=@m1l0/worker --output-logs=errors-only \

@@ -57,3 +57,22 @@ export function pipe(producer: [string, string[]], consumer: [string, string[]],
     right.on("close", done(consumer.join(" ")));
   });
 }
+
+/** A progress line on stderr (long deployment tests: shows where one is when it hangs or fails). */
+export function step(what: string): void {
+  process.stderr.write(`[deploy ${new Date().toISOString().slice(11, 19)}] ${what}\n`);
+}
+
+/** fetch with its own deadline (a timer and controller of ours, cleared in finally). */
+export async function fetchWithin(url: string, init: RequestInit = {}, timeoutMs = 10_000): Promise<Response> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new Error(`${url}: no answer within ${timeoutMs} ms`)), timeoutMs);
+  try {
+    const response = await fetch(url, { ...init, signal: controller.signal });
+    // read the body inside the deadline too
+    const body = await response.arrayBuffer();
+    return new Response(body, { status: response.status, headers: response.headers });
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { Compose, containerState, images, requireImages } from "../src/compose.js";
-import { run } from "../src/run.js";
+import { fetchWithin, run, step } from "../src/run.js";
 
 // Ports of this project's services on the host: not the shared services' (6379, 5000, 4569, 8080).
 const ports = { api: 28080, redis: 26379, s3: 29000, registry: 25000 };
@@ -66,10 +66,12 @@ describe("docker-compose: the service's own images on one host", () => {
   it("comes up from clean, builds examples/mnist in the containerised worker, the pulled image prints its accuracy, and down -v leaves nothing", async () => {
     expect(await compose.leftovers()).toEqual([]);
     const started = Date.now();
+    step(`compose up ${project}`);
     await compose.run(["up", "-d", "--no-build", "--scale", `worker=${workers}`], 300_000);
-    await eventually(async () => (await fetch(`${apiUrl}/readyz`).catch(() => undefined))?.ok, 90_000, 500, "the containerised API ready");
+    await eventually(async () => (await fetchWithin(`${apiUrl}/readyz`).catch(() => undefined))?.ok, 90_000, 500, "the containerised API ready");
     const readyMs = Date.now() - started;
 
+    step("API ready; waiting for healthy containers");
     // every container of the API and the workers reports healthy through its image's HEALTHCHECK
     const apiIds = await compose.containers("api");
     const workerIds = await compose.containers("worker");
@@ -81,6 +83,7 @@ describe("docker-compose: the service's own images on one host", () => {
     }, 120_000, 1000, "api and workers healthy");
     expect((await run("docker", ["exec", apiIds[0]!, "id", "-u"])).trim()).toBe("1000"); // the API is not root
 
+    step("healthy; uploading the mnist source to the stack's S3");
     // the source goes in as an s3:// archive in the compose stack's own S3
     const archive = path.join(work, "mnist.tar.gz");
     await run("tar", ["-czf", archive, "-C", path.join(ROOT_DIR, "examples/mnist"), "--exclude=./data", "."]);
@@ -90,12 +93,13 @@ describe("docker-compose: the service's own images on one host", () => {
 
     const mnist = parse(readFileSync(path.join(ROOT_DIR, "examples/mnist/m1l0.yaml"), "utf8")) as Record<string, unknown>;
     const config = { ...mnist, source: `s3://${bucket}/${key}`, revision: `compose-${runId}` };
-    const response = await fetch(`${apiUrl}/builds`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(config) });
+    const response = await fetchWithin(`${apiUrl}/builds`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(config) });
     expect(response.status).toBe(202);
     const { id } = (await response.json()) as { id: string };
+    step(`submitted ${id}`);
     const record = await eventually(
       async () => {
-        const view = (await (await fetch(`${apiUrl}/builds/${id}`, { headers: auth })).json()) as { status: string; worker?: string; image?: { reference: string }; error?: { message: string } };
+        const view = (await (await fetchWithin(`${apiUrl}/builds/${id}`, { headers: auth })).json()) as { status: string; worker?: string; image?: { reference: string }; error?: { message: string } };
         return ["succeeded", "failed", "cancelled"].includes(view.status) ? view : undefined;
       },
       400_000,
@@ -110,6 +114,7 @@ describe("docker-compose: the service's own images on one host", () => {
     const logsOfWorkers = await compose.run(["logs", "--no-color", "worker"]);
     expect(logsOfWorkers).toContain(record.worker!);
 
+    step(`${id} succeeded on ${record.worker}; pulling ${reference}`);
     // the host's copy goes; the image comes back from the compose registry and runs
     await run("docker", ["rmi", "-f", reference]);
     const cli = { env: { ...process.env, DOCKER_CONFIG: dockerConfig } };
@@ -126,6 +131,7 @@ describe("docker-compose: the service's own images on one host", () => {
     for (const containerId of [apiIds[0]!, workerIds[0]!]) expect((await containerState(containerId)).ExitCode).toBe(0);
     expect(stopMs).toBeLessThan(25_000);
 
+    step("down -v");
     const downStarted = Date.now();
     await compose.run(["down", "-v", "--remove-orphans"], 180_000);
     const downMs = Date.now() - downStarted;
