@@ -63,7 +63,13 @@ load() {
   done
   ((${#wanted[@]})) || return 0
   log "loading into $name: ${wanted[*]}"
-  docker save "${wanted[@]}" | docker exec -i "$name" docker load -q >/dev/null
+  # one `docker save` per set of images, reused for every node that needs the same set
+  local dir="$M1L0_STATE_DIR/swarm" key tar
+  key="$(for img in "${wanted[@]}"; do docker image inspect -f '{{.Id}}' "$img"; done | sha256sum | cut -c1-16)"
+  tar="$dir/images-$key.tar"
+  mkdir -p "$dir"
+  if [ ! -s "$tar" ]; then docker save "${wanted[@]}" -o "$tar.tmp" && mv "$tar.tmp" "$tar"; fi
+  docker exec -i "$name" docker load -q <"$tar" >/dev/null
 }
 
 down() {
@@ -77,6 +83,7 @@ down() {
     done
   fi
   docker network rm "$SWARM_NETWORK" >/dev/null 2>&1 || true
+  rm -rf "$M1L0_STATE_DIR/swarm"
   # the nodes' cgroup parents (their containers' cgroups are gone with them)
   for dir in /sys/fs/cgroup/*/m1l0-swarm-*; do [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null; done
   return 0

@@ -2,12 +2,13 @@ import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createApiToken } from "@m1l0/config";
 import { ROOT_DIR, eventually, findNeedles, reportFigures, scanRedis, scanS3, type Finding } from "@m1l0/e2e";
 import { Redis } from "ioredis";
+import { connect } from "node:net";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { images, requireImages } from "../src/compose.js";
-import { run } from "../src/run.js";
+import { fetchWithin, run, step } from "../src/run.js";
 import { SwarmNode, swarmScript } from "../src/swarm.js";
 
 // A real swarm on this machine: three node containers (one manager, two workers), each with
@@ -40,7 +41,7 @@ async function api(pathname: string, init: RequestInit = {}): Promise<Response> 
   let last: unknown;
   for (const node of nodes) {
     try {
-      return await fetch(`http://${node.ip}:8080${pathname}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) }, signal: AbortSignal.timeout(10_000) });
+      return await fetchWithin(`http://${node.ip}:8080${pathname}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } }, 15_000);
     } catch (error) {
       last = error; // no replica on this node (connection refused)
     }
@@ -116,9 +117,11 @@ async function joinAsWorker(node: SwarmNode): Promise<void> {
 beforeAll(async () => {
   await requireImages([images.api, images.worker, images.standIns, images.busybox]);
   await swarmScript(["down"]); // nodes an aborted run left behind
+  step("starting nodes 1-3");
   for (const index of [1, 2, 3]) nodes.push(await SwarmNode.start(index));
   for (const node of nodes) await node.load([images.api, images.worker, images.busybox, ...(node === manager() ? [images.standIns] : [])]);
 
+  step("images loaded; forming the swarm");
   await manager().docker(["swarm", "init", "--advertise-addr", manager().ip, "--default-addr-pool", "10.214.0.0/16"]);
   for (const node of nodes.slice(1)) await joinAsWorker(node);
   for (const node of nodes) await manager().docker(["node", "update", "--label-add", "m1l0.builder=true", node.name]);
@@ -136,6 +139,7 @@ beforeAll(async () => {
   for (const [name, text] of Object.entries(secrets)) await manager().writeFile(`/root/m1l0/secrets/${name}`, text);
   for (const file of ["stack.yml", "stack.local.yml"]) await manager().writeFile(`/root/m1l0/${file}`, readFileSync(path.join(ROOT_DIR, "deploy", file), "utf8"));
 
+  step("deploying the stack");
   await manager().docker(["stack", "deploy", "--resolve-image", "never", "-c", "/root/m1l0/stack.yml", "-c", "/root/m1l0/stack.local.yml", STACK], {
     env: {
       M1L0_SECRETS_DIR: "/root/m1l0/secrets",
@@ -149,8 +153,13 @@ beforeAll(async () => {
       WORKER_SHUTDOWN_GRACE_SECONDS: "3",
     },
   });
-  await eventually(async () => (await runningOn("worker")).length === 3 && (await runningOn("api")).length === 2 && (await api("/readyz").catch(() => undefined))?.ok, 180_000, 2000, "stack converged (3 workers, 2 API replicas, API ready)");
+  const converged = async () => {
+    for (const service of ["redis", "s3", "registry"]) if ((await runningOn(service)).length !== 1) return false;
+    return (await runningOn("worker")).length === 3 && (await runningOn("api")).length === 2 && (await api("/readyz").catch(() => undefined))?.ok;
+  };
+  await eventually(converged, 180_000, 2000, "stack converged (redis, s3, registry; 3 workers, 2 API replicas, API ready)");
 
+  step("stack converged");
   // one source archive for every build: two custom Dockerfiles on the loaded busybox base
   const source = path.join(work, "source");
   await run("mkdir", ["-p", source]);
@@ -160,11 +169,13 @@ beforeAll(async () => {
   const archive = path.join(work, "source.tar.gz");
   await run("tar", ["-czf", archive, "-C", source, "."]);
   const s3 = new S3Client({ region: "us-east-1", endpoint: `http://${manager().ip}:9000`, forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } });
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `sources/swarm-${runId}.tar.gz`, Body: readFileSync(archive) }));
+  // a task is "running" once its process started; s3rver listens a moment later
+  await eventually(() => s3.send(new PutObjectCommand({ Bucket: bucket, Key: `sources/swarm-${runId}.tar.gz`, Body: readFileSync(archive) })).catch(() => undefined), 60_000, 1000, "source uploaded to the stack's S3");
 }, 900_000);
 
 afterAll(async () => {
-  await swarmScript(["down"]).catch((error: Error) => console.error(error.message));
+  // M1L0_SWARM_KEEP=1 leaves the nodes up to look at after a failure (scripts/swarm.sh down removes them)
+  if (process.env.M1L0_SWARM_KEEP !== "1") await swarmScript(["down"]).catch((error: Error) => console.error(error.message));
   rmSync(work, { recursive: true, force: true });
   if (figures.length) reportFigures("deploy swarm", figures.join("; "));
 });
@@ -178,14 +189,23 @@ describe("Docker Swarm: deploy/stack.yml on a multi-node swarm of node container
     expect((await node.docker(["exec", worker!, "cat", "/run/secrets/redis_url"])).trim()).toBe(`redis://:${redisPassword}@redis:6379`);
     // the swarm holds them under versioned names
     expect((await manager().docker(["secret", "ls", "--format", "{{.Name}}"])).split("\n")).toContain(`m1l0_registry_password_${runId}`);
-    const anonymous = new Redis({ host: manager().ip, port: 6379, maxRetriesPerRequest: 1, lazyConnect: true });
-    await expect(anonymous.connect().then(() => anonymous.ping())).rejects.toThrow(/NOAUTH|Authentication required/);
-    anonymous.disconnect();
+    // a plain RESP PING without AUTH (no client library that retries or negotiates first)
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(6379, manager().ip, () => socket.write("PING\r\n"));
+      socket.setTimeout(10_000, () => socket.destroy(new Error("redis did not answer within 10 s")));
+      socket.once("data", (data) => {
+        resolve(data.toString());
+        socket.destroy();
+      });
+      socket.once("error", reject);
+    });
+    expect(answer).toMatch(/^-NOAUTH/);
   });
 
   it("30 builds spread over the three nodes; each node's daemon holds its own builds and no other's", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 30; i++) ids.push(await submit(`swarm-${runId}/b${i}`, "Dockerfile.fast"));
+    step("30 builds submitted");
     const records = await waitFinished(ids, 420_000);
     for (const record of records) expect(record.status, `${record.id}: ${record.error?.message}`).toBe("succeeded");
     const perNode = new Map<string, string[]>();
@@ -214,6 +234,7 @@ describe("Docker Swarm: deploy/stack.yml on a multi-node swarm of node container
       500,
       `a slow build building on ${victim.name}`,
     );
+    step(`draining ${victim.name} while it builds ${onVictim.join(", ")}`);
     const drained = Date.now();
     await manager().docker(["node", "update", "--availability", "drain", victim.name]);
     const moved = await waitFinished(onVictim, 300_000);
@@ -232,6 +253,7 @@ describe("Docker Swarm: deploy/stack.yml on a multi-node swarm of node container
     const newcomer = await SwarmNode.start(4);
     nodes.push(newcomer);
     await newcomer.load([images.api, images.worker, images.busybox]);
+    step(`joining ${newcomer.name}`);
     const joined = Date.now();
     await joinAsWorker(newcomer);
     await manager().docker(["node", "update", "--label-add", "m1l0.builder=true", newcomer.name]);
@@ -273,6 +295,7 @@ describe("Docker Swarm: deploy/stack.yml on a multi-node swarm of node container
   });
 
   it("docker stack rm leaves no service, task, network or secret on any node", async () => {
+    step("stack rm");
     await manager().docker(["stack", "rm", STACK]);
     const leftovers = async () => {
       const found: string[] = [];
