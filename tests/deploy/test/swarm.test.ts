@@ -151,6 +151,7 @@ beforeAll(async () => {
       M1L0_STANDIN_IMAGE: images.standIns,
       BUILD_NETWORK: "none",
       WORKER_SHUTDOWN_GRACE_SECONDS: "3",
+      SUBMIT_RATE_LIMIT_MAX: "0", // one token submits every build of this test
     },
   });
   const converged = async () => {
