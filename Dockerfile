@@ -42,6 +42,10 @@ CMD ["node", "dist/server.js"]
 
 FROM ${NODE_IMAGE} AS worker
 ENV NODE_ENV=production HEALTH_FILE=/tmp/m1l0-worker.health HEALTH_INTERVAL_SECONDS=10 WORK_DIR=/var/lib/m1l0/work
+# iptables: the worker installs its build network's egress rules (BUILD_EGRESS public/proxy)
+# when it runs in its daemon's network namespace with NET_ADMIN (docker-compose.yml does)
+RUN apt-get update && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log
 WORKDIR /app
 COPY --from=build /out/worker /app
 RUN mkdir -p /var/lib/m1l0/work

@@ -9,6 +9,13 @@ export default tseslint.config(
     rules: {
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       "no-control-regex": "off",
+      // Node 20 can garbage-collect a timeout held only inside AbortSignal.any (nodejs/node#57736):
+      // deadlines go through AbortScope / withDeadline of @m1l0/config instead
+      "no-restricted-properties": [
+        "error",
+        { object: "AbortSignal", property: "any", message: "use AbortScope from @m1l0/config (nodejs/node#57736)" },
+        { object: "AbortSignal", property: "timeout", message: "use AbortScope / withDeadline from @m1l0/config (nodejs/node#57736)" },
+      ],
     },
   },
 );

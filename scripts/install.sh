@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 need_root
 
-APT_PACKAGES=(docker.io docker-compose redis-server docker-registry apache2-utils debootstrap busybox-static iproute2 git curl ca-certificates chromium)
+APT_PACKAGES=(docker.io docker-compose iptables redis-server docker-registry apache2-utils debootstrap busybox-static iproute2 git curl ca-certificates chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -18,8 +18,8 @@ bash "$ROOT_DIR/scripts/fleet.sh" up 3  # daemons 2 and 3 for the fleet e2e test
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 export CATALOG_OVERRIDES_FILE="$ROOT_DIR/packages/catalog/local-overrides.yaml"
 cd "$ROOT_DIR"
-log "typechecking"
-pnpm -s turbo run typecheck --output-logs=errors-only
+log "typechecking and linting"
+pnpm -s turbo run typecheck lint --output-logs=errors-only
 results="$ROOT_DIR/test-results/vitest.json"
 mkdir -p "$(dirname "$results")"
 rm -f "$results"

@@ -1,12 +1,14 @@
 import type { BuildRecord } from "@m1l0/config";
 import { createRedis } from "@m1l0/queue";
+import Docker from "dockerode";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DAEMON_SOCKETS, bridgeGateway, checkDaemons, daemonLabel, removeRepositoryImages } from "./daemons.js";
 import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
-import { startStack, type RunningStack, type Services } from "./stack.js";
+import { ROOT_DIR, startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
 import { apiFetch, between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
 
@@ -83,12 +85,14 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
   const index = await startPackageIndex(path.join(dir, "index"), gateway, options.dependency);
   // both stacks share a Redis namespace, so either worker finds the other's last pushed image
   const keyPrefix = `bench-${shortId()}:`;
-  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: "default" });
+  // the production default (BUILD_EGRESS=public on the worker's own build network), with the index's address and port allowlisted
+  const buildNetwork = `m1l0-bench-${shortId()}`;
+  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: buildNetwork, BUILD_EGRESS: "public", BUILD_EGRESS_ALLOW: new URL(index.url).host });
   const stacks = new Map<string, RunningStack>();
   const pairs: Pair[] = [];
   try {
     for (const socket of [daemonX, daemonY]) {
-      stacks.set(socket, await startStack(services, { worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
+      stacks.set(socket, await startStack({ worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
     }
     // the project's files all come from the fixtures' edits
     const empty = mkdtempSync(path.join(dir, "empty-"));
@@ -100,8 +104,8 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
       const requirements = `# bench code-only change ${salt}\n${index.requirements}`;
       const base = { service: "dockerhub", repository, framework: "python", pyversion: "3.11", resource: "cpu", entry: "main.py" };
       const fixtures = [
-        createGitFixture(services, empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
-        createGitFixture(services, empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
+        createGitFixture(empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
+        createGitFixture(empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
       ] as const;
       try {
         const cold = await build(stacks.get(coldDaemon)!, { ...base, revision: "v1", source: fixtures[0].url });
@@ -133,6 +137,7 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${logs}`, { cause: error });
   } finally {
     await Promise.all([...stacks.values()].map((stack) => stack.stop()));
+    for (const socket of [daemonX, daemonY]) await removeBuildNetwork(socket, buildNetwork).catch((error: Error) => log(`codechange: cannot remove build network ${buildNetwork}: ${error.message}`));
     await forgetNamespace(services, keyPrefix).catch((error: Error) => log(`codechange: cannot delete the ${keyPrefix}* keys: ${error.message}`));
     await index.close();
     rmSync(dir, { recursive: true, force: true });
@@ -153,6 +158,12 @@ async function forgetNamespace(services: Services, keyPrefix: string): Promise<v
   } finally {
     await redis.quit();
   }
+}
+
+/** The workers' build network and its egress rules, removed the documented way (`egress remove`, then `docker network rm`). */
+async function removeBuildNetwork(socket: string, network: string): Promise<void> {
+  execFileSync(process.execPath, [path.join(ROOT_DIR, "apps/worker/dist/main.js"), "egress", "remove"], { env: { PATH: process.env.PATH, DOCKER_SOCKET: socket, BUILD_NETWORK: network, LOG_LEVEL: "silent" }, stdio: "ignore" });
+  await new Docker({ socketPath: socket }).getNetwork(network).remove().catch(() => undefined);
 }
 
 function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: string, daemonY: string, sdistBytes: number, gateway: string): Table {
@@ -195,7 +206,7 @@ function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: str
     notes: [
       `Each pair: a fresh repository; a cold build of v1 on one daemon, then v2 (only main.py changed, requirements.txt identical) submitted to a stack whose only worker drives the other daemon, which holds nothing of the repository. Directions alternate (pair 1: ${daemonLabel(daemonX)} → ${daemonLabel(daemonY)}, pair 2: back), ${pairs.length} pairs; the images of both daemons are removed after each pair. Both stacks share one Redis namespace, where a worker records the last image it pushed per repository.`,
       "The rebuild's worker looks that image up, pulls it from the registry with its own credentials (only the layers its daemon lacks: the base is shared), logs `cache from <ref>` and passes it to the classic builder as `cachefrom`; the builder reports `Using cache` for every step up to the pip install, and runs `COPY . ./` and later steps. Checked on every pair: the benchmark fails if the cold build's pip step did not run or the rebuild's was not a cache hit.",
-      `The dependency is realistic in cost and offline: requirements.txt names a local package index (\`--index-url http://${gateway}:<port>/simple/\`, \`--trusted-host\`; a Node HTTP server of the benchmark on the default daemon's bridge address, reachable from build containers of every daemon) serving one source distribution, ${PACKAGE_SUMMARY(options.dependency, sdistBytes)} pip downloads it, builds the wheel (PEP 517, build isolation) and installs it, with the worker's default build network (\`BUILD_NETWORK=default\`).`,
+      `The dependency is realistic in cost and offline: requirements.txt names a local package index (\`--index-url http://${gateway}:<port>/simple/\`, \`--trusted-host\`; a Node HTTP server of the benchmark on the default daemon's bridge address, reachable from build containers of every daemon) serving one source distribution, ${PACKAGE_SUMMARY(options.dependency, sdistBytes)} pip downloads it, builds the wheel (PEP 517, build isolation) and installs it, under the worker's default egress policy (\`BUILD_EGRESS=public\` on its own build network, the index's address and port in \`BUILD_EGRESS_ALLOW\`).`,
       "Where the rebuild's time goes (see the rows by status timestamps): the clone, the pull of the cache image (the dependency layer's bytes, downloaded and unpacked), the cached steps (milliseconds), then `COPY . ./` and the LABEL and ENTRYPOINT steps, each of which the classic builder commits through a container (their cost does not shrink with caching), and a push of only the new layers. That is the floor of a code-only rebuild on a daemon that has never seen the project; the bigger the dependency step relative to its layer, the lower the ratio.",
       "Ratio: median rebuild time ÷ median cold time; per daemon, the rebuilds landing on a daemon against the cold builds made on that daemon. Both figures include submission, clone, context streaming, build and push; the rebuild also includes the pull of the cache image.",
     ],

@@ -1,4 +1,5 @@
 import Docker from "dockerode";
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
 /** The default daemon plus the fleet daemons started by `scripts/fleet.sh up 3`. */
@@ -28,8 +29,12 @@ export async function removeRepositoryImages(socket: string, repositoryReference
 
 /** Address of the default daemon's bridge on this host, reachable from build containers of every daemon here. */
 export async function bridgeGateway(): Promise<string> {
-  const network = (await new Docker({ socketPath: DAEMON_SOCKETS[0] }).getNetwork("bridge").inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> } };
-  const gateway = network.IPAM?.Config?.find((config) => config.Gateway)?.Gateway;
-  if (!gateway) throw new Error("the default daemon's bridge network has no gateway address");
+  const network = (await new Docker({ socketPath: DAEMON_SOCKETS[0] }).getNetwork("bridge").inspect()) as { IPAM?: { Config?: Array<{ Gateway?: string }> }; Options?: Record<string, string> };
+  const fromIpam = network.IPAM?.Config?.find((config) => config.Gateway)?.Gateway;
+  if (fromIpam) return fromIpam;
+  // the daemon does not always name the default bridge's gateway in IPAM; its interface has the address
+  const bridge = network.Options?.["com.docker.network.bridge.name"] ?? "docker0";
+  const gateway = /\binet (\d+\.\d+\.\d+\.\d+)\//.exec(execFileSync("ip", ["-4", "-o", "addr", "show", "dev", bridge]).toString())?.[1];
+  if (!gateway) throw new Error(`the default daemon's bridge network (${bridge}) has no gateway address`);
   return gateway;
 }

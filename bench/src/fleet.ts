@@ -46,7 +46,7 @@ async function runBatch(services: Services, stack: RunningStack, options: FleetO
   const repository = `m1l0bench/fleet-${salt}`;
   // unique content per build: nothing can come from cache, each one waits the full sleep
   const fixtures = Array.from({ length: options.builds }, (_, index) =>
-    createGitFixture(services, emptyDir, { Dockerfile: `FROM ${BUSYBOX}\nRUN echo ${salt}-${index} && sleep ${options.sleepSeconds}\n` }),
+    createGitFixture(emptyDir, { Dockerfile: `FROM ${BUSYBOX}\nRUN echo ${salt}-${index} && sleep ${options.sleepSeconds}\n` }),
   );
   try {
     const started = performance.now();
@@ -75,9 +75,9 @@ export async function runFleet(services: Services, options: FleetOptions, log: (
   const stacks: RunningStack[] = [];
   const runs: Record<"one" | "three", Run[]> = { one: [], three: [] };
   try {
-    const one = await startStack(services, { worker: true, workerConcurrency: options.concurrency, workers: [workerEnv(DAEMON_SOCKETS[0])] });
+    const one = await startStack({ worker: true, workerConcurrency: options.concurrency, workers: [workerEnv(DAEMON_SOCKETS[0])] });
     stacks.push(one);
-    const three = await startStack(services, { worker: true, workerConcurrency: options.concurrency, workers: DAEMON_SOCKETS.map(workerEnv) });
+    const three = await startStack({ worker: true, workerConcurrency: options.concurrency, workers: DAEMON_SOCKETS.map(workerEnv) });
     stacks.push(three);
     for (let rep = 0; rep < options.repetitions; rep++) {
       const order = rep % 2 === 0 ? (["one", "three"] as const) : (["three", "one"] as const);

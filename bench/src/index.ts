@@ -1,2 +1,3 @@
 export { formatBytes, formatMs, formatRatio, formatSummary, median, quantile, ratio, summarize, type Summary } from "./stats.js";
 export { renderTable, renderTargets, type Table } from "./report.js";
+export { PACKAGE_NAME, startPackageIndex, type DependencySpec, type PackageIndex } from "./deps-index.js";

@@ -62,9 +62,9 @@ export async function runIngress(services: Services, options: IngressOptions, lo
   const input = parseYaml(readFileSync(path.join(ROOT_DIR, "examples/mnist/m1l0.yaml"), "utf8")) as Record<string, unknown>;
   input.repository = "m1l0bench/ingress";
   // No worker: the API's queue and the direct queue only accumulate jobs, obliterated afterwards.
-  const stack = await startStack(services, { worker: false });
+  const stack = await startStack({ worker: false });
   const directQueue = `bench-direct-${randomUUID()}`;
-  const base = { apiUrl: stack.apiUrl, apiToken: stack.apiToken, redisUrl: services.redisUrl, queueName: directQueue, input, concurrency: options.concurrency, ratePerSecond: options.ratePerSecond };
+  const base = { apiUrl: stack.apiUrl, apiToken: stack.token, redisUrl: services.redisUrl, queueName: directQueue, input, concurrency: options.concurrency, ratePerSecond: options.ratePerSecond };
   const closed = { http: [] as LoadResult[], queue: [] as LoadResult[] };
   const open = { http: [] as LoadResult[], queue: [] as LoadResult[] };
   const createdIds: string[] = [];

@@ -64,7 +64,7 @@ function saltedRequirements(salt: string): Record<string, string> {
 
 async function ours(services: Services, apiUrl: string): Promise<Sample> {
   const salt = shortId();
-  const fixture = createGitFixture(services, MNIST_DIR, saltedRequirements(salt));
+  const fixture = createGitFixture(MNIST_DIR, saltedRequirements(salt));
   try {
     const input = { ...mnistInput(), source: fixture.url, repository: `m1l0bench/ours-${salt}`, revision: "r1" };
     const started = performance.now();
@@ -168,7 +168,7 @@ export interface OverheadResult {
 
 export async function runOverhead(services: Services, options: OverheadOptions, log: (line: string) => void): Promise<OverheadResult> {
   const dockerConfigDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-docker-config-"));
-  const stack = await startStack(services, { worker: true, workerConcurrency: 1 });
+  const stack = await startStack({ worker: true, workerConcurrency: 1 });
   const oursSamples: Sample[] = [];
   const cliSamples: Sample[] = [];
   try {

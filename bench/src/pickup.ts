@@ -8,7 +8,7 @@ const WARMUP_BUILDS = 2;
 const IDLE_PAUSE_MS = 100;
 
 export async function runPickup(services: Services, options: { builds: number }, log: (line: string) => void): Promise<Table> {
-  const stack = await startStack(services, { worker: true, workerConcurrency: 1 });
+  const stack = await startStack({ worker: true, workerConcurrency: 1 });
   // Fails right after pickup (SOURCE_NOT_FOUND): the queued → fetching gap is all that is measured.
   const input = {
     service: "dockerhub",

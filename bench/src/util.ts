@@ -1,11 +1,8 @@
 import type { BuildRecord, BuildStatus } from "@m1l0/config";
 import { isTerminal } from "@m1l0/config";
-import { execFileSync, spawn } from "node:child_process";
+import { apiFetch, createGitFixture as createTestGitFixture } from "@m1l0/testkit";
+import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Services } from "./stack.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -44,20 +41,7 @@ export function runCommand(command: string, args: string[], options: { env?: Nod
   });
 }
 
-const apiTokens = new Map<string, string>();
-
-/** Makes apiFetch (and postBuild, waitForTerminal) send `Authorization: Bearer <token>` to this API. */
-export function registerApiToken(apiUrl: string, token: string): void {
-  apiTokens.set(new URL(apiUrl).origin, token);
-}
-
-/** fetch with the registered token for the URL's API: the benchmarks run the API with auth on, as in production. */
-export function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
-  const token = apiTokens.get(new URL(url).origin);
-  const headers = new Headers(init.headers);
-  if (token && !headers.has("authorization")) headers.set("authorization", `Bearer ${token}`);
-  return fetch(url, { ...init, headers });
-}
+export { apiFetch, registerApiToken } from "@m1l0/testkit";
 
 export async function postBuild(apiUrl: string, config: unknown): Promise<string> {
   const response = await apiFetch(`${apiUrl}/builds`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(config) });
@@ -88,27 +72,7 @@ export function between(record: BuildRecord, from: BuildStatus, to: BuildStatus)
   return start && end ? Date.parse(end) - Date.parse(start) : undefined;
 }
 
-/** A bare repo served by the git server, made from a directory plus edits (as tests/e2e does). */
-export function createGitFixture(services: Services, sourceDir: string, edits: Record<string, string>): { url: string; cleanup(): void } {
-  const name = `bench-${shortId()}`;
-  const work = mkdtempSync(path.join(tmpdir(), "m1l0-bench-fixture-"));
-  try {
-    cpSync(sourceDir, work, { recursive: true });
-    for (const [file, content] of Object.entries(edits)) {
-      mkdirSync(path.dirname(path.join(work, file)), { recursive: true });
-      writeFileSync(path.join(work, file), content);
-    }
-    const git = (...args: string[]) => execFileSync("git", ["-c", "user.name=bench", "-c", "user.email=bench@localhost", ...args], { cwd: work, stdio: "pipe" });
-    git("init", "-q", "-b", "main");
-    git("add", "-A");
-    git("commit", "-q", "-m", "bench fixture");
-    const parent = path.join(services.gitFixturesDir, name);
-    const bare = path.join(parent, "repo.git");
-    mkdirSync(parent, { recursive: true });
-    execFileSync("git", ["clone", "-q", "--bare", work, bare]);
-    execFileSync("git", ["-C", bare, "symbolic-ref", "HEAD", "refs/heads/main"]);
-    return { url: `${services.gitServerUrl}/${name}/repo.git`, cleanup: () => rmSync(parent, { recursive: true, force: true }) };
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+/** A bare repo served by the git server, made from a directory plus edits (the test kit's, named bench-…). */
+export function createGitFixture(sourceDir: string, edits: Record<string, string>): { url: string; cleanup(): void } {
+  return createTestGitFixture(sourceDir, edits, `bench-${shortId()}`);
 }

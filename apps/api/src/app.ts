@@ -1,14 +1,15 @@
 import rateLimit from "@fastify/rate-limit";
-import { BUILD_STATUSES, BuilderError, decodeConfigText, formatBuildEvent, isBuilderError, type BuildEvent, type BuildRecord, type BuildStatus } from "@m1l0/config";
+import { BUILD_STATUSES, BuilderError, decodeConfigText, isBuilderError, type BuildRecord, type BuildStatus } from "@m1l0/config";
 import { isRedisUnavailableError, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { ArtifactStore } from "@m1l0/storage";
 import type { Queue } from "bullmq";
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { Redis } from "ioredis";
-import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, archivedEvents, createApiMetrics, registerApiDocs, registerDashboard, registerMetricsRoute } from "./admin/index.js";
+import { BuildHistory, DASHBOARD_PATH, DOCS_PATH, SIGN_IN_PATH, SIGN_OUT_PATH, archivedEvents, createApiMetrics, decodeCursor, encodeCursor, registerApiDocs, registerDashboard, registerMetricsRoute, registerSignIn } from "./admin/index.js";
 import { canAccess, submitterOf, type Authenticator, type Principal } from "./auth/principal.js";
 import { rateLimitStore, type SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { registerRestAuth } from "./auth/rest.js";
+import { DashboardSessions } from "./auth/session.js";
 import type { BuildService } from "./builds.js";
 
 export interface AppDeps {
@@ -27,15 +28,13 @@ export interface AppDeps {
   rateLimiter?: SubmissionRateLimiter;
   /** leave /metrics open (default: admin token) */
   metricsPublic?: boolean;
+  /** the dashboard's browser sessions (default: in `redis` under `m1l0:`, one hour) */
+  sessions?: DashboardSessions;
+  /** mark the session cookie Secure on plain HTTP too (TLS ends at a proxy) */
+  secureCookie?: boolean;
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
-
-/** Formats one event as a log line: `2026-… [build] Step 1/8 : FROM …`. */
-export function formatEvent(event: BuildEvent): string {
-  // shared with the worker, which writes the same lines to the archived log
-  return formatBuildEvent(event);
-}
 
 function links(id: string) {
   return { self: `/builds/${id}`, logs: `/builds/${id}/logs`, follow: `/builds/${id}/logs?follow=1` };
@@ -53,8 +52,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
   const history = new BuildHistory(deps.store, deps.artifacts);
+  const sessions = deps.sessions ?? new DashboardSessions(deps.redis, { prefix: "m1l0:", ttlSeconds: 3600 });
   // first of all: every route added from here on gets an auth policy
-  registerRestAuth(app, deps.auth, { adminPages: [DASHBOARD_PATH], userPages: [DOCS_PATH], metricsPath: "/metrics", metricsPublic: deps.metricsPublic ?? false });
+  registerRestAuth(app, deps.auth, {
+    adminPages: [DASHBOARD_PATH],
+    userPages: [DOCS_PATH],
+    metricsPath: "/metrics",
+    metricsPublic: deps.metricsPublic ?? false,
+    ...(deps.queue ? { sessions, signInPath: SIGN_IN_PATH } : {}),
+  });
   const limiter = deps.rateLimiter?.enabled && !deps.auth.disabled ? deps.rateLimiter : undefined;
   if (limiter) {
     await app.register(rateLimit, {
@@ -128,8 +134,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return reply.status(created ? 202 : 200).send({ id: record.id, status: record.status, ...(attached ? { attached: true } : {}), links: links(record.id) });
   });
 
-  app.get<{ Querystring: { status?: string; limit?: string } }>("/builds", async (request) => {
-    const { status, limit } = request.query;
+  app.get<{ Querystring: { status?: string; limit?: string; cursor?: string } }>("/builds", async (request) => {
+    const { status, limit, cursor } = request.query;
     if (status !== undefined && !(BUILD_STATUSES as readonly string[]).includes(status)) {
       throw new BuilderError("VALIDATION_FAILED", `status must be one of ${BUILD_STATUSES.join(", ")}`, {
         issues: [{ field: "status", message: `must be one of ${BUILD_STATUSES.join(", ")}` }],
@@ -139,10 +145,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
       throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
     }
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
     // a user token lists its own builds; an admin token every build
     const own = request.principal.role === "admin" ? {} : { submitter: request.principal.name };
-    const builds = await history.list({ limit: parsedLimit, ...own, ...(status ? { status: status as BuildStatus } : {}) });
-    return { builds };
+    const page = await history.page({ limit: parsedLimit, ...own, ...(status ? { status: status as BuildStatus } : {}), ...(after ? { after } : {}) });
+    return { builds: page.builds, nextCursor: page.next ? encodeCursor(page.next) : null };
   });
 
   app.get<{ Params: { id: string } }>("/builds/:id", async (request) => {
@@ -161,19 +168,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const { id } = request.params;
     await visible(request.principal, id);
     // once the Redis stream is gone (expired/trimmed away), the archived log is the log
-    const archivedLog = (await deps.store.readEvents(id, "0", { count: 1 })).length === 0 ? await history.archivedLog(id) : undefined;
+    const archivedLog = await history.logIfForgotten(id);
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
     if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
-      const lines: string[] = [];
-      let cursor = "0";
-      for (;;) {
-        const batch = await deps.store.readEvents(id, cursor, { count: 1000 });
-        if (batch.length === 0) break;
-        for (const item of batch) lines.push(formatEvent(item.event));
-        cursor = batch[batch.length - 1]!.id;
-      }
-      return reply.type("text/plain; charset=utf-8").send(lines.join("\n") + (lines.length ? "\n" : ""));
+      return reply.type("text/plain; charset=utf-8").send(await deps.store.renderLog(id));
     }
     const lastEventId = (request.headers["last-event-id"] as string | undefined) ?? "0";
     const abort = new AbortController();
@@ -187,7 +186,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       "x-accel-buffering": "no",
     });
     try {
-      const events = archivedLog ? archivedEvents(archivedLog, lastEventId) : deps.store.follow(id, lastEventId, abort.signal);
+      const events = archivedLog ? archivedEvents(archivedLog, lastEventId) : history.events(id, lastEventId, abort.signal);
       for await (const item of events) {
         reply.raw.write(`id: ${item.id}\nevent: ${item.event.type}\ndata: ${JSON.stringify(item.event)}\n\n`);
       }
@@ -201,7 +200,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.queue) {
     registerMetricsRoute(app, createApiMetrics(deps.queue, deps.store));
-    await registerDashboard(app, deps.queue);
+    await registerSignIn(app, { authenticator: deps.auth, sessions, secureCookie: deps.secureCookie ?? false });
+    await registerDashboard(app, deps.queue, deps.auth.disabled ? {} : { signOutPath: SIGN_OUT_PATH });
   }
 
   return app;

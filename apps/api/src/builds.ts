@@ -8,6 +8,7 @@ import {
   type BuildConfig,
   type BuildRecord,
 } from "@m1l0/config";
+import { NetworkGuard, parseGitSource, type NetworkPolicy } from "@m1l0/source";
 import { BUILD_JOB_NAME, DEFAULT_BUILD_JOB_OPTIONS, cancelBuild, type CancelOutcome, type BuildJobData, type BuildStore } from "@m1l0/queue";
 import type { Queue } from "bullmq";
 
@@ -18,6 +19,12 @@ export interface SubmitPolicy {
   registryAllowlist?: readonly string[];
   /** operator maximum for a request's `timeout` (seconds); unlimited when omitted */
   maxTimeoutSeconds?: number;
+  /**
+   * The workers' source host policy (SOURCE_HOST_ALLOWLIST, ALLOW_PRIVATE_SOURCE_HOSTS): a git host
+   * refused by its spelling alone (an address literal in any notation, localhost, a metadata
+   * name) is refused here, before anything is enqueued. Omitted: the strict default (nothing allowlisted).
+   */
+  sourceHosts?: NetworkPolicy;
 }
 
 /**
@@ -26,12 +33,16 @@ export interface SubmitPolicy {
  * a request that fails any check.
  */
 export class BuildService {
+  private readonly sourceHosts: NetworkGuard;
+
   constructor(
     private readonly store: BuildStore,
     private readonly queue: Queue<BuildJobData>,
     private readonly catalog: Catalog,
     private readonly policy: SubmitPolicy,
-  ) {}
+  ) {
+    this.sourceHosts = new NetworkGuard(policy.sourceHosts ?? {});
+  }
 
   validate(input: unknown): BuildConfig {
     const config = parseBuildConfig(input);
@@ -46,6 +57,7 @@ export class BuildService {
         issues: [{ field: "source", message: "dir:// sources are not allowed here" }],
       });
     }
+    if (scheme === "http:" || scheme === "https:") this.checkSourceHost(config.source);
     if (config.registry && !(this.policy.registryAllowlist ?? []).includes(config.registry.toLowerCase())) {
       throw new BuilderError("VALIDATION_FAILED", `registry: ${config.registry} is not on this service's registry allowlist`, {
         issues: [{ field: "registry", message: "is not on this service's registry allowlist (ask the operator to add it to REGISTRY_ALLOWLIST)" }],
@@ -64,6 +76,19 @@ export class BuildService {
       });
     }
     return config;
+  }
+
+  /**
+   * The worker checks every address it connects to (DNS can change between here and there);
+   * this check needs no DNS: it refuses what the URL's spelling alone gives away.
+   */
+  private checkSourceHost(source: string): void {
+    try {
+      this.sourceHosts.checkUrlHost(new URL(parseGitSource(source).url));
+    } catch (error) {
+      if (!(error instanceof BuilderError)) throw error;
+      throw new BuilderError(error.code, `source: ${error.message}`, { issues: [{ field: "source", message: error.message }] });
+    }
   }
 
   /**

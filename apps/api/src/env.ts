@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { envBoolean, resolveFileVariables } from "@m1l0/config";
+import { envBoolean, envList, parseRegistryAllowlist, resolveFileVariables } from "@m1l0/config";
 import { z } from "zod";
 
-const bool = envBoolean;
+const bool = envBoolean();
 
 /** secrets that may also come from a file named by `<NAME>_FILE` (API_TOKENS_FILE and the TLS key are files already) */
 export const API_FILE_VARIABLES = ["REDIS_URL"] as const;
@@ -25,11 +25,11 @@ const envSchema = z.object({
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(256 * 1024),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
+  /** the workers' source host policy, so requests they would refuse are refused before enqueueing: keep both equal to the workers' */
+  ALLOW_PRIVATE_SOURCE_HOSTS: bool,
+  SOURCE_HOST_ALLOWLIST: envList(),
   /** registry hosts a request may name in `registry` (comma list); empty = none */
-  REGISTRY_ALLOWLIST: z
-    .string()
-    .default("")
-    .transform((text) => text.split(/[,\s]+/).map((host) => host.trim().toLowerCase().replace(/^[a-z]+:\/\//, "").replace(/\/+$/, "")).filter(Boolean)),
+  REGISTRY_ALLOWLIST: z.string().default("").transform(parseRegistryAllowlist),
   /** archived logs and records: S3 when S3_BUCKET is set (credentials from the AWS chain), else ARTIFACTS_DIR */
   S3_BUCKET: z.string().optional(),
   S3_ENDPOINT: z.string().optional(),
@@ -51,6 +51,10 @@ const envSchema = z.object({
   SUBMIT_RATE_LIMIT_WINDOW_SECONDS: z.coerce.number().int().min(1).default(60),
   /** serve /metrics without a token (e.g. for a scraper on a private network); default: admin token */
   METRICS_PUBLIC: bool,
+  /** lifetime of a dashboard sign-in (the session cookie and its Redis key), fixed from sign-in */
+  DASHBOARD_SESSION_TTL_SECONDS: z.coerce.number().int().min(60).max(24 * 3600).default(3600),
+  /** mark the dashboard's cookie Secure although the API serves plain HTTP (TLS ends at a proxy) */
+  DASHBOARD_COOKIE_SECURE: bool,
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -7,3 +7,5 @@ export * from "./auth/principal.js";
 export * from "./auth/rate-limit.js";
 export * from "./auth/rest.js";
 export * from "./auth/grpc.js";
+export * from "./auth/session.js";
+export { BuildHistory } from "./admin/index.js";

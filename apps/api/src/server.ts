@@ -5,9 +5,11 @@ import { readFileSync } from "node:fs";
 import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
 import { createArtifactStore } from "@m1l0/storage";
 import { Queue } from "bullmq";
+import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
+import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
 import { loadApiEnv } from "./env.js";
 import { startGrpcServer } from "./grpc/server.js";
@@ -25,7 +27,9 @@ const catalog = loadCatalog({
   ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
   ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
 });
-const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS });
+const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS,
+  sourceHosts: { allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS, hostAllowlist: env.SOURCE_HOST_ALLOWLIST },
+});
 const artifacts = createArtifactStore({
   ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
   s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
@@ -36,6 +40,8 @@ const app = await buildApp({
   auth,
   rateLimiter,
   metricsPublic: env.METRICS_PUBLIC,
+  sessions: new DashboardSessions(redis, { prefix: env.REDIS_KEY_PREFIX, ttlSeconds: env.DASHBOARD_SESSION_TTL_SECONDS }),
+  secureCookie: env.DASHBOARD_COOKIE_SECURE,
   builds,
   store,
   redis,
@@ -44,7 +50,7 @@ const app = await buildApp({
   bodyLimit: env.BODY_LIMIT_BYTES,
   logger: {
     level: env.LOG_LEVEL,
-    redact: ["req.headers.authorization", "req.headers.cookie"],
+    redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
     ...(process.stdout.isTTY ? {} : {}),
   },
 });
@@ -58,7 +64,7 @@ if (auth.disabled) {
 // gRPC binds before REST listens, so a ready /readyz means both ingresses are up
 const grpc = await startGrpcServer({
   builds,
-  store,
+  history: new BuildHistory(store, artifacts),
   redis,
   auth,
   rateLimiter,

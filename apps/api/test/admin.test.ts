@@ -1,27 +1,18 @@
-import { loadCatalog } from "@m1l0/catalog";
 import { buildConfigSchema, type BuildRecord } from "@m1l0/config";
-import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
-import { LocalArtifactStore, artifactKeys } from "@m1l0/storage";
-import { Queue } from "bullmq";
+import { LocalArtifactStore, archiveRecord, artifactKeys } from "@m1l0/storage";
 import type { FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { buildTestApi, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-admin-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
+let queueName: string;
 const artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-admin-test-"));
 const artifacts = new LocalArtifactStore(artifactsDir);
 
-let redis: Redis;
-let queue: Queue<BuildJobData>;
-let store: BuildStore;
 let app: FastifyInstance;
 
 function archivedRecord(id: string, createdAt: string, status: BuildRecord["status"] = "succeeded"): BuildRecord {
@@ -48,21 +39,14 @@ function parseMetrics(text: string): Map<string, number> {
   return samples;
 }
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis, queue, artifacts });
+  api = await buildTestApi({ name: "admin", app: ({ queue }) => ({ queue, artifacts }) });
+  ({ app, queueName } = api);
 });
 
 afterAll(async () => {
-  await app?.close();
-  await queue?.obliterate({ force: true });
-  await queue?.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis?.disconnect();
+  await api?.close();
   rmSync(artifactsDir, { recursive: true, force: true });
 });
 
@@ -125,9 +109,9 @@ describe("history beyond Redis retention", () => {
   it("GET /builds and GET /builds/:id fall back to archived records, newest first", async () => {
     const older = archivedRecord(`bld_old_${randomUUID().slice(0, 8)}`, "2001-01-01T00:00:00.000Z");
     const newer = archivedRecord(`bld_new_${randomUUID().slice(0, 8)}`, "2001-01-02T00:00:00.000Z", "failed");
-    await artifacts.put(artifactKeys.record(older.id), JSON.stringify(older));
-    await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
-    await artifacts.put(artifactKeys.record(newer.id), JSON.stringify(newer));
+    // as the worker archives them: the record and its newest-first index keys
+    await archiveRecord(artifacts, older);
+    await archiveRecord(artifacts, newer);
 
     const list = (await app.inject({ method: "GET", url: "/builds?limit=500" })).json().builds as BuildRecord[];
     const ids = list.map((record) => record.id);

@@ -2,14 +2,13 @@ import { loadCatalog } from "@m1l0/catalog";
 import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
+import { buildTestApi, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-api-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
+let queueName: string;
+let prefix: string;
 
 const VALID_YAML = `service: dockerhub
 repository: m1l0/mnist
@@ -21,7 +20,6 @@ tags: [{Key: Project, Value: mnist}]
 ignores: ['*.md', data]
 `;
 
-let redis: Redis;
 let queue: Queue<BuildJobData>;
 let store: BuildStore;
 let app: FastifyInstance;
@@ -30,22 +28,13 @@ async function jobCount(): Promise<number> {
   return queue.count();
 }
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis });
+  api = await buildTestApi({ name: "api" });
+  ({ queue, store, app, queueName, prefix } = api);
 });
 
-afterAll(async () => {
-  await app.close();
-  await queue.obliterate({ force: true });
-  await queue.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+afterAll(() => api?.close());
 
 describe("POST /builds", () => {
   it("accepts a YAML config, records it and enqueues exactly its id and config", async () => {

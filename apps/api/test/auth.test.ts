@@ -7,14 +7,13 @@ import { Queue } from "bullmq";
 import type { FastifyInstance, InjectOptions } from "fastify";
 import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
-import { Writable } from "node:stream";
+import { buildTestApi, logCapture, type TestApi } from "./helper.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Authenticator, BuildService, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
+import { Authenticator, BuildHistory, BuildService, DashboardSessions, SESSION_COOKIE, SubmissionRateLimiter, buildApp, registeredRoutes, startGrpcServer, type RunningGrpcServer } from "../src/index.js";
 import { authenticatorFromEnv } from "../src/auth/config.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-auth-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
+let queueName: string;
+let prefix: string;
 const CONFIG = { service: "dockerhub", repository: "m1l0/auth", source: "https://git.example.com/me/auth.git" };
 
 function token(name: string, role: ApiTokenRole) {
@@ -32,35 +31,28 @@ let queue: Queue<BuildJobData>;
 let store: BuildStore;
 let builds: BuildService;
 let app: FastifyInstance;
-const logLines: string[] = [];
+let sessions: DashboardSessions;
+const log = logCapture();
+const logLines = log.lines;
 
 const bearer = (t: { token: string }) => ({ authorization: `Bearer ${t.token}` });
 const basic = (password: string, user = "x") => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` });
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
   const auth = authenticatorFromEnv({ API_TOKENS: TOKEN_LINES, AUTH_DISABLED: false });
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logLines.push(chunk.toString());
-      done();
+  api = await buildTestApi({
+    name: "auth",
+    app: (parts) => {
+      sessions = new DashboardSessions(parts.redis, { prefix: parts.prefix, ttlSeconds: 600 });
+      // the most verbose logging there is: requests with their headers must still not show a token
+      return { auth, queue: parts.queue, sessions, logger: { level: "trace", stream: log.stream, redact: ["req.headers.authorization"] } };
     },
   });
-  // the most verbose logging there is: requests with their headers must still not show a token
-  app = await buildApp({ auth, builds, store, redis, queue, logger: { level: "trace", stream, redact: ["req.headers.authorization"] } });
+  ({ redis, queue, store, builds, app, queueName, prefix } = api);
 });
 
-afterAll(async () => {
-  await app?.close();
-  await queue?.obliterate({ force: true });
-  await queue?.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis?.disconnect();
-});
+afterAll(() => api?.close());
 
 // each submission its own build (identical requests in flight would attach to one build)
 let submissions = 0;
@@ -95,7 +87,8 @@ describe("operator configuration", () => {
 });
 
 describe("REST: every route needs a token (table of every registered route)", () => {
-  const OPEN = new Set(["GET /healthz", "HEAD /healthz", "GET /readyz", "HEAD /readyz"]);
+  // the health endpoints, and the dashboard's sign-in and sign-out (how a browser gets a session)
+  const OPEN = new Set(["GET /healthz", "HEAD /healthz", "GET /readyz", "HEAD /readyz", "GET /admin/login", "HEAD /admin/login", "POST /admin/login", "GET /admin/logout", "POST /admin/logout"]);
   const sampleUrl = (url: string) => url.replace(/:[A-Za-z_]+/g, "bld_sample").replace(/\*$/, "x");
   const requestsFor = (method: string, url: string): InjectOptions => ({
     method: method as InjectOptions["method"],
@@ -103,15 +96,42 @@ describe("REST: every route needs a token (table of every registered route)", ()
     ...(method === "POST" || method === "PUT" || method === "PATCH" ? { payload: CONFIG } : {}),
   });
 
-  it("covers the API, the dashboard, the docs and metrics, and opens only the health endpoints", () => {
+  it("covers the API, the dashboard, the docs and metrics, and opens only the health endpoints and the dashboard's sign-in", () => {
     const routes = registeredRoutes(app);
     const keys = routes.map((route) => `${route.method} ${route.url}`);
-    expect(keys).toEqual(expect.arrayContaining(["POST /builds", "GET /builds", "GET /builds/:id", "DELETE /builds/:id", "GET /builds/:id/logs", "GET /metrics", "GET /docs/json", "GET /admin/queues", "GET /healthz"]));
+    expect(keys).toEqual(expect.arrayContaining(["POST /builds", "GET /builds", "GET /builds/:id", "DELETE /builds/:id", "GET /builds/:id/logs", "GET /metrics", "GET /docs/json", "GET /admin/queues", "GET /healthz", "GET /admin/login", "POST /admin/login"]));
     expect(routes.length).toBeGreaterThan(20);
     expect(new Set(routes.filter((route) => route.auth.access === "public").map((route) => `${route.method} ${route.url}`))).toEqual(OPEN);
-    // Basic (browser) credentials only on GET pages, never on the build API
-    for (const route of routes.filter((r) => r.auth.allowBasic)) expect(["GET", "HEAD"]).toContain(route.method);
-    expect(routes.filter((route) => route.url.startsWith("/admin")).every((route) => route.auth.access === "admin")).toBe(true);
+    // Basic (browser) credentials only on GET pages, never on the build API, and no longer on the dashboard
+    for (const route of routes.filter((r) => r.auth.allowBasic)) {
+      expect(["GET", "HEAD"]).toContain(route.method);
+      expect(route.url.startsWith("/admin")).toBe(false);
+    }
+    const dashboard = routes.filter((route) => route.url.startsWith("/admin/queues"));
+    expect(dashboard.length).toBeGreaterThan(20);
+    expect(dashboard.every((route) => route.auth.access === "admin")).toBe(true);
+    // the session cookie: exactly the dashboard's GET/HEAD routes
+    expect(routes.filter((route) => route.auth.allowSession).map((route) => `${route.method} ${route.url}`).sort()).toEqual(
+      dashboard.filter((route) => route.method === "GET" || route.method === "HEAD").map((route) => `${route.method} ${route.url}`).sort(),
+    );
+  });
+
+  it("a dashboard session cookie opens the dashboard's GET/HEAD routes and no other route", async () => {
+    const cookie = `${SESSION_COOKIE}=${await sessions.create({ name: "ops", role: "admin" })}`;
+    const routes = registeredRoutes(app).filter((route) => !OPEN.has(`${route.method} ${route.url}`));
+    const failures: string[] = [];
+    for (const route of routes) {
+      const response = await app.inject({ ...requestsFor(route.method, route.url), headers: { cookie } });
+      const opened = response.statusCode !== 401 && response.statusCode !== 403;
+      if (opened !== route.auth.allowSession) failures.push(`${route.method} ${route.url} → ${response.statusCode} ${response.body.slice(0, 120)}`);
+    }
+    expect(failures).toEqual([]);
+    expect(await queue.count()).toBe(0);
+    // a user token's name in a session (impossible through the form) opens nothing either
+    const forged = await sessions.create({ name: "ops", role: "admin" });
+    await redis.set(sessions.key(forged), JSON.stringify({ name: "alice", role: "user" }), "KEEPTTL");
+    const userCookie = `${SESSION_COOKIE}=${forged}`;
+    expect((await app.inject({ method: "GET", url: "/admin/queues/api/queues", headers: { cookie: userCookie } })).statusCode).toBe(403);
   });
 
   it.each([
@@ -140,15 +160,21 @@ describe("REST: every route needs a token (table of every registered route)", ()
     expect((await app.inject({ method: "GET", url: "/readyz" })).statusCode).toBe(200);
   });
 
-  it("asks browsers for Basic on the dashboard and accepts the token as the password; refuses Basic on the build API", async () => {
+  it("sends browsers to the sign-in form on the dashboard (no Basic there), asks for Basic on the docs, refuses Basic on the build API", async () => {
     const challenge = await app.inject({ method: "GET", url: "/admin/queues" });
     expect(challenge.statusCode).toBe(401);
-    expect(challenge.headers["www-authenticate"]).toMatch(/^Basic realm="m1l0"/);
-    const page = await app.inject({ method: "GET", url: "/admin/queues", headers: basic(admin.token) });
+    expect(challenge.headers["www-authenticate"]).toBe('Bearer realm="m1l0"');
+    const browser = await app.inject({ method: "GET", url: "/admin/queues", headers: { accept: "text/html" } });
+    expect(browser.statusCode).toBe(303);
+    expect(browser.headers.location).toBe("/admin/login?next=%2Fadmin%2Fqueues");
+    // a page whose URL carries user:pass@ cannot fetch() its own data: the dashboard does not take Basic
+    expect((await app.inject({ method: "GET", url: "/admin/queues", headers: basic(admin.token) })).statusCode).toBe(401);
+    const page = await app.inject({ method: "GET", url: "/admin/queues", headers: bearer(admin) });
     expect(page.statusCode).toBe(200);
     expect(page.body).toContain("<html");
-    expect((await app.inject({ method: "GET", url: "/admin/queues/api/queues", headers: basic(admin.token) })).json().queues.map((q: { name: string }) => q.name)).toContain(queueName);
-    expect((await app.inject({ method: "GET", url: "/admin/queues", headers: basic(alice.entry.sha256) })).statusCode).toBe(401);
+    expect((await app.inject({ method: "GET", url: "/admin/queues/api/queues", headers: bearer(admin) })).json().queues.map((q: { name: string }) => q.name)).toContain(queueName);
+    const docs = await app.inject({ method: "GET", url: "/docs/json" });
+    expect(docs.headers["www-authenticate"]).toMatch(/^Basic realm="m1l0"/);
     const post = await app.inject({ method: "POST", url: "/builds", headers: basic(admin.token), payload: CONFIG });
     expect(post.statusCode).toBe(401);
     expect(post.headers["www-authenticate"]).toBe('Bearer realm="m1l0"');
@@ -257,7 +283,7 @@ describe("per-token submission rate limit (Redis, shared by replicas and by gRPC
     limited = await Promise.all(
       [0, 1].map(() => buildApp({ auth, rateLimiter: new SubmissionRateLimiter(redis, limitPrefix, limiter.settings), builds, store, redis })),
     );
-    grpcServer = await startGrpcServer({ builds, store, redis, auth, rateLimiter: limiter, host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+    grpcServer = await startGrpcServer({ builds, history: new BuildHistory(store, undefined), redis, auth, rateLimiter: limiter, host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
   });
 
   afterAll(async () => {
@@ -354,7 +380,7 @@ describe("gRPC: every ImageBuilderService method needs a token; health stays ope
   const definition = imageBuilderServiceDefinition(loadProtoDefinitions());
 
   beforeAll(async () => {
-    server = await startGrpcServer({ builds, store, redis, auth: Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry)), host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
+    server = await startGrpcServer({ builds, history: new BuildHistory(store, undefined), redis, auth: Authenticator.withTokens(ALL_TOKENS.map((t) => t.entry)), host: "127.0.0.1", port: 0, logger: { info: () => undefined, error: () => undefined } });
     client = imageBuilderClient(server.address);
   });
 

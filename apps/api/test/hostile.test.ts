@@ -1,30 +1,21 @@
-import { loadCatalog } from "@m1l0/catalog";
-import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BuildStore, type BuildJobData } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
-import { randomUUID } from "node:crypto";
+import { buildTestApi, type TestApi } from "./helper.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Authenticator, BuildService, buildApp } from "../src/index.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const queueName = `test-api-hostile-${randomUUID()}`;
-const prefix = `test:${randomUUID()}:`;
 const BODY_LIMIT = 16 * 1024;
 
 const BASE = { service: "dockerhub", repository: "team/project", source: "https://git.example.com/team/project.git" };
 
-let redis: Redis;
 let queue: Queue<BuildJobData>;
 let store: BuildStore;
 let app: FastifyInstance;
 
+let api: TestApi;
 beforeAll(async () => {
-  redis = createRedis(REDIS_URL, "producer");
-  queue = new Queue<BuildJobData>(queueName, { connection: redis });
-  store = new BuildStore(redis, prefix);
-  const builds = new BuildService(store, queue, loadCatalog(), { allowHttp: false, allowDir: false });
-  app = await buildApp({ auth: Authenticator.disabled(), builds, store, redis, bodyLimit: BODY_LIMIT });
+  api = await buildTestApi({ name: "api-hostile", app: () => ({ bodyLimit: BODY_LIMIT }) });
+  ({ queue, store, app } = api);
 });
 
 afterEach(async () => {
@@ -34,14 +25,7 @@ afterEach(async () => {
   expect(({} as Record<string, unknown>).polluted).toBeUndefined();
 });
 
-afterAll(async () => {
-  await app.close();
-  await queue.obliterate({ force: true });
-  await queue.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+afterAll(() => api?.close());
 
 async function post(payload: string | object, contentType = "application/json") {
   return app.inject({ method: "POST", url: "/builds", headers: { "content-type": contentType }, payload: typeof payload === "string" ? payload : JSON.stringify(payload) });

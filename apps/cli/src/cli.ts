@@ -18,7 +18,7 @@ Usage:
   m1l0 build <config.yaml|json> [--follow | --no-follow] [--json]
   m1l0 status <id> [--json]
   m1l0 logs <id> [--follow] [--json]
-  m1l0 list [--status STATUS] [--limit N] [--json]
+  m1l0 list [--status STATUS] [--limit N] [--cursor C | --all] [--json]
   m1l0 cancel <id> [--json]
   m1l0 token create --name NAME [--role user|admin] [--out FILE] [--json]
 
@@ -29,7 +29,10 @@ Options:
                  logs: keep streaming until the build ends
   --no-follow    build: print the id and return at once
   --json         machine-readable output on stdout (build --follow: the final record;
-                 logs: {id, lines}, with --follow one event per line)
+                 logs: {id, lines}, with --follow one event per line; list: an array)
+  --limit N      list: builds per page, newest first (1-500, default 50)
+  --cursor C     list: the page after the one that printed "next page: --cursor C"
+  --all          list: every page, one after another
   -h, --help     show this help
 
 token create makes a new API token (offline: nothing is sent anywhere). It prints the token
@@ -66,6 +69,8 @@ function parse(argv: string[]) {
       "no-follow": { type: "boolean", default: false },
       status: { type: "string" },
       limit: { type: "string" },
+      cursor: { type: "string" },
+      all: { type: "boolean", default: false },
       name: { type: "string" },
       role: { type: "string" },
       out: { type: "string" },
@@ -250,9 +255,19 @@ async function listCommand(client: M1l0Client, flags: Flags, io: CliIo): Promise
   if (flags.status !== undefined && !isBuildStatus(flags.status)) throw new UsageError(`--status must be one of queued, fetching, building, pushing, succeeded, failed, cancelled, cached`);
   const limit = flags.limit === undefined ? undefined : Number(flags.limit);
   if (limit !== undefined && (!Number.isInteger(limit) || limit < 1 || limit > 500)) throw new UsageError("--limit must be an integer from 1 to 500");
-  const builds = await client.list({ ...(flags.status && isBuildStatus(flags.status) ? { status: flags.status } : {}), ...(limit ? { limit } : {}) });
+  if (flags.all && flags.cursor !== undefined) throw new UsageError("--all starts from the newest build: leave out --cursor");
+  const options = { ...(flags.status && isBuildStatus(flags.status) ? { status: flags.status } : {}), ...(limit ? { limit } : {}) };
+  const builds: BuildRecord[] = [];
+  let cursor = flags.cursor;
+  do {
+    const page = await client.listPage({ ...options, ...(cursor !== undefined ? { cursor } : {}) });
+    builds.push(...page.builds);
+    cursor = page.nextCursor;
+  } while (flags.all && cursor);
   if (flags.json) io.stdout.write(`${JSON.stringify(builds)}\n`);
   else io.stdout.write(builds.length ? `${formatTable(builds)}\n` : "no builds\n");
+  // on stderr, so stdout stays the table (or the JSON array) alone
+  if (cursor) io.stderr.write(`next page: --cursor ${cursor}\n`);
   return EXIT_OK;
 }
 

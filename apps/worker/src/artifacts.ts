@@ -1,6 +1,6 @@
-import { formatBuildEvent, type ArtifactUploadStatus, type BuildArtifacts } from "@m1l0/config";
+import type { ArtifactUploadStatus, BuildArtifacts } from "@m1l0/config";
 import type { BuildStore } from "@m1l0/queue";
-import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
+import { archiveRecord, artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -155,27 +155,16 @@ export class ArtifactArchiver {
     await this.mark(buildId, { log: "pending", record: "pending" });
     const { artifacts, builds } = this.options;
     const log = this.withRetries(buildId, "log", async () => {
-      await artifacts.put(artifactKeys.log(buildId), await this.renderLog(buildId), "text/plain; charset=utf-8");
+      await artifacts.put(artifactKeys.log(buildId), await builds.renderLog(buildId, EVENTS_PAGE), "text/plain; charset=utf-8");
     });
     // the record goes last so that the archived copy tells where the other two ended up
     await Promise.all([log.catch(() => undefined), context?.catch(() => undefined)]);
     await this.withRetries(buildId, "record", async () => {
       const record = await builds.require(buildId);
       const archived = { ...record, artifacts: { ...record.artifacts, record: "uploaded" as const } };
-      await artifacts.put(artifactKeys.record(buildId), JSON.stringify(archived, null, 2), "application/json");
+      // the record, then its keys in the newest-first index that GET /builds pages through
+      await archiveRecord(artifacts, archived);
     }).catch(() => undefined);
-  }
-
-  private async renderLog(buildId: string): Promise<string> {
-    const lines: string[] = [];
-    let cursor = "0";
-    for (;;) {
-      const batch = await this.options.builds.readEvents(buildId, cursor, { count: EVENTS_PAGE });
-      if (batch.length === 0) break;
-      for (const item of batch) lines.push(formatBuildEvent(item.event));
-      cursor = batch[batch.length - 1]!.id;
-    }
-    return lines.length ? `${lines.join("\n")}\n` : "";
   }
 
   /** Runs `upload` until it succeeds (backing off), recording pending → uploaded | failed. */

@@ -48,7 +48,7 @@ export interface CachedImageLookup {
  */
 export async function findCachedImage(lookup: CachedImageLookup, buildKey: string): Promise<RemoteImage | undefined> {
   const { target } = lookup;
-  const auth = target.refreshAuth ? await target.refreshAuth() : target.auth;
+  const auth = await target.auth();
   try {
     const remote = await lookupRemoteImage(target, {
       ...(auth ? { auth } : {}),

@@ -1,6 +1,6 @@
 import type { LastImageStore } from "@m1l0/queue";
 import type { PushTarget } from "@m1l0/registry";
-import type { ImageBuilder } from "./docker.js";
+import type { ImageBuilder } from "./builder.js";
 
 export interface CacheFromDeps {
   builder: ImageBuilder;
@@ -21,12 +21,12 @@ export async function prepareCacheFrom(
   signal?: AbortSignal,
 ): Promise<string | undefined> {
   const { builder, lastImages } = deps;
-  if (!lastImages || !builder.imageOrigin || !builder.pull) return undefined;
+  if (!lastImages) return undefined;
   let reference: string | undefined;
   try {
     reference = await lastImages.get(target.registry, target.repository);
     if (!reference) return undefined;
-    const origin = await builder.imageOrigin(reference);
+    const origin = (await builder.inspect(reference))?.origin ?? "absent";
     if (origin === "built") {
       // Its layers are in this daemon's own build cache already. Passing it as cachefrom would
       // make the classic builder accept only its ancestors from that cache (other local hits,
@@ -36,7 +36,7 @@ export async function prepareCacheFrom(
     }
     if (origin === "absent") {
       const started = Date.now();
-      const auth = target.refreshAuth ? await target.refreshAuth() : target.auth;
+      const auth = await target.auth();
       await builder.pull({ reference, ...(auth ? { auth } : {}), ...(signal ? { signal } : {}) });
       onLine(`pulled ${reference} for its layers in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     }

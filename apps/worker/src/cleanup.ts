@@ -3,7 +3,8 @@ import type Docker from "dockerode";
 import { readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import type { ImageBuilder } from "./docker.js";
+import { ForwardingBuilder, type ImageBuilder, type ImageBuildRequest, type PushRequest } from "./builder.js";
+import { DAEMON_CALL_TIMEOUT_MS, daemonCall } from "./daemon.js";
 
 /**
  * What a worker leaves on its host, kept bounded:
@@ -58,7 +59,18 @@ export class ImageCache {
     private readonly docker: Docker,
     readonly options: ImageCacheOptions,
     private readonly logger: Logger,
+    /** the daemon's address (for errors) and the deadline of each list or remove call */
+    private readonly calls: { endpoint: string; timeoutMs: number } = { endpoint: "the worker's daemon", timeoutMs: DAEMON_CALL_TIMEOUT_MS },
   ) {}
+
+  /** A hung daemon must not hold a collection (and with it, through `exclusively`, this worker's builds). */
+  private listImages(filters: Record<string, string[]>): Promise<Docker.ImageInfo[]> {
+    return daemonCall(this.calls, "image list", (abortSignal) => this.docker.listImages({ filters: JSON.stringify(filters), abortSignal } as Docker.ListImagesOptions));
+  }
+
+  private removeImage(reference: string): Promise<unknown> {
+    return daemonCall(this.calls, `removal of ${reference}`, (abortSignal) => this.docker.getImage(reference).remove({ abortSignal }));
+  }
 
   markBuilt(imageId: string): void {
     this.lastBuilt.delete(imageId);
@@ -124,7 +136,7 @@ export class ImageCache {
   }
 
   private async collectOnce(): Promise<CollectResult> {
-    const images = await this.docker.listImages({ filters: JSON.stringify({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] }) } as Docker.ListImagesOptions);
+    const images = await this.listImages({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] });
     const recency = (image: Docker.ImageInfo) => Math.max(image.Created * 1000, this.lastBuilt.get(image.Id) ?? 0);
     images.sort((a, b) => recency(b) - recency(a));
     let kept = 0;
@@ -156,7 +168,7 @@ export class ImageCache {
    */
   private async collectDangling(): Promise<number> {
     if (this.options.danglingMinAgeSeconds <= 0) return 0;
-    const dangling = await this.docker.listImages({ filters: JSON.stringify({ dangling: ["true"] }) } as Docker.ListImagesOptions);
+    const dangling = await this.listImages({ dangling: ["true"] });
     const now = Date.now();
     const current = new Set(dangling.map((image) => image.Id));
     for (const id of [...this.danglingSince.keys()]) if (!current.has(id)) this.danglingSince.delete(id);
@@ -171,7 +183,7 @@ export class ImageCache {
       let removed = 0;
       for (const id of due) {
         try {
-          await this.docker.getImage(id).remove();
+          await this.removeImage(id);
           this.danglingSince.delete(id);
           removed++;
         } catch (error) {
@@ -186,8 +198,8 @@ export class ImageCache {
   private async remove(image: Docker.ImageInfo): Promise<boolean> {
     const tags = (image.RepoTags ?? []).filter((tag) => tag !== "<none>:<none>");
     try {
-      if (tags.length === 0) await this.docker.getImage(image.Id).remove();
-      for (const tag of tags) await this.docker.getImage(tag).remove();
+      if (tags.length === 0) await this.removeImage(image.Id);
+      for (const tag of tags) await this.removeImage(tag);
       this.lastBuilt.delete(image.Id);
       return true;
     } catch (error) {
@@ -200,44 +212,51 @@ export class ImageCache {
 
 /**
  * The image builder port, reporting to the cache: built images are marked recent and held
- * until their push ends, so a collection never takes an image a build still needs.
+ * until their push ends, so a collection never takes an image a build still needs. Only
+ * build and push change; ping, pull and inspect are forwarded as they are.
  */
+export class ImageCachingBuilder extends ForwardingBuilder {
+  /** tag → image id awaiting its push */
+  private readonly pending = new Map<string, string>();
+
+  constructor(
+    inner: ImageBuilder,
+    private readonly cache: ImageCache,
+  ) {
+    super(inner);
+  }
+
+  override async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    await this.cache.enterBuild();
+    let result: { imageId: string };
+    try {
+      result = await this.inner.build(request);
+    } finally {
+      this.cache.leaveBuild();
+    }
+    this.cache.markBuilt(result.imageId);
+    const previous = this.pending.get(request.tag);
+    if (previous) this.cache.release(previous);
+    this.pending.set(request.tag, result.imageId);
+    this.cache.acquire(result.imageId);
+    return result;
+  }
+
+  override async push(request: PushRequest): Promise<{ digest: string }> {
+    try {
+      return await this.inner.push(request);
+    } finally {
+      const imageId = this.pending.get(request.reference);
+      if (imageId) {
+        this.pending.delete(request.reference);
+        this.cache.release(imageId);
+      }
+    }
+  }
+}
+
 export function withImageCache(builder: ImageBuilder, cache: ImageCache): ImageBuilder {
-  const pending = new Map<string, string>(); // tag → image id awaiting its push
-  return {
-    ping: () => builder.ping(),
-    ...(builder.imageLabels ? { imageLabels: builder.imageLabels } : {}),
-    ...(builder.imageContentId ? { imageContentId: (reference: string) => builder.imageContentId!(reference) } : {}),
-    // cache-from (pipeline) needs these; without them a wrapped builder would silently build without the registry cache
-    ...(builder.imageOrigin ? { imageOrigin: (reference: string) => builder.imageOrigin!(reference) } : {}),
-    ...(builder.pull ? { pull: (request: Parameters<NonNullable<ImageBuilder["pull"]>>[0]) => builder.pull!(request) } : {}),
-    async build(request) {
-      await cache.enterBuild();
-      let result: { imageId: string };
-      try {
-        result = await builder.build(request);
-      } finally {
-        cache.leaveBuild();
-      }
-      cache.markBuilt(result.imageId);
-      const previous = pending.get(request.tag);
-      if (previous) cache.release(previous);
-      pending.set(request.tag, result.imageId);
-      cache.acquire(result.imageId);
-      return result;
-    },
-    async push(request) {
-      try {
-        return await builder.push(request);
-      } finally {
-        const imageId = pending.get(request.reference);
-        if (imageId) {
-          pending.delete(request.reference);
-          cache.release(imageId);
-        }
-      }
-    },
-  };
+  return new ImageCachingBuilder(builder, cache);
 }
 
 /** Work-dir entries a build leaves: its fetch dir (mkdtemp `m1l0-<id>-XXXXXX`) and its context spool. */

@@ -1,108 +1,30 @@
 import { createHash } from "node:crypto";
 import { BuilderError, isBuilderError } from "@m1l0/config";
-import { classifyPushError, type RegistryAuth } from "@m1l0/registry";
+import { classifyPushError } from "@m1l0/registry";
 import Docker from "dockerode";
-import type { Readable } from "node:stream";
+import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "./builder.js";
 import { createBuildCgroup, type BuildCgroup } from "./cgroup.js";
+import {
+  DAEMON_CALL_TIMEOUT_MS,
+  FORK_REFUSED,
+  classifyBuildError,
+  daemonAnswered,
+  daemonCall,
+  daemonError,
+  daemonMessage,
+  sleep,
+  type ProgressMessage,
+  type SignalledCalls,
+} from "./daemon.js";
 
-export interface ImageBuildRequest {
-  context: Readable;
-  /** tag(s) to apply, e.g. the push reference */
-  tag: string;
-  dockerfile: string;
-  networkMode: string;
-  memoryBytes?: number;
-  cpuQuota?: number;
-  labels?: Record<string, string>;
-  /** images on this daemon whose layers the build may reuse (the classic builder's cachefrom) */
-  cacheFrom?: string[];
-  /** the builder's own labels (imageLabels) are already in the Dockerfile: do not add them through the API (one more step) */
-  ownLabelsInDockerfile?: boolean;
-  signal?: AbortSignal;
-  onLine: (line: string) => void;
-}
-
-export interface PullRequest {
-  reference: string;
-  auth?: RegistryAuth;
-  signal?: AbortSignal;
-}
-
-export interface PushRequest {
-  reference: string;
-  registry: string;
-  auth?: RegistryAuth;
-  signal?: AbortSignal;
-  onLine: (line: string) => void;
-}
-
-/** Port: the image builder. The real one drives a Docker daemon; unit tests use a fake. */
-export interface ImageBuilder {
-  build(request: ImageBuildRequest): Promise<{ imageId: string }>;
-  push(request: PushRequest): Promise<{ digest: string }>;
-  ping(): Promise<void>;
-  /** labels this builder puts on every image it makes; a generated Dockerfile can carry them itself */
-  readonly imageLabels?: Readonly<Record<string, string>>;
-  /**
-   * Whether the daemon holds this image and how it got it: `built` (by this daemon: its layers
-   * are in the local build cache) or `pulled` (its layers are reusable only through cachefrom).
-   * Builders without it get no registry cache.
-   */
-  imageOrigin?(reference: string): Promise<"absent" | "built" | "pulled">;
-  /** pulls an image onto the daemon (for cache-from); throws on failure */
-  pull?(request: PullRequest): Promise<void>;
-  /**
-   * What an image on this daemon is made of, independent of where it came from: a hash of its
-   * layer diff ids (equal on every daemon that has the same layers). Undefined when absent.
-   */
-  imageContentId?(reference: string): Promise<string | undefined>;
-}
-
-interface ProgressMessage {
-  stream?: string;
-  status?: string;
-  id?: string;
-  progress?: string;
-  error?: string;
-  errorDetail?: { message?: string };
-  aux?: { ID?: string; Digest?: string; Tag?: string };
-}
-
-/** The daemon answered with an HTTP error (a statement about the request, not an outage). */
-function daemonAnswered(cause: unknown): cause is { statusCode: number; message: string; json?: { message?: string } } {
-  return typeof cause === "object" && cause !== null && typeof (cause as { statusCode?: unknown }).statusCode === "number";
-}
-
-function daemonMessage(cause: { message: string; json?: { message?: string } }): string {
-  return cause.json?.message ?? cause.message.replace(/^\(HTTP code \d+\) [\w ]+ - /, "");
-}
-
-function daemonError(cause: unknown, endpoint = "its DOCKER_SOCKET"): BuilderError {
-  const message = cause instanceof Error ? cause.message : String(cause);
-  return new BuilderError(
-    "DAEMON_UNREACHABLE",
-    `the worker's Docker daemon (${endpoint}) is unreachable: ${message}; check that dockerd is running on that worker and DOCKER_SOCKET points at it`,
-    { cause },
-  );
-}
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
+export type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "./builder.js";
+export { ForwardingBuilder } from "./builder.js";
+export { DAEMON_CALL_TIMEOUT_MS, classifyBuildError, daemonCall } from "./daemon.js";
 
 export interface DockerImageBuilderOptions {
   socketPath?: string;
   host?: string;
   port?: number;
-  /** labels put on every image this builder makes (e.g. the image cache's ownership label) */
-  labels?: Record<string, string>;
   /** retries of a push within one call when the registry is unreachable or answers 5xx [0] */
   pushRetries?: number;
   /** first delay between push retries, doubled each time [2000] */
@@ -111,34 +33,9 @@ export interface DockerImageBuilderOptions {
   pidsLimit?: number;
   /** cgroup filesystem of the daemon's host, where the per-build pids cgroup is created */
   cgroupRoot?: string;
+  /** deadline of one short daemon call [DAEMON_CALL_TIMEOUT_MS] */
+  callTimeoutMs?: number;
 }
-
-/**
- * Classifies a failed build from the daemon's last error and the step it happened in,
- * so users learn what to fix (a requirement, the Dockerfile, the base image…).
- */
-export function classifyBuildError(message: string, currentStep: string, recentLines: string[]): BuilderError {
-  // pip and apt print the cause first ("Could not find a version…"), then a summary
-  const lastErrorLine = recentLines.find((line) => /^(ERROR|E:|error:)/i.test(line.trim()));
-  if (/pull access denied|manifest unknown|repository does not exist|not found: manifest|No such image|failed to resolve reference|dial tcp|no such host/i.test(message) && /^Step \d+\/\d+ : FROM /i.test(currentStep)) {
-    const base = currentStep.replace(/^Step \d+\/\d+ : FROM /i, "").trim();
-    return new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${base} is not available to the build daemon (${message}); ask the operator to make it pullable or pre-load it`);
-  }
-  if (/dockerfile parse error|unknown instruction|Dockerfile parse|failed to parse|cannot locate specified Dockerfile/i.test(message)) {
-    return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: ${message}`);
-  }
-  if (/pip install/.test(currentStep) && /returned a non-zero code/.test(message)) {
-    return new BuilderError("DEPENDENCY_INSTALL_FAILED", `installing requirements.txt failed${lastErrorLine ? `: ${lastErrorLine.trim()}` : ""} (check the package names and versions in requirements.txt)`);
-  }
-  if (/COPY failed|ADD failed|no source files were specified/i.test(message)) {
-    return new BuilderError("DOCKERFILE_ERROR", `Dockerfile error in "${currentStep}": ${message}`);
-  }
-  return new BuilderError("BUILD_FAILED", `build failed at "${currentStep || "start"}": ${message}${lastErrorLine ? ` (${lastErrorLine.trim()})` : ""}`);
-}
-
-/** A RUN step could not fork because the build's processes hit the pids limit. */
-const FORK_REFUSED = /can't fork|cannot fork|fork: retry|fork: Resource temporarily unavailable|Resource temporarily unavailable|pthread_create failed|BlockingIOError|EAGAIN/i;
-
 
 export class DockerImageBuilder implements ImageBuilder {
   readonly docker: Docker;
@@ -147,24 +44,23 @@ export class DockerImageBuilder implements ImageBuilder {
   #cgroupDriverChecked = false;
   /** how the daemon is addressed, for error messages */
   readonly endpoint: string;
-
-  get imageLabels(): Readonly<Record<string, string>> {
-    return this.options.labels ?? {};
-  }
+  /** where and how long short calls wait (daemonCall) */
+  readonly calls: { endpoint: string; timeoutMs: number };
 
   constructor(private readonly options: DockerImageBuilderOptions = {}) {
     this.docker = new Docker(options.host ? { host: options.host, port: options.port ?? 2375 } : { socketPath: options.socketPath ?? "/var/run/docker.sock" });
     this.endpoint = options.host ? `tcp://${options.host}:${options.port ?? 2375}` : `unix://${options.socketPath ?? "/var/run/docker.sock"}`;
     this.#pidsLimit = options.pidsLimit ?? 0;
     this.#cgroupRoot = options.cgroupRoot ?? "/sys/fs/cgroup";
+    this.calls = { endpoint: this.endpoint, timeoutMs: options.callTimeoutMs ?? DAEMON_CALL_TIMEOUT_MS };
   }
 
   /** The per-build cgroup, or undefined when no pids limit is configured. */
   async #createCgroup(): Promise<BuildCgroup | undefined> {
     if (this.#pidsLimit <= 0) return undefined;
     if (!this.#cgroupDriverChecked) {
-      const info = (await this.docker.info().catch((cause: unknown) => {
-        throw daemonError(cause, this.endpoint);
+      const info = (await daemonCall(this.calls, "info", (abortSignal) => (this.docker as unknown as SignalledCalls).info({ abortSignal })).catch((cause: unknown) => {
+        throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
       })) as { CgroupDriver?: string };
       if (info.CgroupDriver && info.CgroupDriver !== "cgroupfs") {
         throw new BuilderError("INTERNAL", `BUILD_PIDS_LIMIT needs the daemon's cgroupfs cgroup driver (this daemon uses ${info.CgroupDriver}); set BUILD_PIDS_LIMIT=0 or run dockerd with --exec-opt native.cgroupdriver=cgroupfs`);
@@ -176,9 +72,9 @@ export class DockerImageBuilder implements ImageBuilder {
 
   async ping(): Promise<void> {
     try {
-      await this.docker.ping();
+      await daemonCall(this.calls, "ping", (abortSignal) => (this.docker as unknown as SignalledCalls).ping({ abortSignal }));
     } catch (cause) {
-      throw daemonError(cause, this.endpoint);
+      throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
   }
 
@@ -196,24 +92,28 @@ export class DockerImageBuilder implements ImageBuilder {
       // a daemon that is shutting down still answers for a moment: look again over a few seconds
       await sleep(wait);
       try {
-        await this.docker.ping();
+        await this.ping();
       } catch (cause) {
-        return daemonError(cause, this.endpoint);
+        return isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
       }
     }
     return failure;
   }
 
-  async imageContentId(reference: string): Promise<string | undefined> {
+  async inspect(reference: string): Promise<LocalImage | undefined> {
     let info: Docker.ImageInspectInfo;
     try {
-      info = await this.docker.getImage(reference).inspect();
+      info = await daemonCall(this.calls, `inspect of ${reference}`, (abortSignal) => this.docker.getImage(reference).inspect({ abortSignal } as Docker.ImageInspectOptions));
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
-      throw daemonError(cause, this.endpoint);
+      throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
     const layers = info.RootFS?.Layers ?? [];
-    return `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`;
+    return {
+      // the classic builder records each step's image as the next one's Parent; pulled images have none
+      origin: info.Parent ? "built" : "pulled",
+      contentId: `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`,
+    };
   }
 
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
@@ -257,13 +157,16 @@ export class DockerImageBuilder implements ImageBuilder {
   }
 
   private async buildOnce(request: ImageBuildRequest, cgroup: BuildCgroup | undefined): Promise<{ imageId: string }> {
-    const labels = request.ownLabelsInDockerfile ? { ...request.labels } : { ...this.options.labels, ...request.labels };
+    const labels = request.labels ?? {};
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(request.context, {
         t: request.tag,
         dockerfile: request.dockerfile,
         networkmode: request.networkMode,
+        // the classic builder: BuildKit would ignore a user-defined network (the egress policy's)
+        version: "1",
+        ...(request.buildArgs && Object.keys(request.buildArgs).length ? { buildargs: request.buildArgs } : {}),
         rm: true,
         forcerm: true,
         ...(request.memoryBytes ? { memory: request.memoryBytes, memswap: request.memoryBytes } : {}),
@@ -307,17 +210,6 @@ export class DockerImageBuilder implements ImageBuilder {
     if (failure) throw failure;
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
-  }
-
-  async imageOrigin(reference: string): Promise<"absent" | "built" | "pulled"> {
-    try {
-      // the classic builder records each step's image as the next one's Parent; pulled images have none
-      const image = await this.docker.getImage(reference).inspect();
-      return image.Parent ? "built" : "pulled";
-    } catch (cause) {
-      if (daemonAnswered(cause) && cause.statusCode === 404) return "absent";
-      throw daemonError(cause, this.endpoint);
-    }
   }
 
   async pull(request: PullRequest): Promise<void> {

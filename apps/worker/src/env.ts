@@ -3,10 +3,12 @@ import { readFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { parseRegistryAllowlist, parseRegistryCredentials, type RegistryCredential } from "@m1l0/registry";
-import { envBoolean, resolveFileVariables } from "@m1l0/config";
+import { envBoolean, envList, resolveFileVariables, splitList } from "@m1l0/config";
+import { isIP } from "node:net";
 import { z } from "zod";
+import { EGRESS_MODES } from "./egress/policy.js";
 
-const bool = envBoolean;
+const bool = envBoolean();
 
 /** Every variable the worker reads, parsed once at start-up (documented in .env.example). */
 /** secrets that may also come from a file named by `<NAME>_FILE` (git, Docker Hub and registry credentials have their own _FILE forms below) */
@@ -22,12 +24,27 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   BUILD_QUEUE_NAME: z.string().optional(),
   DOCKER_SOCKET: z.string().default("/var/run/docker.sock"),
-  BUILD_NETWORK: z.string().default("default"),
+  /** the network of RUN steps: with BUILD_EGRESS public/proxy a bridge network the worker owns (created if missing); `none` = no network */
+  BUILD_NETWORK: z.string().min(1).default("m1l0-build"),
+  /** what RUN steps may reach: public (default) | proxy | none | unrestricted (see apps/worker/src/egress) */
+  BUILD_EGRESS: z.enum(EGRESS_MODES).default("public"),
+  /** comma list of host[:port] (IPv4, CIDR or name) build steps may reach although private, e.g. a company package index */
+  BUILD_EGRESS_ALLOW: z.string().default(""),
+  /** more host[:port] build steps must not reach, besides the worker's own Redis, S3 and registries */
+  BUILD_EGRESS_DENY: z.string().default(""),
+  /** the resolvers the daemon's embedded DNS forwards to (port 53 is let through to them); empty = the nameservers of /etc/resolv.conf */
+  BUILD_EGRESS_DNS: z
+    .string()
+    .default("")
+    .refine((text) => splitList(text).every((entry) => isIP(entry) === 4), "must be IPv4 addresses, comma separated"),
+  /** BUILD_EGRESS=proxy: http://host:port of the operator's proxy, given to builds as HTTP(S)_PROXY */
+  BUILD_EGRESS_PROXY: z.string().optional(),
+  /** worker: the worker installs and keeps the rules (root on the daemon's host); external: the deployment runs `egress install`, the worker only uses the network */
+  BUILD_EGRESS_RULES: z.enum(["worker", "external"]).default("worker"),
+  /** how often the worker re-checks (and restores) the network and its rules; 0 = only before each build */
+  BUILD_EGRESS_CHECK_SECONDS: z.coerce.number().min(0).default(30),
   /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */
-  SKIP_UNCHANGED: z
-    .enum(["true", "false", "1", "0"])
-    .default("true")
-    .transform((value) => value === "true" || value === "1"),
+  SKIP_UNCHANGED: envBoolean(true),
   /** registry hosts the worker reads over plain HTTP (match the daemon's insecure-registries); loopback always is */
   INSECURE_REGISTRIES: z.string().default(""),
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
@@ -40,14 +57,14 @@ const envSchema = z.object({
   ALLOWED_BASE_REGISTRIES: z.string().default(""),
   WORK_DIR: z.string().default(tmpdir()),
   /** reuse layers of the repository's last pushed image (pulled when this daemon lacks it) as cache-from */
-  CACHE_FROM_REGISTRY: z.enum(["true", "false", "1", "0", "yes", "no"]).default("true").transform((value) => value === "true" || value === "1" || value === "yes"),
+  CACHE_FROM_REGISTRY: envBoolean(true),
   ALLOW_HTTP_SOURCES: bool,
   ALLOW_DIR_SOURCES: bool,
-  DIR_SOURCE_ROOTS: z.string().default(""),
+  DIR_SOURCE_ROOTS: envList(),
   /** let git hosts resolve to private/loopback/link-local addresses (cloud metadata stays refused) */
   ALLOW_PRIVATE_SOURCE_HOSTS: bool,
   /** comma list of host names, addresses or CIDRs git sources may use even when private (tests: 127.0.0.0/8) */
-  SOURCE_HOST_ALLOWLIST: z.string().default(""),
+  SOURCE_HOST_ALLOWLIST: envList(),
   CLONE_TIMEOUT_SECONDS: z.coerce.number().positive().default(600),
   CLONE_MAX_BYTES: z.coerce.number().int().positive().default(2 * 1024 ** 3),
   /** cap on what a clone checks out (a small pack can inflate hugely), bytes and files */

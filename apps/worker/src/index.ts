@@ -4,3 +4,4 @@ export * from "./logger.js";
 export * from "./pipeline.js";
 export * from "./worker.js";
 export * from "./cleanup.js";
+export * from "./builder.js";

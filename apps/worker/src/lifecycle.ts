@@ -1,6 +1,5 @@
-import { BuilderError, type BuildConfig } from "@m1l0/config";
+import type { BuildConfig } from "@m1l0/config";
 import { cancelChannel, type BuildStore } from "@m1l0/queue";
-import { UnrecoverableError, WaitingError, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 
@@ -105,34 +104,6 @@ export class BuildLifecycle {
 
   abortAll(reason: BuildAborted): void {
     for (const buildId of [...this.running.keys()]) this.abort(buildId, reason);
-  }
-
-  /**
-   * Settles an aborted attempt and throws what BullMQ needs: cancel and timeout are final
-   * (UnrecoverableError: no retry); shutdown puts the job back to waiting without using an
-   * attempt, and the record back to `queued`, so another worker runs it.
-   */
-  async settleAborted(job: Job, token: string | undefined, buildId: string, reason: BuildAborted): Promise<never> {
-    if (reason.kind === "lost") {
-      // the record now belongs to whichever worker took the job over: leave it alone
-      await this.store.appendLog(buildId, "build", `worker lost the build's lock (${reason.message}); stopped here, another worker continues it`);
-      throw new Error(`lock lost: ${reason.message}`);
-    }
-    if (reason.kind === "shutdown") {
-      await this.store.transitionIfActive(buildId, "queued");
-      await this.store.appendLog(buildId, "build", "worker shutting down: build requeued for another worker");
-      await job.moveToWait(token);
-      throw new WaitingError();
-    }
-    if (reason.kind === "timeout") {
-      const error = new BuilderError("BUILD_TIMEOUT", reason.message);
-      await this.store.appendLog(buildId, "build", `build failed: ${reason.message}`);
-      await this.store.transitionIfActive(buildId, "failed", { error: { code: error.code, message: error.message } });
-      throw new UnrecoverableError(reason.message);
-    }
-    await this.store.appendLog(buildId, "build", "build cancelled on request");
-    await this.store.transitionIfActive(buildId, "cancelled");
-    throw new UnrecoverableError("cancelled");
   }
 
   async close(): Promise<void> {

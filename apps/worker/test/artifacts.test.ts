@@ -1,6 +1,6 @@
 import type { BuildRecord } from "@m1l0/config";
 import { BuildStore, createRedis } from "@m1l0/queue";
-import { LocalArtifactStore, artifactKeys, type ArtifactStore } from "@m1l0/storage";
+import { LocalArtifactStore, artifactKeys, recordIndexKeys, type ArtifactStore, type ListKeysOptions } from "@m1l0/storage";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -43,8 +43,8 @@ class FlakyStore implements ArtifactStore {
   get(key: string) {
     return this.inner.get(key);
   }
-  list(listPrefix: string, limit: number) {
-    return this.inner.list(listPrefix, limit);
+  listKeys(listPrefix: string, options: ListKeysOptions) {
+    return this.inner.listKeys(listPrefix, options);
   }
 }
 
@@ -106,7 +106,12 @@ describe("ArtifactArchiver", () => {
     expect(archived.equals(Buffer.concat(chunks))).toBe(true);
     const log = await text((await local.get(artifactKeys.log(id)))!);
     expect(log).toMatch(/\[status\] queued\n.*\[build\] Step 1\/1 : FROM scratch\n.*\[status\] succeeded\n$/);
-    expect(JSON.parse(await text((await local.get(artifactKeys.record(id)))!))).toMatchObject({ id, status: "succeeded" });
+    const archivedRecord = JSON.parse(await text((await local.get(artifactKeys.record(id)))!)) as BuildRecord;
+    expect(archivedRecord).toMatchObject({ id, status: "succeeded" });
+    // and its keys in the newest-first index GET /builds pages through
+    const indexKeys = recordIndexKeys(archivedRecord);
+    expect(indexKeys.length).toBeGreaterThanOrEqual(2);
+    for (const key of indexKeys) expect(await local.exists(key)).toBe(true);
     expect(readdirSync(spoolDir)).toEqual([]); // the spooled archive is removed once stored
     await archiver.close();
   });
@@ -135,7 +140,7 @@ describe("ArtifactArchiver", () => {
     capture.stream.read(); // Docker refused the build after the first bytes
     expect(await capture.finish()).toBeUndefined();
     expect((await builds.get(id))?.contextDigest).toBeUndefined();
-    expect(await local.list("contexts/", 10)).toEqual([]);
+    expect(await local.listKeys("contexts/", { limit: 10 })).toEqual([]);
     expect(readdirSync(spoolDir)).toEqual([]);
     await archiver.close();
   });

@@ -5,12 +5,13 @@ import type { ImageBuilder, PullRequest } from "../src/docker.js";
 
 // Unit tests with fakes behind our own ports (ImageBuilder, the last-image store); the real
 // daemons and registry are exercised by tests/e2e/test/cache-from.e2e.test.ts.
+const credentials = { username: "u", password: "p", serveraddress: "registry.test" };
 const target: PushTarget = {
   registry: "registry.test",
   repository: "team/app",
   tag: "v2",
   reference: "registry.test/team/app:v2",
-  auth: { username: "u", password: "p", serveraddress: "registry.test" },
+  auth: async () => credentials,
 };
 
 function fakes(options: { last?: string; origin?: "absent" | "built" | "pulled"; pullError?: Error } = {}) {
@@ -20,7 +21,7 @@ function fakes(options: { last?: string; origin?: "absent" | "built" | "pulled";
     build: async () => ({ imageId: "sha256:x" }),
     push: async () => ({ digest: "sha256:y" }),
     ping: async () => undefined,
-    imageOrigin: async () => options.origin ?? "absent",
+    inspect: async () => (options.origin && options.origin !== "absent" ? { origin: options.origin, contentId: "sha256:c" } : undefined),
     pull: async (request) => {
       pulls.push(request);
       if (options.pullError) throw options.pullError;
@@ -38,14 +39,14 @@ describe("prepareCacheFrom", () => {
   it("pulls the repository's last image with the target's credentials when the daemon lacks it", async () => {
     const f = fakes({ last: "registry.test/team/app:v1" });
     await expect(prepareCacheFrom(f, target, f.onLine)).resolves.toBe("registry.test/team/app:v1");
-    expect(f.pulls).toEqual([{ reference: "registry.test/team/app:v1", auth: target.auth }]);
+    expect(f.pulls).toEqual([{ reference: "registry.test/team/app:v1", auth: credentials }]);
     expect(f.lines.at(-1)).toBe("cache from registry.test/team/app:v1");
   });
 
-  it("uses fresh credentials from refreshAuth (ECR) when the target has it", async () => {
+  it("uses fresh credentials from the target's auth() (ECR tokens expire)", async () => {
     const f = fakes({ last: "registry.test/team/app:v1" });
     const fresh = { username: "AWS", password: "fresh", serveraddress: "registry.test" };
-    await prepareCacheFrom(f, { ...target, refreshAuth: async () => fresh }, f.onLine);
+    await prepareCacheFrom(f, { ...target, auth: async () => fresh }, f.onLine);
     expect(f.pulls[0]?.auth).toEqual(fresh);
   });
 

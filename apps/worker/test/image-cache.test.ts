@@ -1,7 +1,7 @@
 import type Docker from "dockerode";
 import { randomUUID } from "node:crypto";
 import { pino } from "pino";
-import { Readable } from "node:stream";
+import { tarOf } from "@m1l0/testkit";
 import { afterAll, describe, expect, it } from "vitest";
 import { IMAGE_CACHE_LABEL, ImageCache, imageCacheLabels, withImageCache } from "../src/cleanup.js";
 import { DockerImageBuilder } from "../src/docker.js";
@@ -9,31 +9,13 @@ import { DockerImageBuilder } from "../src/docker.js";
 // Against the real daemon: the cache keeps the newest N of its own images and never a base image.
 const BASE = process.env.BASE_IMAGE_BUSYBOX ?? "m1l0-local/busybox:latest";
 const scope = `test-${randomUUID()}`;
-const docker = new DockerImageBuilder({ socketPath: process.env.DOCKER_SOCKET ?? "/var/run/docker.sock", labels: imageCacheLabels(scope) });
+const docker = new DockerImageBuilder({ socketPath: process.env.DOCKER_SOCKET ?? "/var/run/docker.sock" });
 const cache = new ImageCache(docker.docker, { scope, maxImages: 2, maxBytes: 10 * 1024 ** 3, danglingMinAgeSeconds: 0 }, pino({ level: "silent" }));
 const builder = withImageCache(docker, cache);
 const noop = () => undefined;
 
 /** A one-file tar holding a Dockerfile. */
-function contextOf(dockerfile: string): Readable {
-  const body = Buffer.from(dockerfile);
-  const header = Buffer.alloc(512);
-  header.write("Dockerfile", 0);
-  header.write("0000644\0", 100);
-  header.write("0000000\0", 108);
-  header.write("0000000\0", 116);
-  header.write(`${body.length.toString(8).padStart(11, "0")}\0`, 124);
-  header.write(`${Math.floor(Date.now() / 1000).toString(8).padStart(11, "0")}\0`, 136);
-  header.write("        ", 148);
-  header.write("0", 156);
-  header.write("ustar\0", 257);
-  header.write("00", 263);
-  let sum = 0;
-  for (const byte of header) sum += byte;
-  header.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
-  const padding = Buffer.alloc((512 - (body.length % 512)) % 512);
-  return Readable.from([Buffer.concat([header, body, padding, Buffer.alloc(1024)])]);
-}
+const contextOf = (dockerfile: string) => tarOf({ Dockerfile: dockerfile });
 
 const listOurs = async () => docker.docker.listImages({ filters: JSON.stringify({ label: [`${IMAGE_CACHE_LABEL}=${scope}`] }) } as Docker.ListImagesOptions);
 
@@ -46,7 +28,7 @@ describe("image cache", () => {
     const tags: string[] = [];
     for (let index = 0; index < 4; index++) {
       const tag = `127.0.0.1:1/m1l0-test/image-cache:${scope}-${index}`;
-      await builder.build({ context: contextOf(`FROM ${BASE}\nLABEL n=${scope}-${index}\n`), tag, dockerfile: "Dockerfile", networkMode: "none", onLine: noop });
+      await builder.build({ context: contextOf(`FROM ${BASE}\nLABEL n=${scope}-${index}\n`), tag, dockerfile: "Dockerfile", networkMode: "none", labels: imageCacheLabels(scope), onLine: noop });
       tags.push(tag);
     }
     expect(await listOurs()).toHaveLength(4);

@@ -31,7 +31,11 @@ export const ERROR_CODES = {
   REGISTRY_UNREACHABLE: { http: 502, retryable: true },
   PUSH_FAILED: { http: 502, retryable: true },
   DAEMON_UNREACHABLE: { http: 503, retryable: true },
+  /** the build network or its egress rules (BUILD_EGRESS) could not be checked or installed: no build runs unfenced */
+  EGRESS_POLICY_UNAVAILABLE: { http: 503, retryable: true },
   QUEUE_UNAVAILABLE: { http: 503, retryable: true },
+  /** the log/artifact store (S3) did not answer in time or refused the call */
+  STORAGE_UNAVAILABLE: { http: 503, retryable: true },
   BUILD_TIMEOUT: { http: 422, retryable: false },
   BUILD_CANCELLED: { http: 409, retryable: false },
   INTERNAL: { http: 500, retryable: true },

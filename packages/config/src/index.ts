@@ -6,3 +6,6 @@ export * from "./reference.js";
 export * from "./env.js";
 export * from "./canonical.js";
 export * from "./tokens.js";
+export * from "./deadline.js";
+export * from "./paths.js";
+export * from "./history.js";

@@ -1,4 +1,4 @@
-import { BuilderError, isBuilderError } from "@m1l0/config";
+import { BuilderError, formatBytes, isBuilderError, isInside } from "@m1l0/config";
 import { closeSync, constants, fstatSync, openSync, readdirSync, readlinkSync, readSync, type Dirent } from "node:fs";
 import { lstat } from "node:fs/promises";
 import path from "node:path";
@@ -299,8 +299,7 @@ class ContextPacker extends Readable {
     const target = readlinkSync(absolutePath);
     // Judged on the link text alone (never followed): absolute targets are meaningless in the image, and ".." may leave the context.
     if (path.isAbsolute(target)) return;
-    const fromRoot = path.relative(this.#root, path.resolve(path.dirname(absolutePath), target));
-    if (fromRoot === ".." || fromRoot.startsWith(`..${path.sep}`) || path.isAbsolute(fromRoot)) return;
+    if (!isInside(this.#root, path.resolve(path.dirname(absolutePath), target))) return;
     this.#count(relPath, 0);
     this.#flushPendingDirectories();
     this.#header({ name: relPath, type: "symlink", mode: SYMLINK_MODE, size: 0, mtime: FIXED_MTIME, linkname: target });
@@ -362,14 +361,4 @@ function positiveLimit(value: number | undefined, fallback: number, name: string
   return value;
 }
 
-function formatBytes(bytes: number): string {
-  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
-}
 

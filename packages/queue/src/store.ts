@@ -1,17 +1,24 @@
 import {
   BuilderError,
+  TERMINAL_STATUSES,
+  formatBuildEvent,
   isTerminal,
   type AttemptError,
   type BuildEvent,
   type BuildRecord,
   type BuildStatus,
+  type HistoryPosition,
 } from "@m1l0/config";
 import type { Redis } from "ioredis";
+import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
 
 const EVENTS_MAXLEN = 20_000;
 const FINISHED_TTL_SECONDS = 7 * 24 * 3600;
 /** safety net only: the in-flight marker is removed when its build finishes */
 const INFLIGHT_TTL_SECONDS = 24 * 3600;
+
+/** Lua: true while `status` is not a terminal one (the list is @m1l0/config's, never restated here). */
+const ACTIVE_LUA = TERMINAL_STATUSES.map((status) => `status ~= '${status}'`).join(" and ");
 
 /**
  * KEYS: record, index, events, in-flight marker. ARGV: record JSON, createdAt ms, prune-before
@@ -25,7 +32,7 @@ if ARGV[9] == '1' then
     local raw = redis.call('GET', ARGV[8] .. holder)
     if raw then
       local status = cjson.decode(raw)['status']
-      if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'cached' then
+      if ${ACTIVE_LUA} then
         return {0, holder}
       end
     end
@@ -221,19 +228,7 @@ export class BuildStore {
 
   /** Moves the build to a new status, records when, and publishes a status event. */
   async transition(id: string, status: BuildStatus, patch: Partial<BuildRecord> = {}): Promise<BuildRecord> {
-    const at = new Date().toISOString();
-    const record = await this.update(id, (current) => ({
-      ...current,
-      ...patch,
-      status,
-      timestamps: { ...current.timestamps, [status]: at },
-    }));
-    const event: BuildEvent = { type: "status", status, at };
-    if (record.error && status === "failed") event.error = record.error;
-    if (record.image && (status === "succeeded" || status === "cached")) event.image = record.image;
-    await this.appendEvent(id, event);
-    if (isTerminal(status)) await this.finished(record);
-    return record;
+    return (await this.move(id, status, patch, false))!;
   }
 
   /**
@@ -241,17 +236,22 @@ export class BuildStore {
    * overwritten (a cancel racing a finishing worker must not produce two final answers).
    * Returns undefined when the build had already finished.
    */
-  async transitionIfActive(id: string, status: BuildStatus, patch: Partial<BuildRecord> = {}): Promise<BuildRecord | undefined> {
+  transitionIfActive(id: string, status: BuildStatus, patch: Partial<BuildRecord> = {}): Promise<BuildRecord | undefined> {
+    return this.move(id, status, patch, true);
+  }
+
+  /** The one status change both of the above make; `onlyIfActive` leaves a finished build as it is. */
+  private async move(id: string, status: BuildStatus, patch: Partial<BuildRecord>, onlyIfActive: boolean): Promise<BuildRecord | undefined> {
     let finished = false;
     const at = new Date().toISOString();
     const record = await this.update(id, (current) => {
-      finished = isTerminal(current.status);
+      finished = onlyIfActive && isTerminal(current.status);
       return finished ? current : { ...current, ...patch, status, timestamps: { ...current.timestamps, [status]: at } };
     });
     if (finished) return undefined;
     const event: BuildEvent = { type: "status", status, at };
     if (record.error && status === "failed") event.error = record.error;
-    if (record.image && status === "cached") event.image = record.image;
+    if (record.image && (status === "succeeded" || status === "cached")) event.image = record.image;
     await this.appendEvent(id, event);
     if (isTerminal(status)) await this.finished(record);
     return record;
@@ -284,6 +284,21 @@ export class BuildStore {
 
   async appendLog(id: string, phase: "fetch" | "build" | "push", line: string): Promise<string> {
     return this.appendEvent(id, { type: "log", phase, line, at: new Date().toISOString() });
+  }
+
+  /**
+   * The build's whole log as text, one formatted event a line (every phase and attempt), read
+   * in pages of `pageSize`: what GET /builds/:id/logs answers and the archive stores.
+   */
+  async renderLog(id: string, pageSize = 1_000): Promise<string> {
+    const lines: string[] = [];
+    for (let cursor = "0"; ; ) {
+      const batch = await this.readEvents(id, cursor, { count: pageSize });
+      if (batch.length === 0) break;
+      for (const item of batch) lines.push(formatBuildEvent(item.event));
+      cursor = batch[batch.length - 1]!.id;
+    }
+    return lines.length ? `${lines.join("\n")}\n` : "";
   }
 
   /**
@@ -333,6 +348,14 @@ export class BuildStore {
     } finally {
       blocking.disconnect();
     }
+  }
+
+  /**
+   * Every record in Redis in history order (newest first, then by id), strictly after `after`:
+   * the live half of a paged history (the archive holds the rest). Read lazily, `batch` at a time.
+   */
+  newestFirst(after?: HistoryPosition, batch?: number): AsyncGenerator<LiveRecord> {
+    return walkIndexNewestFirst(this.redis, this.indexKey, (id) => this.recordKey(id), after, batch);
   }
 
   async list(options: ListOptions = {}): Promise<BuildRecord[]> {

@@ -26,19 +26,14 @@ export class DockerHubResolver implements RegistryResolver {
       });
     }
     const isHub = DOCKER_HUB_HOSTS.has(this.host);
-    const target: PushTarget = {
+    const { username, token } = this.options;
+    const auth = username && token ? { username, password: token, serveraddress: isHub ? "https://index.docker.io/v1/" : this.host } : undefined;
+    return {
       registry: isHub ? "docker.io" : this.host,
       repository: config.repository,
       tag: config.revision,
       reference: `${isHub ? "docker.io" : this.host}/${config.repository}:${config.revision}`,
+      auth: async () => auth,
     };
-    if (this.options.username && this.options.token) {
-      target.auth = {
-        username: this.options.username,
-        password: this.options.token,
-        serveraddress: isHub ? "https://index.docker.io/v1/" : this.host,
-      };
-    }
-    return target;
   }
 }

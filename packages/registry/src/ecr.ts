@@ -7,7 +7,7 @@ import {
   type ECRClientConfig,
   type ImageTagMutability,
 } from "@aws-sdk/client-ecr";
-import { BuilderError, type BuildConfig, type BuildTag } from "@m1l0/config";
+import { BuilderError, deadlineMiddleware, type BuildConfig, type BuildTag } from "@m1l0/config";
 import type { PushTarget, RegistryAuth, RegistryResolver } from "./types.js";
 
 export interface EcrOptions {
@@ -22,6 +22,8 @@ export interface EcrOptions {
   imageTagMutability?: ImageTagMutability;
   /** for repositories this worker creates [false] */
   scanOnPush?: boolean;
+  /** deadline of one ECR API call, retries included [30 000 ms] */
+  callTimeoutMs?: number;
   /** a client to use instead of one built from the options above */
   client?: ECRClient;
   now?: () => number;
@@ -94,6 +96,23 @@ export function decodeAuthorizationToken(token: string, serveraddress: string): 
 
 const toAwsTags = (tags: BuildTag[]) => tags.map((tag) => ({ Key: tag.Key, Value: tag.Value }));
 
+/** ECR's API under deadlines (one per call with its retries, plus socket timeouts), so a hung endpoint never holds a build. */
+function createEcrClient(options: EcrOptions): ECRClient {
+  const callTimeoutMs = options.callTimeoutMs ?? 30_000;
+  const client = new ECRClient({
+    region: options.region,
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    requestHandler: { connectionTimeout: 5_000, requestTimeout: Math.min(callTimeoutMs, 30_000), throwOnRequestTimeout: true },
+  });
+  const where = `ECR (${options.region}${options.endpoint ? `, ${options.endpoint}` : ""})`;
+  client.middlewareStack.add(
+    deadlineMiddleware(callTimeoutMs, (ms) => new BuilderError("REGISTRY_UNREACHABLE", `${where} did not answer within ${ms / 1000} s`)),
+    { step: "initialize", name: "m1l0CallDeadline" },
+  );
+  return client;
+}
+
 /**
  * `service: ecr` — pushes to the worker's AWS account's registry. One instance per worker:
  * its token cache is shared by every build the worker runs at once.
@@ -105,13 +124,7 @@ export class EcrResolver implements RegistryResolver {
   private readonly now: () => number;
 
   constructor(private readonly options: EcrOptions) {
-    this.client =
-      options.client ??
-      new ECRClient({
-        region: options.region,
-        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-        ...(options.credentials ? { credentials: options.credentials } : {}),
-      });
+    this.client = options.client ?? createEcrClient(options);
     this.marginMs = options.tokenRefreshMarginMs ?? 5 * 60_000;
     this.now = options.now ?? Date.now;
   }
@@ -215,8 +228,8 @@ export class EcrResolver implements RegistryResolver {
       repository: config.repository,
       tag: config.revision,
       reference: `${token.registry}/${config.repository}:${config.revision}`,
-      auth: token.auth,
-      refreshAuth: async () => (await this.getToken()).auth,
+      // the token is cached and renewed before it expires (tokenRefreshMarginMs)
+      auth: async () => (await this.getToken()).auth,
     };
   }
 }

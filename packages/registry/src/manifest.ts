@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { AbortScope } from "@m1l0/config";
 import type { RegistryAuth } from "./types.js";
 
 const MANIFEST_TYPES = [
@@ -82,10 +83,23 @@ export function parseChallenge(header: string): { scheme: string; params: Record
  * realm using the worker's credentials. Throws ImageLookupError when the registry cannot say.
  */
 export async function lookupRemoteImage(target: ImageLookupTarget, options: ImageLookupOptions = {}): Promise<RemoteImage | undefined> {
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  const deadline = new AbortScope({
+    timeoutMs,
+    signal: options.signal,
+    onTimeout: () => new ImageLookupError(`registry ${target.registry} did not answer within ${timeoutMs / 1000} s`),
+  });
+  try {
+    return await deadline.race(readRemoteImage(target, options, deadline.signal));
+  } finally {
+    deadline.dispose();
+  }
+}
+
+async function readRemoteImage(target: ImageLookupTarget, options: ImageLookupOptions, signal: AbortSignal): Promise<RemoteImage | undefined> {
   const host = apiHost(target.registry);
   const scheme = options.plainHttp ?? isLoopbackRegistry(host) ? "http" : "https";
   const base = `${scheme}://${host}/v2/${repositoryPath(target.registry, target.repository)}`;
-  const signal = AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal ? [options.signal] : [])]);
   const scope = `repository:${repositoryPath(target.registry, target.repository)}:pull`;
   const tokenKey = `${host} ${scope} ${options.auth?.username ?? ""}`;
   let authorization: string | undefined;
@@ -113,6 +127,7 @@ export async function lookupRemoteImage(target: ImageLookupTarget, options: Imag
       }
     } catch (error) {
       if (error instanceof ImageLookupError) throw error;
+      if (signal.aborted && signal.reason instanceof ImageLookupError) throw signal.reason;
       throw new ImageLookupError(`registry ${target.registry} could not be reached: ${(error as Error).message}`, { cause: error });
     }
     return response;

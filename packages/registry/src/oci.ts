@@ -24,13 +24,8 @@ export function parseRegistryCredentials(text: string, separator: RegExp = /[,\n
     });
 }
 
-/** Comma list of registry hosts → normalised set (lowercase, no scheme or trailing slash). */
-export function parseRegistryAllowlist(text: string): string[] {
-  return text
-    .split(/[,\s]+/)
-    .map((host) => host.trim().toLowerCase().replace(/^[a-z]+:\/\//, "").replace(/\/+$/, ""))
-    .filter(Boolean);
-}
+/** Comma list of registry hosts → normalised set (lowercase, no scheme or trailing slash); one parser for API and worker. */
+export { parseRegistryAllowlist } from "@m1l0/config";
 
 export function isRegistryAllowed(allowlist: readonly string[], host: string): boolean {
   return allowlist.includes(host.toLowerCase());
@@ -64,7 +59,7 @@ export class OciRegistryResolver implements RegistryResolver {
       repository: config.repository,
       tag: config.revision,
       reference: `${host}/${config.repository}:${config.revision}`,
-      ...(credential ? { auth: { username: credential.username, password: credential.password, serveraddress: host } } : {}),
+      auth: async () => (credential ? { username: credential.username, password: credential.password, serveraddress: host } : undefined),
     };
   }
 }

@@ -14,12 +14,11 @@ export interface PushTarget {
   tag: string;
   /** the full reference the image is tagged and pushed as */
   reference: string;
-  auth?: RegistryAuth;
   /**
-   * Short-lived credentials (ECR tokens) can expire while a long build runs; when present,
-   * the pipeline calls this right before pushing instead of using `auth`.
+   * The credentials for this target right now (undefined: anonymous). Called right before
+   * each registry call, since short-lived ones (ECR tokens) can expire while a long build runs.
    */
-  refreshAuth?: () => Promise<RegistryAuth>;
+  auth(): Promise<RegistryAuth | undefined>;
 }
 
 /** Port: turns a build config into where to push and with which credentials. */

@@ -36,14 +36,15 @@ describe("OciRegistryResolver", () => {
   const oci = new OciRegistryResolver({ allowlist: ["reg.example.com:5000", "ghcr.io"], credentials: [{ host: "reg.example.com:5000", username: "u", password: "p" }] });
 
   it("pushes to the named host with that host's credentials only", async () => {
-    expect(await oci.resolve(config({ registry: "reg.example.com:5000", repository: "a/b/c" }))).toEqual({
+    const { auth, ...target } = await oci.resolve(config({ registry: "reg.example.com:5000", repository: "a/b/c" }));
+    expect({ ...target, auth: await auth() }).toEqual({
       registry: "reg.example.com:5000",
       repository: "a/b/c",
       tag: "v1",
       reference: "reg.example.com:5000/a/b/c:v1",
       auth: { username: "u", password: "p", serveraddress: "reg.example.com:5000" },
     });
-    expect((await oci.resolve(config({ registry: "ghcr.io" }))).auth).toBeUndefined();
+    expect(await (await oci.resolve(config({ registry: "ghcr.io" }))).auth()).toBeUndefined();
   });
 
   it("re-checks the allowlist on the worker", async () => {
@@ -51,7 +52,7 @@ describe("OciRegistryResolver", () => {
   });
 
   it("withRegistryOverride routes only requests that name a registry", async () => {
-    const fallback = { resolve: async () => ({ registry: "docker.io", repository: "x", tag: "y", reference: "docker.io/x:y" }) };
+    const fallback = { resolve: async () => ({ registry: "docker.io", repository: "x", tag: "y", reference: "docker.io/x:y", auth: async () => undefined }) };
     const routed = withRegistryOverride(fallback, oci);
     expect((await routed.resolve(config())).registry).toBe("docker.io");
     expect((await routed.resolve(config({ registry: "ghcr.io" }))).registry).toBe("ghcr.io");

@@ -1,4 +1,4 @@
-import { BUILD_STATUSES, isTerminal, type BuildConfigInput, type BuildEvent, type BuildRecord, type BuildStatus } from "@m1l0/config";
+import { AbortScope, BUILD_STATUSES, isTerminal, type BuildConfigInput, type BuildEvent, type BuildRecord, type BuildStatus } from "@m1l0/config";
 import { API_UNREACHABLE, M1l0ApiError, M1l0TimeoutError, errorFromResponse } from "./errors.js";
 import { readSseFrames } from "./sse.js";
 
@@ -11,6 +11,8 @@ export interface M1l0ClientOptions {
   fetch?: typeof fetch;
   /** reconnect attempts in a row without receiving an event before watch() gives up (default 5) */
   maxReconnects?: number;
+  /** deadline of one request: the whole answer, or an event stream's headers (default 30 000 ms) */
+  requestTimeoutMs?: number;
 }
 
 export interface SubmitOptions {
@@ -31,7 +33,15 @@ export interface ListBuildsOptions {
   status?: BuildStatus;
   /** 1–500, server default 50 */
   limit?: number;
+  /** the `nextCursor` of a previous page (opaque): continue after its last build */
+  cursor?: string;
   signal?: AbortSignal;
+}
+
+/** One page of `GET /builds`: newest first; `nextCursor` is absent on the last page. */
+export interface BuildsPage {
+  builds: BuildRecord[];
+  nextCursor?: string;
 }
 
 export interface WatchOptions {
@@ -75,18 +85,20 @@ export class M1l0Client {
   private readonly token: string | undefined;
   private readonly fetchImpl: typeof fetch;
   private readonly maxReconnects: number;
+  private readonly requestTimeoutMs: number;
 
   constructor(options: M1l0ClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.token = options.token;
     this.fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.maxReconnects = options.maxReconnects ?? 5;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
   /** Submits a config (an object, or YAML/JSON text as in m1l0.yaml); the API validates it. */
   async submit(config: BuildConfigInput | string, options: SubmitOptions = {}): Promise<SubmittedBuild> {
     const isText = typeof config === "string";
-    const response = await this.request("/builds", {
+    const body = await this.call("/builds", (response) => response.json() as Promise<SubmittedBuild>, {
       method: "POST",
       headers: {
         "content-type": isText ? "application/yaml" : "application/json",
@@ -95,13 +107,15 @@ export class M1l0Client {
       body: isText ? config : JSON.stringify(config),
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const body = (await response.json()) as SubmittedBuild;
     return { id: body.id, status: body.status };
   }
 
   async get(id: string, options: { signal?: AbortSignal } = {}): Promise<BuildRecord> {
-    const response = await this.request(`/builds/${encodeURIComponent(id)}`, options.signal ? { signal: options.signal } : {});
-    const { links: _links, ...record } = (await response.json()) as BuildRecord & { links?: unknown };
+    const { links: _links, ...record } = await this.call(
+      `/builds/${encodeURIComponent(id)}`,
+      (response) => response.json() as Promise<BuildRecord & { links?: unknown }>,
+      options.signal ? { signal: options.signal } : {},
+    );
     return record;
   }
 
@@ -111,25 +125,45 @@ export class M1l0Client {
    * seconds). A finished build → M1l0ApiError 409 CONFLICT.
    */
   async cancel(id: string, options: { signal?: AbortSignal } = {}): Promise<{ id: string; status: BuildRecord["status"]; cancel: string }> {
-    const response = await this.request(`/builds/${encodeURIComponent(id)}`, { method: "DELETE", ...(options.signal ? { signal: options.signal } : {}) });
-    const body = (await response.json()) as { id: string; status: BuildRecord["status"]; cancel: string };
+    const body = await this.call(`/builds/${encodeURIComponent(id)}`, (response) => response.json() as Promise<{ id: string; status: BuildRecord["status"]; cancel: string }>, {
+      method: "DELETE",
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     return { id: body.id, status: body.status, cancel: body.cancel };
   }
 
-  /** Most recent builds first. */
+  /** Most recent builds first: one page (see listPage for its cursor, listAll for every page). */
   async list(options: ListBuildsOptions = {}): Promise<BuildRecord[]> {
+    return (await this.listPage(options)).builds;
+  }
+
+  /**
+   * One page of builds, newest first, and the cursor of the next one (absent on the last).
+   * Cursors are positions: builds submitted meanwhile never shift or repeat later pages.
+   */
+  async listPage(options: ListBuildsOptions = {}): Promise<BuildsPage> {
     const query = new URLSearchParams();
     if (options.status) query.set("status", options.status);
     if (options.limit !== undefined) query.set("limit", String(options.limit));
+    if (options.cursor !== undefined) query.set("cursor", options.cursor);
     const suffix = query.size ? `?${query.toString()}` : "";
-    const response = await this.request(`/builds${suffix}`, options.signal ? { signal: options.signal } : {});
-    return ((await response.json()) as { builds: BuildRecord[] }).builds;
+    const body = await this.call(`/builds${suffix}`, (response) => response.json() as Promise<{ builds: BuildRecord[]; nextCursor?: string | null }>, options.signal ? { signal: options.signal } : {});
+    return { builds: body.builds, ...(body.nextCursor ? { nextCursor: body.nextCursor } : {}) };
+  }
+
+  /** Every build (this token may see), newest first, fetched a page (`limit`) at a time as you iterate. */
+  async *listAll(options: Omit<ListBuildsOptions, "cursor"> = {}): AsyncGenerator<BuildRecord> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listPage({ ...options, ...(cursor ? { cursor } : {}) });
+      yield* page.builds;
+      cursor = page.nextCursor;
+    } while (cursor);
   }
 
   /** The build's log so far as text, one `<time> [phase] line` per event. */
   async logs(id: string, options: { signal?: AbortSignal } = {}): Promise<string> {
-    const response = await this.request(`/builds/${encodeURIComponent(id)}/logs`, options.signal ? { signal: options.signal } : {});
-    return response.text();
+    return this.call(`/builds/${encodeURIComponent(id)}/logs`, (response) => response.text(), options.signal ? { signal: options.signal } : {});
   }
 
   /**
@@ -143,13 +177,19 @@ export class M1l0Client {
     let connectedOnce = false;
     let failures = 0;
     for (;;) {
+      // the deadline covers the answer's headers; the stream then lives as long as the caller's signal
+      const connection = this.scope(signal);
       let response: Response;
       try {
-        response = await this.request(`/builds/${encodeURIComponent(id)}/logs?follow=1`, {
-          headers: { accept: "text/event-stream", ...(lastEventId ? { "last-event-id": lastEventId } : {}) },
-          ...(signal ? { signal } : {}),
-        });
+        response = await connection.race(
+          this.request(`/builds/${encodeURIComponent(id)}/logs?follow=1`, {
+            headers: { accept: "text/event-stream", ...(lastEventId ? { "last-event-id": lastEventId } : {}) },
+            signal: connection.signal,
+          }),
+        );
+        connection.stopTimer();
       } catch (error) {
+        connection.dispose();
         if (signal?.aborted) throw signal.reason;
         const transient = error instanceof M1l0ApiError && (error.code === API_UNREACHABLE || RETRYABLE_HTTP.has(error.status));
         // a first connection that fails is a wrong address or a down API: say so at once
@@ -172,6 +212,8 @@ export class M1l0Client {
         if (signal?.aborted) throw signal.reason;
         if (error instanceof SyntaxError) throw new M1l0ApiError(response.status, "INVALID_RESPONSE", `the event stream sent invalid JSON: ${error.message}`, { cause: error });
         // otherwise the connection broke mid-stream: resume below
+      } finally {
+        connection.dispose();
       }
       // the stream ended without a final status (network drop, proxy timeout, replica restart)
       if (++failures > this.maxReconnects) {
@@ -183,9 +225,8 @@ export class M1l0Client {
 
   /** Resolves with the final record once the build succeeded, failed, was cancelled or cached. */
   async wait(id: string, options: WaitOptions = {}): Promise<BuildRecord> {
-    const timeout = new AbortController();
-    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => timeout.abort(), options.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout.signal]) : timeout.signal;
+    const deadline = new AbortScope({ timeoutMs: options.timeoutMs, signal: options.signal, onTimeout: () => new M1l0TimeoutError(id, options.timeoutMs ?? 0) });
+    const { signal } = deadline;
     try {
       let lastEventId: string | undefined;
       for (;;) {
@@ -198,10 +239,30 @@ export class M1l0Client {
         await sleep(500, signal);
       }
     } catch (error) {
-      if (timeout.signal.aborted && !options.signal?.aborted) throw new M1l0TimeoutError(id, options.timeoutMs ?? 0);
+      if (deadline.timedOut) throw new M1l0TimeoutError(id, options.timeoutMs ?? 0);
       throw error;
     } finally {
-      clearTimeout(timer);
+      deadline.dispose();
+    }
+  }
+
+  /** A scope for one request: the client's deadline, following the caller's signal. */
+  private scope(signal: AbortSignal | undefined): AbortScope {
+    const seconds = this.requestTimeoutMs / 1000;
+    return new AbortScope({
+      timeoutMs: this.requestTimeoutMs,
+      signal,
+      onTimeout: () => new M1l0ApiError(0, API_UNREACHABLE, `the M1L0 API at ${this.baseUrl} did not answer within ${seconds} s (the client's requestTimeoutMs)`),
+    });
+  }
+
+  /** One request and the reading of its answer, under the client's deadline. */
+  private async call<T>(path: string, read: (response: Response) => Promise<T>, init: RequestInit = {}): Promise<T> {
+    const scope = this.scope(init.signal ?? undefined);
+    try {
+      return await scope.race(this.request(path, { ...init, signal: scope.signal }).then(read));
+    } finally {
+      scope.dispose();
     }
   }
 

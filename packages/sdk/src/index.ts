@@ -1,5 +1,5 @@
 export { M1l0Client, isBuildStatus } from "./client.js";
-export type { ListBuildsOptions, M1l0ClientOptions, SubmitOptions, SubmittedBuild, WaitOptions, WatchOptions, WatchedEvent } from "./client.js";
+export type { BuildsPage, ListBuildsOptions, M1l0ClientOptions, SubmitOptions, SubmittedBuild, WaitOptions, WatchOptions, WatchedEvent } from "./client.js";
 export { API_UNREACHABLE, M1l0ApiError, M1l0TimeoutError } from "./errors.js";
 export { readSseFrames, type SseFrame } from "./sse.js";
 export {

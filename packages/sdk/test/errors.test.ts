@@ -38,3 +38,27 @@ describe("errors the API answers about tokens", () => {
     expect(seen).toBe("Bearer m1l0_secret");
   });
 });
+
+describe("paging", () => {
+  it("listPage sends the cursor and returns nextCursor; listAll follows every page and stops on the last", async () => {
+    const pages: Record<string, { builds: Array<{ id: string }>; nextCursor: string | null }> = {
+      "": { builds: [{ id: "bld_3" }, { id: "bld_2" }], nextCursor: "c1" },
+      c1: { builds: [{ id: "bld_1" }], nextCursor: null },
+    };
+    const asked: string[] = [];
+    const client = new M1l0Client({
+      baseUrl: "http://api",
+      fetch: async (input) => {
+        const url = new URL(String(input));
+        asked.push(url.search);
+        return new Response(JSON.stringify(pages[url.searchParams.get("cursor") ?? ""]), { status: 200 });
+      },
+    });
+    expect(await client.listPage({ limit: 2, status: "failed" })).toEqual({ builds: [{ id: "bld_3" }, { id: "bld_2" }], nextCursor: "c1" });
+    expect(await client.listPage({ cursor: "c1" })).toEqual({ builds: [{ id: "bld_1" }] });
+    const all: string[] = [];
+    for await (const build of client.listAll({ limit: 2 })) all.push(build.id);
+    expect(all).toEqual(["bld_3", "bld_2", "bld_1"]);
+    expect(asked).toEqual(["?status=failed&limit=2", "?cursor=c1", "?limit=2", "?limit=2&cursor=c1"]);
+  });
+});

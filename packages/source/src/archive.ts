@@ -4,7 +4,7 @@ import path from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, formatBytes } from "@m1l0/config";
 import * as tar from "tar-stream";
 import { DEFAULT_ARCHIVE_LIMITS, type ArchiveLimits } from "./types.js";
 
@@ -23,15 +23,6 @@ export interface ExtractStats {
   bytes: number;
   /** gzip bytes read */
   compressedBytes: number;
-}
-
-const MiB = 1024 * 1024;
-
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < MiB) return `${(bytes / 1024).toFixed(1)} KiB`;
-  if (bytes < 1024 * MiB) return `${(bytes / MiB).toFixed(1)} MiB`;
-  return `${(bytes / 1024 / MiB).toFixed(2)} GiB`;
 }
 
 function safeName(name: string): string {

@@ -1,12 +1,7 @@
 import { realpath, stat } from "node:fs/promises";
 import path from "node:path";
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, isInside } from "@m1l0/config";
 import type { FetchSourceOptions, FetchedSource } from "./types.js";
-
-function isInside(parent: string, child: string): boolean {
-  const rel = path.relative(parent, child);
-  return rel === "" || (!rel.startsWith(`..${path.sep}`) && rel !== ".." && !path.isAbsolute(rel));
-}
 
 /** dir:///abs/path → that directory on the worker, used in place (no copy). */
 export async function fetchDir(options: FetchSourceOptions): Promise<FetchedSource> {

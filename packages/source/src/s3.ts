@@ -1,7 +1,7 @@
 import path from "node:path";
-import { BuilderError } from "@m1l0/config";
+import { BuilderError, formatBytes } from "@m1l0/config";
 import { getObjectStream } from "@m1l0/storage";
-import { extractTarGz, formatBytes } from "./archive.js";
+import { extractTarGz } from "./archive.js";
 import { describeSource } from "./describe.js";
 import { DEFAULT_ARCHIVE_LIMITS, type ArchiveLimits, type FetchSourceOptions, type FetchedSource } from "./types.js";
 

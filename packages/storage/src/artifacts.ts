@@ -3,7 +3,7 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { HeadObjectCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
+import { HeadObjectCommand, ListObjectsCommand, type S3Client } from "@aws-sdk/client-s3";
 import { BuilderError } from "@m1l0/config";
 import { createS3Client, type S3Settings } from "./client.js";
 import { getObjectStream, putObject } from "./objects.js";
@@ -17,12 +17,6 @@ export const artifactKeys = {
   recordsPrefix: "records/",
 } as const;
 
-export interface StoredArtifact {
-  key: string;
-  lastModified: Date;
-  size: number;
-}
-
 /**
  * Port: the log/artifact store. The S3 implementation is used when a bucket is configured;
  * the local-folder one otherwise (single-host installs, development).
@@ -35,12 +29,28 @@ export interface ArtifactStore {
   put(key: string, body: Readable | Buffer | string, contentType?: string): Promise<void>;
   /** undefined when the key does not exist */
   get(key: string): Promise<Readable | undefined>;
-  /** Objects under `prefix`, newest first, at most `limit`. */
-  list(prefix: string, limit: number): Promise<StoredArtifact[]>;
+  /**
+   * Keys under `prefix` in ascending byte order (S3's own order), after `startAfter` when
+   * given, at most `limit` (at most 1,000: one S3 list call). Fewer than `limit` means the end.
+   * Newest-first listings come from key layouts that sort that way (see record-index.ts).
+   */
+  listKeys(prefix: string, options: ListKeysOptions): Promise<string[]>;
 }
 
-/** Most keys read from S3 when listing newest-first (S3 lists in key order only). */
-const LIST_SCAN_LIMIT = 10_000;
+export interface ListKeysOptions {
+  /** exclusive: the first key returned sorts after this one */
+  startAfter?: string;
+  /** 1–1,000 */
+  limit: number;
+}
+
+/** One ListObjectsV2 call answers at most this many keys. */
+export const LIST_KEYS_MAX = 1000;
+
+function listLimit(limit: number): number {
+  if (!Number.isInteger(limit) || limit < 1 || limit > LIST_KEYS_MAX) throw new BuilderError("INTERNAL", `listKeys limit must be an integer from 1 to ${LIST_KEYS_MAX} (got ${limit})`);
+  return limit;
+}
 
 export class S3ArtifactStore implements ArtifactStore {
   readonly location: string;
@@ -78,20 +88,19 @@ export class S3ArtifactStore implements ArtifactStore {
     }
   }
 
-  async list(prefix: string, limit: number): Promise<StoredArtifact[]> {
-    const found: StoredArtifact[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ...(token ? { ContinuationToken: token } : {}) }),
-      );
-      for (const object of page.Contents ?? []) {
-        if (!object.Key) continue;
-        found.push({ key: object.Key.slice(this.prefix.length), lastModified: object.LastModified ?? new Date(0), size: object.Size ?? 0 });
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token && found.length < LIST_SCAN_LIMIT);
-    return newestFirst(found, limit);
+  async listKeys(prefix: string, options: ListKeysOptions): Promise<string[]> {
+    // ListObjects (v1): its Marker is exactly V2's StartAfter, and s3rver (our test server)
+    // answers 500 to any truncated V2 listing (its continuation token needs DES, which
+    // Node 20's OpenSSL 3 lacks). AWS S3 and MinIO serve both versions.
+    const page = await this.client.send(
+      new ListObjectsCommand({
+        Bucket: this.bucket,
+        Prefix: this.prefix + prefix,
+        MaxKeys: listLimit(options.limit),
+        ...(options.startAfter !== undefined ? { Marker: this.prefix + options.startAfter } : {}),
+      }),
+    );
+    return (page.Contents ?? []).flatMap((object) => (object.Key ? [object.Key.slice(this.prefix.length)] : []));
   }
 }
 
@@ -137,23 +146,31 @@ export class LocalArtifactStore implements ArtifactStore {
     return createReadStream(target);
   }
 
-  async list(prefix: string, limit: number): Promise<StoredArtifact[]> {
-    // keys are `<folder>/<name>`: list the folder and match the rest of the prefix on names
-    const folder = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : "";
-    const namePrefix = prefix.slice(folder.length);
-    const names = await readdir(folder ? this.pathOf(folder) : this.root).catch(() => [] as string[]);
-    const found: StoredArtifact[] = [];
-    for (const name of names) {
-      if (!name.startsWith(namePrefix) || name.endsWith(".partial")) continue;
-      const stats = await stat(path.join(this.root, folder, name)).catch(() => undefined);
-      if (stats?.isFile()) found.push({ key: folder + name, lastModified: stats.mtime, size: stats.size });
-    }
-    return newestFirst(found, limit);
+  async listKeys(prefix: string, options: ListKeysOptions): Promise<string[]> {
+    const limit = listLimit(options.limit);
+    const { startAfter } = options;
+    const found: string[] = [];
+    // S3 semantics over folders: keys are paths, listed in byte order; folders that hold only
+    // keys before startAfter (or outside the prefix) are skipped unread, so a page reads the
+    // folders it lists from, not the whole store
+    const walk = async (folder: string): Promise<void> => {
+      const entries = await readdir(folder ? this.pathOf(folder) : this.root, { withFileTypes: true }).catch(() => []);
+      // a folder sorts as its keys do: "a/…" after "a-b", so compare "a/" with "a-b"
+      const named = entries.map((entry) => ({ entry, key: folder + entry.name + (entry.isDirectory() ? "/" : "") })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      for (const { entry, key } of named) {
+        if (found.length >= limit) return;
+        if (entry.isDirectory()) {
+          const overlapsPrefix = key.startsWith(prefix) || prefix.startsWith(key);
+          const allBefore = startAfter !== undefined && key < startAfter && !startAfter.startsWith(key);
+          if (overlapsPrefix && !allBefore) await walk(key);
+        } else if (entry.isFile() && key.startsWith(prefix) && !entry.name.endsWith(".partial") && (startAfter === undefined || key > startAfter)) {
+          found.push(key);
+        }
+      }
+    };
+    await walk(prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : "");
+    return found;
   }
-}
-
-function newestFirst(items: StoredArtifact[], limit: number): StoredArtifact[] {
-  return items.sort((a, b) => b.lastModified.getTime() - a.lastModified.getTime() || (a.key < b.key ? 1 : -1)).slice(0, limit);
 }
 
 export interface ArtifactStoreSettings {

@@ -8,5 +8,17 @@ export {
   createArtifactStore,
   type ArtifactStore,
   type ArtifactStoreSettings,
-  type StoredArtifact,
+  LIST_KEYS_MAX,
+  type ListKeysOptions,
 } from "./artifacts.js";
+export {
+  RECORD_INDEX_ROOT,
+  archiveRecord,
+  parseRecordIndexKey,
+  recordIndexKey,
+  recordIndexKeys,
+  recordIndexPrefix,
+  reindexArchivedRecords,
+  type RecordIndexFilter,
+  type ReindexProgress,
+} from "./record-index.js";

@@ -11,7 +11,6 @@ import {
   reportFigures,
   services,
   sleeperRepo,
-  startBlackhole,
   startStack,
   submit,
   terminalEvents,
@@ -21,6 +20,7 @@ import {
   type RunningStack,
   apiFetch,
 } from "@m1l0/e2e";
+import { startHungServer, type HungServer } from "@m1l0/testkit";
 import { CHAOS_WORKER_ENV, seconds, workDir } from "../src/index.js";
 
 // (g) Cancel in each phase — queued, fetching, building, pushing — is `cancelled` within 5 s and
@@ -38,15 +38,15 @@ afterAll(() => {
 
 describe("chaos: cancel during each phase", () => {
   let stack: RunningStack;
-  let hungGit: Awaited<ReturnType<typeof startBlackhole>>;
-  let hungRegistry: Awaited<ReturnType<typeof startBlackhole>>;
+  let hungGit: HungServer;
+  let hungRegistry: HungServer;
   let connection: Redis;
   let queue: Queue;
   const figures: string[] = [];
 
   beforeAll(async () => {
-    hungGit = await startBlackhole();
-    hungRegistry = await startBlackhole();
+    hungGit = await startHungServer();
+    hungRegistry = await startHungServer();
     stack = await startStack({ concurrency: 1, workerEnv: { ...CHAOS_WORKER_ENV, WORK_DIR: work, DOCKERHUB_REGISTRY: `127.0.0.1:${hungRegistry.port}` } });
     connection = new Redis(services.redisUrl, { maxRetriesPerRequest: null });
     queue = new Queue(stack.queueName, { connection });
@@ -55,8 +55,8 @@ describe("chaos: cancel during each phase", () => {
     await queue?.close();
     connection?.disconnect();
     await stack?.stop();
-    hungGit?.close();
-    hungRegistry?.close();
+    await hungGit?.close();
+    await hungRegistry?.close();
   });
 
   function sleeper(marker: string, secondsToSleep: number) {

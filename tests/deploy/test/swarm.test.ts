@@ -1,6 +1,7 @@
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createApiToken } from "@m1l0/config";
-import { ROOT_DIR, eventually, findNeedles, reportFigures, scanRedis, scanS3, type Finding } from "@m1l0/e2e";
+import { ROOT_DIR, eventually, reportFigures } from "@m1l0/e2e";
+import { findNeedles, scanRedis, scanS3, type Finding } from "@m1l0/testkit";
 import { Redis } from "ioredis";
 import { connect } from "node:net";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -149,7 +150,7 @@ beforeAll(async () => {
       M1L0_API_IMAGE: images.api,
       M1L0_WORKER_IMAGE: images.worker,
       M1L0_STANDIN_IMAGE: images.standIns,
-      BUILD_NETWORK: "none",
+      BUILD_EGRESS: "none", // test builds need no network (and the rules would need a privileged step per node)
       WORKER_SHUTDOWN_GRACE_SECONDS: "3",
       SUBMIT_RATE_LIMIT_MAX: "0", // one token submits every build of this test
     },

@@ -2,4 +2,3 @@ export * from "./stack.js";
 export * from "./client.js";
 export * from "./inspect.js";
 export * from "./private-services.js";
-export * from "./secret-scan.js";

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { freePort, services } from "./stack.js";
+import { freePort, services, stopChild as stopProcess, waitFor } from "@m1l0/testkit";
 
 /**
  * Private instances of the services for tests that stop or restart one: each has its own
@@ -18,23 +18,8 @@ export interface PrivateService {
   destroy(): Promise<void>;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
-
-function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once("exit", () => resolve());
-    child.kill(signal);
-  });
-}
+/** Private services stop when asked, without SIGKILL: a test that restarts one wants its clean shutdown (AOF, registry storage). */
+const stopChild = (child: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, { signal, killAfterMs: 0 });
 
 /** A redis-server of the test's own (AOF on, noeviction), restartable on the same port and data. */
 export async function startPrivateRedis(): Promise<PrivateService> {
@@ -164,22 +149,3 @@ export async function startPrivateDockerd(images: string[] = [services.baseImage
   return service;
 }
 
-/** A TCP server that accepts connections and never answers: a hung git server or registry. */
-export async function startBlackhole(): Promise<{ port: number; close(): void }> {
-  const { createServer } = await import("node:net");
-  const sockets = new Set<import("node:net").Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-    socket.on("close", () => sockets.delete(socket));
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return {
-    port,
-    close() {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}

@@ -1,6 +1,9 @@
 import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import type { BuildRecord } from "@m1l0/config";
+import { recordIndexKeys } from "@m1l0/storage";
 import Docker from "dockerode";
 import { Redis } from "ioredis";
+import { withDeadline } from "@m1l0/config";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -72,7 +75,7 @@ async function startS3rver(): Promise<void> {
   const probe = async () => {
     try {
       // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
-      const response = await fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal: AbortSignal.timeout(2_000) });
+      const response = await withDeadline({ timeoutMs: 2_000 }, (signal) => fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal }));
       lastProbe = `HTTP ${response.status}`;
       return response.status === 404;
     } catch (error) {
@@ -114,7 +117,7 @@ async function startApi(queueName: string, keyPrefix: string, tokens: StackToken
   const port = await freePort();
   const logs: string[] = [];
   const child = spawn(process.execPath, [path.join(ROOT_DIR, "apps/api/dist/server.js")], {
-    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", API_TOKENS: tokens.apiTokensEnv, ALLOW_HTTP_SOURCES: "true", LOG_LEVEL: "warn", ...s3Env() },
+    env: { PATH: process.env.PATH, REDIS_URL: services.redisUrl, BUILD_QUEUE_NAME: queueName, REDIS_KEY_PREFIX: keyPrefix, HOST: "127.0.0.1", PORT: String(port), GRPC_PORT: "0", API_TOKENS: tokens.apiTokensEnv, ALLOW_HTTP_SOURCES: "true", SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1", LOG_LEVEL: "warn", ...s3Env() },
     stdio: ["ignore", "pipe", "pipe"],
   });
   child.stdout?.on("data", (chunk: Buffer) => logs.push(chunk.toString()));
@@ -307,6 +310,10 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     const stored = JSON.parse(await s3Text(`records/${id}.json`)) as RecordView;
     expect(stored).toMatchObject({ id, status: "succeeded", contextDigest: archived.contextDigest, image: { digest: archived.image!.digest } });
     expect(stored.artifacts).toMatchObject({ log: "uploaded", context: "uploaded", record: "uploaded" });
+    // and its keys in the newest-first index GET /builds pages through once Redis forgets the build
+    const indexKeys = recordIndexKeys(stored as unknown as BuildRecord);
+    expect(indexKeys.length).toBeGreaterThanOrEqual(2);
+    for (const key of indexKeys) expect(await s3Text(key)).toBe(`records/${id}.json`);
   });
 
   it("the archived context is exactly what Docker built: its digest matches and it rebuilds to an image with the same config", async () => {

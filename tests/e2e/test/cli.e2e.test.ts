@@ -13,6 +13,7 @@ const run = Date.now().toString(36);
 const ANSI = /\x1b\[/;
 
 let stack: RunningStack;
+let artifactsDir: string | undefined;
 let configDir: string;
 let succeededBuildId: string | undefined;
 
@@ -45,12 +46,15 @@ function writeConfig(name: string, content: string | Record<string, unknown>): s
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // its own archive folder: the history it pages through holds this stack's builds only
+  artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-artifacts-"));
+  stack = await startStack({ apiEnv: { ARTIFACTS_DIR: artifactsDir }, workerEnv: { ARTIFACTS_DIR: artifactsDir } });
   configDir = mkdtempSync(path.join(tmpdir(), "m1l0-cli-"));
 });
 
 afterAll(async () => {
   await stack?.stop();
+  if (artifactsDir) rmSync(artifactsDir, { recursive: true, force: true });
   if (configDir) rmSync(configDir, { recursive: true, force: true });
 });
 
@@ -142,6 +146,28 @@ describe("m1l0 CLI (built binary) against the real stack", () => {
     expect(result.stderr).toMatch(/^==> build bld_\w+ failed after .*: ENTRY_NOT_FOUND: .*missing\.py/m);
     expect(result.stdout).not.toMatch(/^image:/m);
     expect(result.stderr).not.toMatch(ANSI);
+  });
+
+  it("list pages newest first: --limit with the printed --cursor, and --all, each build once", async () => {
+    const everything = JSON.parse((await m1l0(["list", "--json", "--limit", "500"])).stdout) as Array<{ id: string }>;
+    expect(everything.length, "needs the builds of the tests before").toBeGreaterThanOrEqual(2);
+    const paged: string[] = [];
+    let args = ["list", "--json", "--limit", "1"];
+    for (let page = 0; page <= everything.length; page++) {
+      const result = await m1l0(args);
+      expect(result.code, result.stderr).toBe(0);
+      paged.push(...(JSON.parse(result.stdout) as Array<{ id: string }>).map((build) => build.id));
+      const next = /^next page: --cursor (\S+)$/m.exec(result.stderr)?.[1];
+      if (!next) break;
+      args = ["list", "--json", "--limit", "1", "--cursor", next];
+    }
+    expect(paged).toEqual(everything.map((build) => build.id));
+    const all = await m1l0(["list", "--json", "--limit", "1", "--all"]);
+    expect((JSON.parse(all.stdout) as Array<{ id: string }>).map((build) => build.id)).toEqual(paged);
+    expect(all.stderr).not.toMatch(/next page/);
+    const bad = await m1l0(["list", "--cursor", "nonsense"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/cursor/);
   });
 
   it("says what to set when the API refuses the token, and reads M1L0_TOKEN_FILE", async () => {

@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import Docker from "dockerode";
+import { Redis } from "ioredis";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -192,8 +193,7 @@ function connect<T extends grpc.Client>(Client: ClientConstructor<T>, token: str
 }
 
 beforeAll(async () => {
-  // the test git server is on loopback, which workers refuse unless allowlisted
-  stack = await startStack({ workerEnv: { SOURCE_HOST_ALLOWLIST: "127.0.0.0/8" } });
+  stack = await startStack();
 });
 
 afterAll(async () => {
@@ -262,6 +262,38 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     expect(pulledImage.Config.Labels).toMatchObject({ "ai.m1l0.build-id": id, "ai.m1l0.tag.Project": "mnist" });
   });
 
+  it("once Redis forgets a build, Find and Push answer from the archive as GET /builds/:id does", async () => {
+    const id = `grpc-archived-${run}`;
+    const revision = `grpc-archived-${run}`;
+    const client = connect(ImageBuilder);
+    const built = await collect(client.Build(seedRequest(id, revision)));
+    expect(built.error, built.error?.message).toBeUndefined();
+    const live = await waitUntil(stack.apiUrl, id, (record) => (record as { artifacts?: { record?: string } }).artifacts?.record === "uploaded", 120_000);
+    const foundLive = await unary(client.Find, client, { id });
+    const pushedLive = await collect(client.Push({ id }));
+    expect(pushedLive.error).toBeUndefined();
+
+    // Redis retention is over for this build: only the archive has it
+    const redis = new Redis(services.redisUrl);
+    try {
+      expect(await redis.del(`${stack.keyPrefix}build:${id}:events`, `${stack.keyPrefix}build:${id}`)).toBe(2);
+      await redis.zrem(`${stack.keyPrefix}builds`, id);
+    } finally {
+      redis.disconnect();
+    }
+    const rest = await apiFetch(`${stack.apiUrl}/builds/${id}`);
+    expect(rest.status).toBe(200);
+    expect(((await rest.json()) as { image?: { digest?: string } }).image?.digest).toBe(live.image?.digest);
+    expect(await unary(client.Find, client, { id })).toEqual(foundLive);
+    const pushedArchived = await collect(client.Push({ id }));
+    expect(pushedArchived.error, pushedArchived.error?.message).toBeUndefined();
+    expect(pushedArchived.bodies).toEqual(pushedLive.bodies);
+    expect(pushedArchived.bodies.at(-1)).toBe(`repository: ${services.registryHost}/m1l0/mnist:${revision}`);
+    // another token still cannot see it
+    const other = connect(ImageBuilder, stack.tokens.alice);
+    await expect(unary(other.Find, other, { id })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+  });
+
   it("a failed build ends Build and Push with FAILED_PRECONDITION carrying the reason", async () => {
     const client = connect(ImageBuilder);
     const id = `grpc-fail-${run}`;
@@ -299,6 +331,16 @@ describe("gRPC ImageBuilderService (client from the contract only, real stack)",
     const badId = await collect(client.Build(seedRequest("../etc/passwd", "v1")));
     expect(badId.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(badId.error?.details).toMatch(/^id: /);
+
+    // a source host forbidden by its spelling alone: refused before anything is enqueued
+    for (const source of ["http://169.254.169.254/latest/meta-data/", "http://2852039166/x.git", "http://[::ffff:169.254.169.254]/x.git"]) {
+      const forbiddenId = `grpc-forbidden-${run}-${source.length}`;
+      const forbidden = await collect(client.Build(seedRequest(forbiddenId, "v1", { source })));
+      expect(forbidden.error?.code, source).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(forbidden.error?.details, source).toMatch(/^source: source host .* is not allowed: a cloud metadata address/);
+      expect(forbidden.error?.metadata.get("m1l0-error-code"), source).toEqual(["SOURCE_NOT_ALLOWED"]);
+      expect((await apiFetch(`${stack.apiUrl}/builds/${forbiddenId}`)).status, source).toBe(404);
+    }
   });
 
   it("answers NOT_FOUND for an unknown id on Find and Push", async () => {

@@ -1,6 +1,7 @@
 import type { BuildConfigInput } from "@m1l0/config";
 import { M1l0ApiError, M1l0Client, type WatchedEvent } from "@m1l0/sdk";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -11,6 +12,7 @@ const mnistConfig = parse(mnistText) as Record<string, unknown>;
 const run = Date.now().toString(36);
 
 let stack: RunningStack;
+let artifactsDir: string | undefined;
 let client: M1l0Client;
 /** the build of the first test, reused to check resuming on a finished event stream */
 let finishedBuildId: string | undefined;
@@ -22,12 +24,15 @@ async function collect(events: AsyncIterable<WatchedEvent>): Promise<WatchedEven
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // its own archive folder: the history it pages through holds this stack's builds only
+  artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-artifacts-"));
+  stack = await startStack({ apiEnv: { ARTIFACTS_DIR: artifactsDir }, workerEnv: { ARTIFACTS_DIR: artifactsDir } });
   client = new M1l0Client({ baseUrl: stack.apiUrl, token: stack.token });
 });
 
 afterAll(async () => {
   await stack?.stop();
+  if (artifactsDir) rmSync(artifactsDir, { recursive: true, force: true });
 });
 
 describe("SDK against the real stack", () => {
@@ -100,6 +105,20 @@ describe("SDK against the real stack", () => {
     } finally {
       fixture.cleanup();
     }
+  });
+
+  it("pages through the builds with cursors: listPage and listAll see each build once, newest first", async () => {
+    const everything = (await client.list({ limit: 500 })).map((build) => build.id);
+    expect(everything.length, "needs the builds of the tests before").toBeGreaterThanOrEqual(2);
+    const first = await client.listPage({ limit: 1 });
+    expect(first.builds.map((build) => build.id)).toEqual(everything.slice(0, 1));
+    expect(first.nextCursor).toEqual(expect.any(String));
+    const second = await client.listPage({ limit: 1, cursor: first.nextCursor! });
+    expect(second.builds.map((build) => build.id)).toEqual(everything.slice(1, 2));
+    const paged: string[] = [];
+    for await (const build of client.listAll({ limit: 1 })) paged.push(build.id);
+    expect(paged).toEqual(everything);
+    await expect(client.listPage({ cursor: "nonsense" })).rejects.toMatchObject({ status: 400, code: "VALIDATION_FAILED", issues: [{ field: "cursor" }] });
   });
 
   it("reports an unknown build as NOT_FOUND and an unreachable API as API_UNREACHABLE", async () => {

@@ -6,8 +6,8 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { findNeedles, scanRedis as scanRedisOf, scanS3 as scanS3Of, type Finding } from "@m1l0/testkit";
 import { startEcrStandIn, type EcrStandIn } from "../src/ecr-standin.js";
-import { findNeedles, scanRedis as scanRedisOf, scanS3 as scanS3Of, type Finding } from "../src/secret-scan.js";
 import { apiFetch, ROOT_DIR, createGitFixture, getBuild, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
 const mnistDir = path.join(ROOT_DIR, "examples/mnist");

@@ -42,12 +42,30 @@ const ROUTE_DOCS: Record<string, Record<string, unknown>> = {
     },
   },
   "GET /builds": {
-    summary: "List builds, newest first (Redis, then records archived in S3)",
+    summary: "List builds, newest first, a page at a time (Redis and the S3 archive alike)",
+    description:
+      "Builds ordered by creation time, newest first (ties by id). A user token sees the builds it submitted, an admin token all. " +
+      "When `nextCursor` is not null, pass it as `cursor` (with the same status) for the next page; cursors are opaque positions, " +
+      "so builds submitted meanwhile never shift or repeat the following pages. An invalid cursor is a 400 naming `cursor`.",
     querystring: {
       type: "object",
-      properties: { status: { type: "string", enum: [...BUILD_STATUSES] }, limit: { type: "integer", minimum: 1, maximum: 500, default: 50 } },
+      properties: {
+        status: { type: "string", enum: [...BUILD_STATUSES] },
+        limit: { type: "integer", minimum: 1, maximum: 500, default: 50 },
+        cursor: { type: "string", description: "nextCursor of the previous page (opaque)" },
+      },
     },
-    response: { 200: { type: "object", properties: { builds: { type: "array", items: recordSchema } } }, 400: errorSchema },
+    response: {
+      200: {
+        type: "object",
+        required: ["builds", "nextCursor"],
+        properties: {
+          builds: { type: "array", items: recordSchema },
+          nextCursor: { type: "string", nullable: true, description: "cursor of the next page; null on the last page" },
+        },
+      },
+      400: errorSchema,
+    },
   },
   "GET /builds/:id": {
     summary: "One build's record",

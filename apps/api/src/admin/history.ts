@@ -1,8 +1,9 @@
 import { BUILD_ID_PATTERN, BUILD_STATUSES, BuilderError, type BuildRecord, type BuildStatus } from "@m1l0/config";
-import { matchesListFilter, type BuildStore, type ListOptions, type StoredEvent } from "@m1l0/queue";
+import type { BuildStore, StoredEvent } from "@m1l0/queue";
 import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import type { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
+import { readHistoryPage, type HistoryPage, type HistoryPageOptions } from "./history-page.js";
 
 /**
  * Build records and logs that outlive Redis retention: Redis first (live, current), then the
@@ -24,30 +25,33 @@ export class BuildHistory {
     return record;
   }
 
-  /** Newest first: Redis records, then archived ones Redis no longer has. */
-  async list(options: ListOptions = {}): Promise<BuildRecord[]> {
-    const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
-    const live = await this.store.list(options);
-    if (live.length >= limit || !this.artifacts) return live;
-    const seen = new Set(live.map((record) => record.id));
-    const archived: BuildRecord[] = [];
-    // filtering by status or submitter needs the record bodies, so read a few more than needed
-    const filtered = options.status !== undefined || options.submitter !== undefined;
-    const objects = await this.artifacts.list(artifactKeys.recordsPrefix, filtered ? 500 : limit + live.length);
-    for (const object of objects) {
-      if (live.length + archived.length >= limit) break;
-      const id = object.key.slice(artifactKeys.recordsPrefix.length).replace(/\.json$/, "");
-      if (seen.has(id)) continue;
-      const record = await this.archivedRecord(id);
-      if (record && matchesListFilter(record, options)) archived.push(record);
-    }
-    return [...live, ...archived].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+  /**
+   * One page of builds, newest first, from Redis and the archive alike (each build once);
+   * `next` is where the following page starts (encode it as the cursor).
+   */
+  async page(options: HistoryPageOptions): Promise<HistoryPage> {
+    return readHistoryPage(this.store, this.artifacts ? (id) => this.archivedRecord(id) : undefined, this.artifacts, options);
   }
 
   /** The archived log (complete, written when the build ended), or undefined. */
   async archivedLog(id: string): Promise<Readable | undefined> {
     if (!BUILD_ID_PATTERN.test(id)) return undefined;
     return this.artifacts?.get(artifactKeys.log(id));
+  }
+
+  /** The archived log once the Redis stream is gone (expired or trimmed away); undefined while Redis has it. */
+  async logIfForgotten(id: string): Promise<Readable | undefined> {
+    const live = await this.store.readEvents(id, "0", { count: 1 });
+    return live.length === 0 ? this.archivedLog(id) : undefined;
+  }
+
+  /**
+   * A build's events after `afterId`, to its final status: the Redis stream (live, waiting
+   * for new events) while it exists, else the archived log's. Every protocol follows through here.
+   */
+  async *events(id: string, afterId: string, signal?: AbortSignal): AsyncGenerator<StoredEvent> {
+    const archived = await this.logIfForgotten(id);
+    yield* archived ? archivedEvents(archived, afterId) : this.store.follow(id, afterId, signal);
   }
 
   private async archivedRecord(id: string): Promise<BuildRecord | undefined> {

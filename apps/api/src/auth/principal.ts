@@ -42,6 +42,11 @@ export class Authenticator {
     return this.entries.length;
   }
 
+  /** The role the token named `name` has now (undefined once it is gone from the configuration). */
+  roleOf(name: string): ApiTokenRole | undefined {
+    return this.entries.find((entry) => entry.name === name)?.role;
+  }
+
   /** The token carried by an Authorization header value (Bearer, or Basic when allowed); UNAUTHENTICATED otherwise. */
   extractToken(header: string | undefined, options: CredentialOptions = {}): string {
     const scheme = options.allowBasic ? "Bearer <token> (or HTTP Basic with the token as the password)" : "Bearer <token>";

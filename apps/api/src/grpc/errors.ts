@@ -18,6 +18,7 @@ const GRPC_STATUS_BY_ERROR_CODE: Partial<Record<ErrorCode, status>> = {
   CONFLICT: status.ALREADY_EXISTS,
   RATE_LIMITED: status.RESOURCE_EXHAUSTED,
   QUEUE_UNAVAILABLE: status.UNAVAILABLE,
+  STORAGE_UNAVAILABLE: status.UNAVAILABLE,
 };
 
 export interface ErrorLogger {

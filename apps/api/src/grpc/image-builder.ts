@@ -9,8 +9,8 @@ import {
   type PushRequestMessage,
   type PushResponseMessage,
 } from "@m1l0/proto";
-import type { BuildStore } from "@m1l0/queue";
 import { once } from "node:events";
+import type { BuildHistory } from "../admin/history.js";
 import { principalOf } from "../auth/grpc.js";
 import { canAccess, submitterOf, type Principal } from "../auth/principal.js";
 import type { SubmissionRateLimiter } from "../auth/rate-limit.js";
@@ -23,15 +23,16 @@ export interface GrpcLogger extends ErrorLogger {
 
 export interface ImageBuilderDeps {
   builds: BuildService;
-  store: BuildStore;
+  /** records and events through Redis, then the archive: the same reads as REST */
+  history: BuildHistory;
   logger: GrpcLogger;
   /** per-token Build budget, shared with REST POST /builds */
   rateLimiter?: SubmissionRateLimiter;
 }
 
 /** The record if this caller may see it; another token's build is NOT_FOUND, exactly like a missing one. */
-async function visibleRecord(store: BuildStore, principal: Principal, id: string): Promise<BuildRecord> {
-  const record = await store.get(id);
+async function visibleRecord(history: BuildHistory, principal: Principal, id: string): Promise<BuildRecord> {
+  const record = await history.get(id);
   if (!record || !canAccess(principal, record)) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
   return record;
 }
@@ -62,7 +63,7 @@ const succeeded = (record: BuildRecord) => record.status === "succeeded" || reco
  * an ordinary build record and any replica can stream any build.
  */
 export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImplementation {
-  const { builds, store, logger, rateLimiter } = deps;
+  const { builds, history, logger, rateLimiter } = deps;
 
   const fail = (call: StreamingCall<unknown, unknown>, signal: AbortSignal, error: unknown) => {
     if (!signal.aborted) call.emit("error", toServiceError(error, logger));
@@ -87,13 +88,13 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
         // client-chosen ids share one namespace: another token's build is not attached to (nor shown)
         if (!created && !canAccess(principal, submitted)) throw new BuilderError("CONFLICT", `id: build id ${id} is already taken; choose another id`);
         logger.info({ buildId: id, created }, created ? "gRPC Build enqueued a build" : "gRPC Build attached to an existing build");
-        for await (const { event } of store.follow(id, "0", signal)) {
+        for await (const { event } of history.events(id, "0", signal)) {
           if (event.type === "log") {
             if (event.phase !== "push") await send(call, { body: event.line }, signal);
             continue;
           }
           if (event.status !== "pushing" && !isTerminal(event.status)) continue;
-          const record = await store.require(id);
+          const record = await history.require(id);
           // the worker records the target when pushing starts; the build phase is over then
           if (record.image && (event.status === "pushing" || succeeded(record))) {
             await send(call, { body: `imagename: ${record.image.reference}` }, signal);
@@ -103,7 +104,7 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
           if (isTerminal(event.status)) break;
         }
         if (signal.aborted) return;
-        const record = await store.require(id);
+        const record = await history.require(id);
         if (succeeded(record) && record.image) {
           await send(call, { body: `imagename: ${record.image.reference}` }, signal);
           call.end();
@@ -120,12 +121,12 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
       const signal = abortOnCancel(call);
       try {
         const id = requireBuildId(call.request.id);
-        await visibleRecord(store, principalOf(call), id);
-        for await (const { event } of store.follow(id, "0", signal)) {
+        await visibleRecord(history, principalOf(call), id);
+        for await (const { event } of history.events(id, "0", signal)) {
           if (event.type === "log" && event.phase === "push") await send(call, { body: event.line }, signal);
         }
         if (signal.aborted) return;
-        const record = await store.require(id);
+        const record = await history.require(id);
         if (succeeded(record) && record.image) {
           await send(call, { body: `repository: ${record.image.reference}` }, signal);
           call.end();
@@ -141,7 +142,7 @@ export function imageBuilderHandlers(deps: ImageBuilderDeps): UntypedServiceImpl
     Find: async (call: ServerUnaryCall<FindRequestMessage, FindResponseMessage>, callback: sendUnaryData<FindResponseMessage>) => {
       try {
         const id = requireBuildId(call.request.id);
-        const record = await visibleRecord(store, principalOf(call), id);
+        const record = await visibleRecord(history, principalOf(call), id);
         if (!succeeded(record) || !record.image?.digest) {
           callback(isTerminal(record.status) && !succeeded(record) ? buildEndedError(record) : buildNotFinishedError(record));
           return;

@@ -2,9 +2,9 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { BuilderError } from "@m1l0/config";
 import { IMAGE_BUILDER_SERVICE_NAME, healthServiceDefinition, imageBuilderServiceDefinition, loadProtoDefinitions } from "@m1l0/proto";
-import type { BuildStore } from "@m1l0/queue";
 import type { Redis } from "ioredis";
 import { readFileSync } from "node:fs";
+import type { BuildHistory } from "../admin/history.js";
 import { requireCallAuth } from "../auth/grpc.js";
 import type { Authenticator } from "../auth/principal.js";
 import type { SubmissionRateLimiter } from "../auth/rate-limit.js";
@@ -19,7 +19,8 @@ export interface GrpcTlsFiles {
 
 export interface GrpcServerOptions {
   builds: BuildService;
-  store: BuildStore;
+  /** the same history REST reads (Redis, then the archive), so both protocols know the same builds */
+  history: BuildHistory;
   redis: Redis;
   host: string;
   port: number;

@@ -1,4 +1,4 @@
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, ListObjectsCommand, type S3Client } from "@aws-sdk/client-s3";
 import type { Redis } from "ioredis";
 import { gunzipSync } from "node:zlib";
 
@@ -56,9 +56,11 @@ export async function scanRedis(redis: Redis, needles: readonly string[]): Promi
 /** Every object in the bucket, gunzipped too (contexts and logs may be compressed). */
 export async function scanS3(s3: S3Client, bucket: string, needles: readonly string[]): Promise<Finding[]> {
   const findings: Finding[] = [];
-  let token: string | undefined;
+  // ListObjects v1 with Marker: s3rver answers 500 to a truncated V2 listing (its continuation
+  // token needs DES, which Node 20's OpenSSL lacks), and other suites may fill the bucket past a page
+  let marker: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, ...(token ? { ContinuationToken: token } : {}) }));
+    const page = await s3.send(new ListObjectsCommand({ Bucket: bucket, ...(marker ? { Marker: marker } : {}) }));
     for (const object of page.Contents ?? []) {
       findNeedles(`s3 key ${object.Key}`, object.Key ?? "", needles, findings);
       const body = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: object.Key }))).Body!.transformToByteArray());
@@ -67,7 +69,7 @@ export async function scanS3(s3: S3Client, bucket: string, needles: readonly str
         findNeedles(`s3 object ${object.Key} (gunzipped)`, gunzipSync(body).toString("latin1"), needles, findings);
       }
     }
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
+    marker = page.IsTruncated ? (page.NextMarker ?? page.Contents?.at(-1)?.Key) : undefined;
+  } while (marker);
   return findings;
 }

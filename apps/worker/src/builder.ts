@@ -1,0 +1,88 @@
+import type { RegistryAuth } from "@m1l0/registry";
+import type { Readable } from "node:stream";
+
+export interface ImageBuildRequest {
+  context: Readable;
+  /** tag(s) to apply, e.g. the push reference */
+  tag: string;
+  dockerfile: string;
+  networkMode: string;
+  /** build args (the egress proxy's HTTP(S)_PROXY: Docker keeps these predefined ones out of the image history) */
+  buildArgs?: Record<string, string>;
+  memoryBytes?: number;
+  cpuQuota?: number;
+  /** every label the build API adds to the image (the pipeline decides them all; a builder adds none of its own) */
+  labels?: Record<string, string>;
+  /** images on this daemon whose layers the build may reuse (the classic builder's cachefrom) */
+  cacheFrom?: string[];
+  signal?: AbortSignal;
+  onLine: (line: string) => void;
+}
+
+export interface PullRequest {
+  reference: string;
+  auth?: RegistryAuth;
+  signal?: AbortSignal;
+}
+
+export interface PushRequest {
+  reference: string;
+  registry: string;
+  auth?: RegistryAuth;
+  signal?: AbortSignal;
+  onLine: (line: string) => void;
+}
+
+/** What the builder's daemon knows about an image it holds. */
+export interface LocalImage {
+  /**
+   * `built` (by this daemon: its layers are in the local build cache) or `pulled` (its
+   * layers are reusable only through cachefrom)
+   */
+  origin: "built" | "pulled";
+  /** a hash of the image's layer diff ids: equal on every daemon that has the same layers */
+  contentId: string;
+}
+
+/**
+ * Port: the image builder. The real one drives a Docker daemon (DockerImageBuilder); unit
+ * tests use a fake (test/support/fake-builder.ts); one conformance suite runs both. Every
+ * method is required, so a wrapper cannot silently switch a feature off by not forwarding it:
+ * wrappers extend ForwardingBuilder and override only what they change.
+ */
+export interface ImageBuilder {
+  /** resolves when the daemon answers; DAEMON_UNREACHABLE otherwise */
+  ping(): Promise<void>;
+  build(request: ImageBuildRequest): Promise<{ imageId: string }>;
+  /** pushes a tag this daemon holds; resolves with the manifest digest */
+  push(request: PushRequest): Promise<{ digest: string }>;
+  /** pulls an image onto the daemon (for cache-from); throws on failure */
+  pull(request: PullRequest): Promise<void>;
+  /** the image this daemon holds under `reference`, or undefined when it holds none */
+  inspect(reference: string): Promise<LocalImage | undefined>;
+}
+
+/** Passes every call on to `inner`; a decorator extends it and overrides only what it changes. */
+export class ForwardingBuilder implements ImageBuilder {
+  constructor(protected readonly inner: ImageBuilder) {}
+
+  ping(): Promise<void> {
+    return this.inner.ping();
+  }
+
+  build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    return this.inner.build(request);
+  }
+
+  push(request: PushRequest): Promise<{ digest: string }> {
+    return this.inner.push(request);
+  }
+
+  pull(request: PullRequest): Promise<void> {
+    return this.inner.pull(request);
+  }
+
+  inspect(reference: string): Promise<LocalImage | undefined> {
+    return this.inner.inspect(reference);
+  }
+}

@@ -1,0 +1,96 @@
+import { loadCatalog } from "@m1l0/catalog";
+import { splitList } from "@m1l0/config";
+import type { BuildStore, LastImageStore } from "@m1l0/queue";
+import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
+import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
+import type { Logger } from "pino";
+import { ArtifactArchiver } from "./artifacts.js";
+import { allowedBaseRegistries } from "./base-images.js";
+import type { ImageBuilder } from "./builder.js";
+import { imageCacheLabels } from "./cleanup.js";
+import type { WorkerEnv } from "./env.js";
+import type { WorkerMetrics } from "./metrics.js";
+import type { PipelineDeps } from "./pipeline.js";
+
+/** S3 when S3_BUCKET is set, otherwise the local ARTIFACTS_DIR (same layout either way). */
+export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
+  return createArtifactStore({
+    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
+    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
+    localDir: env.ARTIFACTS_DIR,
+  });
+}
+
+export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
+  const catalog = loadCatalog({
+    ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
+    ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
+  });
+  return {
+    store,
+    builder,
+    imageLabels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
+    registry: createRegistryResolvers(env),
+    catalog,
+    sourcePolicy: {
+      allowHttp: env.ALLOW_HTTP_SOURCES,
+      allowDir: env.ALLOW_DIR_SOURCES,
+      ...(env.DIR_SOURCE_ROOTS.length ? { dirRoots: env.DIR_SOURCE_ROOTS } : {}),
+      allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS,
+      hostAllowlist: env.SOURCE_HOST_ALLOWLIST,
+      cloneTimeoutMs: env.CLONE_TIMEOUT_SECONDS * 1000,
+      cloneMaxBytes: env.CLONE_MAX_BYTES,
+      cloneMaxCheckoutBytes: env.CLONE_MAX_CHECKOUT_BYTES,
+      cloneMaxCheckoutFiles: env.CLONE_MAX_CHECKOUT_FILES,
+    },
+    gitCredentials: env.gitCredentials,
+    s3: createS3Client({
+      region: env.S3_REGION,
+      ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}),
+      forcePathStyle: env.S3_FORCE_PATH_STYLE,
+    }),
+    workDir: env.WORK_DIR,
+    workerId: env.WORKER_ID,
+    buildNetwork: env.BUILD_NETWORK,
+    skipUnchanged: env.SKIP_UNCHANGED,
+    plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
+    buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
+    ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),
+    ...(env.BUILD_CPUS ? { buildCpuQuota: Math.round(env.BUILD_CPUS * 100_000) } : {}),
+    allowedBaseRegistries: allowedBaseRegistries(env.ALLOWED_BASE_REGISTRIES, catalog),
+    logger,
+    ...(lastImages && env.CACHE_FROM_REGISTRY ? { lastImages } : {}),
+    artifacts: new ArtifactArchiver({
+      artifacts: createWorkerArtifactStore(env),
+      builds: store,
+      spoolDir: env.WORK_DIR,
+      logger,
+      ...(metrics ? { onUploadError: (kind) => metrics.artifactUploadErrors.inc({ artifact: kind }) } : {}),
+    }),
+  };
+}
+
+/** One resolver per service for the worker's lifetime, so ECR tokens are shared by its builds. */
+function createRegistryResolvers(env: WorkerEnv): PipelineDeps["registry"] {
+  const dockerHub = new DockerHubResolver({
+    registryHost: env.DOCKERHUB_REGISTRY,
+    ...(env.DOCKERHUB_USERNAME ? { username: env.DOCKERHUB_USERNAME } : {}),
+    ...(env.dockerHubToken ? { token: env.dockerHubToken } : {}),
+  });
+  const ociRegistries = new OciRegistryResolver({ allowlist: env.registryAllowlist, credentials: env.registryCredentials });
+  const ecrRegion = env.ECR_REGION || env.AWS_REGION;
+  return {
+    dockerhub: withRegistryOverride(dockerHub, ociRegistries),
+    // without a region ECR is off here: builds fail with "service ecr is not configured on this worker"
+    ecr: ecrRegion
+      ? new EcrResolver({
+          region: ecrRegion,
+          ...(env.ECR_ENDPOINT ? { endpoint: env.ECR_ENDPOINT } : {}),
+          tokenRefreshMarginMs: env.ECR_TOKEN_REFRESH_MARGIN_SECONDS * 1000,
+          imageTagMutability: env.ECR_TAG_MUTABILITY,
+          scanOnPush: env.ECR_SCAN_ON_PUSH,
+        })
+      : undefined,
+  };
+}
+

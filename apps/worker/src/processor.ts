@@ -1,0 +1,63 @@
+import { BuilderError, isBuilderError } from "@m1l0/config";
+import { buildJobSchema, type BuildJobData } from "@m1l0/queue";
+import type { Job } from "bullmq";
+import { answerJob, finishBuild } from "./finish.js";
+import { abortReason, type BuildAborted, type BuildLifecycle } from "./lifecycle.js";
+import type { WorkerMetrics } from "./metrics.js";
+import { runBuild, type BuildOutcome, type PipelineDeps } from "./pipeline.js";
+import { JobProgress } from "./progress.js";
+
+/** Wraps the pipeline in BullMQ semantics: permanent failures are unrecoverable, others retry. */
+export function createBuildProcessor(deps: PipelineDeps, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle) {
+  return async (job: Job<BuildJobData>, token?: string) => {
+    metrics?.activeBuilds.inc();
+    try {
+      return await processBuild(deps, job, metrics, lifecycle, token);
+    } finally {
+      metrics?.activeBuilds.dec();
+    }
+  };
+}
+
+async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, metrics?: WorkerMetrics, lifecycle?: BuildLifecycle, token?: string) {
+  const { buildId, config } = buildJobSchema.parse(job.data);
+  const attempt = job.attemptsMade + 1;
+  const logger = workerDeps.logger.child({ buildId, attempt });
+  logger.info({ jobId: job.id }, "processing");
+  // every status change of this attempt also becomes the job's progress (the dashboard's view)
+  const progress = new JobProgress(job, buildId, workerDeps.workerId, logger);
+  await progress.start(attempt);
+  const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
+  const finish = (outcome: BuildOutcome) =>
+    finishBuild(
+      { store: workerDeps.store, buildId, attempt, logger, job, ...(token ? { token } : {}), ...(metrics ? { metrics } : {}), ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), onSettled: (status) => progress.report(status) },
+      outcome,
+    ).then(answerJob);
+
+  const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: attempt }));
+  if (before.status !== "queued" && before.worker && before.worker !== deps.workerId) {
+    // the job's lock lapsed on another worker (killed, or cut off from Redis): take it over
+    await deps.store.appendLog(buildId, "fetch", `worker ${before.worker} stopped responding during ${before.status}; resuming on ${deps.workerId}`);
+  }
+  if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) return finish({ kind: "cancelled", when: "before-start" });
+  const supervision = lifecycle?.supervise(buildId, config);
+  let outcome: BuildOutcome;
+  try {
+    outcome = await runBuild(deps, buildId, config, supervision?.signal);
+  } catch (error) {
+    outcome = outcomeOfFailure(error, abortReason(supervision?.signal), (job.opts.attempts ?? 1) - attempt);
+  } finally {
+    supervision?.dispose();
+  }
+  return finish(outcome);
+}
+
+/** What a thrown attempt means: an abort says why itself; a failure is retried while it may be and attempts are left. */
+export function outcomeOfFailure(error: unknown, aborted: BuildAborted | undefined, attemptsLeft: number): BuildOutcome {
+  if (aborted?.kind === "lost") return { kind: "lost", message: aborted.message };
+  if (aborted?.kind === "shutdown") return { kind: "requeued", why: "shutdown" };
+  if (aborted?.kind === "timeout") return { kind: "failed", cause: "timeout", error: new BuilderError("BUILD_TIMEOUT", aborted.message) };
+  if (aborted?.kind === "cancel") return { kind: "cancelled", when: "running" };
+  const failure = isBuilderError(error) ? error : new BuilderError("INTERNAL", `internal error: ${(error as Error).message ?? String(error)}`, { cause: error });
+  return failure.retryable && attemptsLeft > 0 ? { kind: "requeued", why: "retry", error: failure } : { kind: "failed", cause: "attempt", error: failure };
+}

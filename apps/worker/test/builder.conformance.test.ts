@@ -1,0 +1,129 @@
+import { isBuilderError } from "@m1l0/config";
+import { tarOf } from "@m1l0/testkit";
+import { randomUUID } from "node:crypto";
+import { afterAll, describe, expect, it } from "vitest";
+import type { ImageBuilder } from "../src/builder.js";
+import { DockerImageBuilder } from "../src/docker.js";
+import { FakeImageBuilder } from "./support/fake-builder.js";
+
+// One suite, two adapters (bullmq's adapter-conformance tests are the model): the real
+// builder against the real daemon and registry, and the fake the pipeline's unit tests use.
+// Whatever the fake does here, the real one does too, so unit tests on the fake mean something.
+const BASE = process.env.BASE_IMAGE_BUSYBOX ?? "m1l0-local/busybox:latest";
+const REGISTRY = process.env.REGISTRY_HOST ?? "127.0.0.1:5000";
+const auth = { username: process.env.REGISTRY_USERNAME ?? "m1l0", password: process.env.REGISTRY_PASSWORD ?? "m1l0-local-registry-pw", serveraddress: REGISTRY };
+
+interface Adapter {
+  builder: ImageBuilder;
+  /** drops a tag from the daemon (not part of the port: the image cache does it for real) */
+  forget(reference: string): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+function realAdapter(): Adapter {
+  const builder = new DockerImageBuilder({ socketPath: process.env.DOCKER_SOCKET ?? "/var/run/docker.sock" });
+  const tags = new Set<string>();
+  const forget = (reference: string) => builder.docker.getImage(reference).remove({ force: true }).then(() => undefined, () => undefined);
+  const tracked: ImageBuilder = {
+    ping: () => builder.ping(),
+    inspect: (reference) => builder.inspect(reference),
+    push: (request) => builder.push(request),
+    pull: (request) => (tags.add(request.reference), builder.pull(request)),
+    build: (request) => (tags.add(request.tag), builder.build(request)),
+  };
+  return { builder: tracked, forget, cleanup: async () => void (await Promise.all([...tags].map(forget))) };
+}
+
+function fakeAdapter(): Adapter {
+  const builder = new FakeImageBuilder({ baseImages: [BASE] });
+  return { builder, forget: async (reference) => void builder.images.delete(reference), cleanup: async () => undefined };
+}
+
+const noop = () => undefined;
+
+function conformance(name: string, makeAdapter: () => Adapter) {
+  describe(`image builder conformance: ${name}`, () => {
+    const adapter = makeAdapter();
+    const { builder } = adapter;
+    const run = randomUUID().slice(0, 8);
+    const tag = (label: string) => `${REGISTRY}/m1l0-test/conformance:${run}-${label}`;
+    const build = (reference: string, dockerfile: string, lines: string[] = []) =>
+      builder.build({ context: tarOf({ Dockerfile: dockerfile, "app.txt": `conformance ${run}\n` }), tag: reference, dockerfile: "Dockerfile", networkMode: "none", onLine: (line) => lines.push(line) });
+    afterAll(() => adapter.cleanup());
+
+    it("answers a ping", async () => {
+      await expect(builder.ping()).resolves.toBeUndefined();
+    });
+
+    it("knows no image under an unknown reference", async () => {
+      await expect(builder.inspect(tag("never-built"))).resolves.toBeUndefined();
+    });
+
+    it("holds the base image as pulled, with a content id", async () => {
+      const base = await builder.inspect(BASE);
+      expect(base?.origin).toBe("pulled");
+      expect(base?.contentId).toMatch(/^sha256:[0-9a-f]{64}$/);
+    });
+
+    it("builds step by step, and the image is `built` here", async () => {
+      const lines: string[] = [];
+      const reference = tag("built");
+      const { imageId } = await build(reference, `FROM ${BASE}\nCOPY app.txt /app.txt\nLABEL run=${run}\n`, lines);
+      expect(imageId).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(lines.some((line) => /^Step 1\/3 : FROM /.test(line))).toBe(true);
+      const image = await builder.inspect(reference);
+      expect(image?.origin).toBe("built");
+      expect(image?.contentId).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(image?.contentId).not.toBe((await builder.inspect(BASE))?.contentId);
+    });
+
+    it("builds the same context to the same content", async () => {
+      const dockerfile = `FROM ${BASE}\nCOPY app.txt /app.txt\n`;
+      await build(tag("same-a"), dockerfile);
+      await build(tag("same-b"), dockerfile);
+      expect((await builder.inspect(tag("same-a")))?.contentId).toBe((await builder.inspect(tag("same-b")))?.contentId);
+    });
+
+    it("fails a RUN step that exits non-zero with BUILD_FAILED", async () => {
+      const failure = await build(tag("run-fails"), `FROM ${BASE}\nRUN exit 3\n`).catch((error: unknown) => error);
+      expect(isBuilderError(failure) && failure.code).toBe("BUILD_FAILED");
+      expect((failure as Error).message).toMatch(/returned a non-zero code: 3/);
+    });
+
+    it("fails an unknown instruction with DOCKERFILE_ERROR", async () => {
+      const failure = await build(tag("bad-dockerfile"), `FROM ${BASE}\nFROBNICATE now\n`).catch((error: unknown) => error);
+      expect(isBuilderError(failure) && failure.code).toBe("DOCKERFILE_ERROR");
+    });
+
+    it("fails a base image it cannot get with BASE_IMAGE_UNAVAILABLE", async () => {
+      const failure = await build(tag("no-base"), "FROM 127.0.0.1:1/m1l0-test/absent:1\nRUN true\n").catch((error: unknown) => error);
+      expect(isBuilderError(failure) && failure.code).toBe("BASE_IMAGE_UNAVAILABLE");
+    });
+
+    it("refuses to push a tag it does not hold", async () => {
+      const failure = await builder.push({ reference: tag("not-here"), registry: REGISTRY, auth, onLine: noop }).catch((error: unknown) => error);
+      expect(isBuilderError(failure)).toBe(true);
+    });
+
+    it("pushes, and pulls back an image that is then `pulled`, with the same content", async () => {
+      const reference = tag("pushed");
+      await build(reference, `FROM ${BASE}\nCOPY app.txt /pushed.txt\n`);
+      const built = await builder.inspect(reference);
+      const { digest } = await builder.push({ reference, registry: REGISTRY, auth, onLine: noop });
+      expect(digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      await adapter.forget(reference);
+      expect(await builder.inspect(reference)).toBeUndefined();
+      await builder.pull({ reference, auth });
+      const pulled = await builder.inspect(reference);
+      expect(pulled?.origin).toBe("pulled");
+      expect(pulled?.contentId).toBe(built?.contentId);
+    });
+
+    it("fails a pull of an image the registry does not have", async () => {
+      await expect(builder.pull({ reference: tag("never-pushed"), auth })).rejects.toThrow(/pull of .* failed/);
+    });
+  });
+}
+
+conformance("DockerImageBuilder (real daemon and registry)", realAdapter);
+conformance("FakeImageBuilder", fakeAdapter);

@@ -1,0 +1,147 @@
+import { BuilderError } from "@m1l0/config";
+import { untar } from "@m1l0/testkit";
+import { createHash } from "node:crypto";
+import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "../../src/builder.js";
+
+/**
+ * A fake of the image builder port for unit tests: an in-memory daemon that reads the
+ * context, walks the Dockerfile step by step like the classic builder (FROM must name an
+ * image it holds, `RUN exit N` fails, unknown instructions are Dockerfile errors) and pushes
+ * to and pulls from a FakeRegistry. builder.conformance.test.ts holds it to the real one.
+ */
+const INSTRUCTIONS = new Set(["FROM", "RUN", "COPY", "ADD", "LABEL", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD"]);
+
+interface FakeImage extends LocalImage {
+  id: string;
+  labels: Record<string, string>;
+}
+
+const sha256 = (text: string) => `sha256:${createHash("sha256").update(text).digest("hex")}`;
+
+/** What the fake daemons push to: reference → image, with its digest. */
+export class FakeRegistry {
+  readonly images = new Map<string, FakeImage & { digest: string }>();
+}
+
+export interface FakeBuilderOptions {
+  /** images the daemon holds from the start, as if pulled (base images) */
+  baseImages?: string[];
+  registry?: FakeRegistry;
+  /** any FROM is held, as pulled (tests that do not care which base image the catalog names) */
+  anyBase?: boolean;
+}
+
+export class FakeImageBuilder implements ImageBuilder {
+  readonly images = new Map<string, FakeImage>();
+  readonly registry: FakeRegistry;
+  /** every call, in order, without contexts and credentials' secrets */
+  readonly calls: Array<{ method: keyof ImageBuilder; reference: string; labels?: Record<string, string>; cacheFrom?: string[] }> = [];
+  /** set to make every call fail as a stopped daemon does */
+  down = false;
+  /** the next build fails with this error (once) */
+  failNextBuild: BuilderError | undefined;
+  /** the next push fails with this error (once) */
+  failNextPush: BuilderError | undefined;
+  /** holds every build until it is released (to observe a build in progress, or abort it) */
+  gate: Promise<void> | undefined;
+
+  private readonly anyBase: boolean;
+
+  constructor(options: FakeBuilderOptions = {}) {
+    this.anyBase = options.anyBase ?? false;
+    this.registry = options.registry ?? new FakeRegistry();
+    for (const reference of options.baseImages ?? []) this.images.set(reference, { id: sha256(`base ${reference}`), origin: "pulled", contentId: sha256(`layers of ${reference}`), labels: {} });
+  }
+
+  private checkUp(): void {
+    if (this.down) throw new BuilderError("DAEMON_UNREACHABLE", "the worker's Docker daemon (fake) is unreachable: connect ENOENT");
+  }
+
+  async ping(): Promise<void> {
+    this.checkUp();
+  }
+
+  async inspect(reference: string): Promise<LocalImage | undefined> {
+    this.checkUp();
+    const image = this.images.get(reference);
+    return image ? { origin: image.origin, contentId: image.contentId } : undefined;
+  }
+
+  async build(request: ImageBuildRequest): Promise<{ imageId: string }> {
+    this.checkUp();
+    this.calls.push({ method: "build", reference: request.tag, ...(request.labels ? { labels: request.labels } : {}), ...(request.cacheFrom ? { cacheFrom: request.cacheFrom } : {}) });
+    const chunks: Buffer[] = [];
+    for await (const chunk of request.context) chunks.push(Buffer.from(chunk as Buffer));
+    await this.gate;
+    request.signal?.throwIfAborted();
+    const failure = this.failNextBuild;
+    this.failNextBuild = undefined;
+    if (failure) throw failure;
+    const files = untar(Buffer.concat(chunks));
+    const dockerfile = files.get(request.dockerfile)?.toString("utf8");
+    if (dockerfile === undefined) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: Cannot locate specified Dockerfile: ${request.dockerfile}`);
+    // one step per instruction: continuation lines (a trailing backslash) are joined
+    const steps = dockerfile
+      .replace(/\\\n/g, " ")
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith("#"));
+    let content = "";
+    let labels: Record<string, string> = {};
+    for (const [index, step] of steps.entries()) {
+      const [instruction = "", ...rest] = step.split(/\s+/);
+      const argument = rest.join(" ");
+      const line = `Step ${index + 1}/${steps.length} : ${instruction.toUpperCase()} ${argument}`;
+      request.onLine(line);
+      if (!INSTRUCTIONS.has(instruction.toUpperCase())) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: dockerfile parse error line ${index + 1}: unknown instruction: ${instruction.toUpperCase()}`);
+      if (instruction.toUpperCase() === "FROM") {
+        if (this.anyBase && !this.images.has(argument)) this.images.set(argument, { id: sha256(`base ${argument}`), origin: "pulled", contentId: sha256(`layers of ${argument}`), labels: {} });
+        const base = this.images.get(argument);
+        if (!base) throw new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${argument} is not available to the build daemon (pull access denied for ${argument}); ask the operator to make it pullable or pre-load it`);
+        content = base.contentId;
+        labels = { ...base.labels };
+        continue;
+      }
+      const exit = /^exit (\d+)$|^(false)$/.exec(argument);
+      if (instruction.toUpperCase() === "RUN" && exit && (exit[1] ?? "1") !== "0") {
+        const code = exit[1] ?? "1";
+        request.onLine(`ERROR: The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
+        throw new BuilderError("BUILD_FAILED", `build failed at "${line}": The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
+      }
+      if (instruction.toUpperCase() === "LABEL") {
+        for (const [, key = "", value = ""] of argument.matchAll(/("[^"]*"|[^\s="]+)=("[^"]*"|\S+)/g)) labels[key.replace(/^"|"$/g, "")] = value.replace(/^"|"$/g, "");
+      }
+      content = sha256(`${content}\n${step}`);
+    }
+    // what COPY could take: every file of the context
+    for (const [name, body] of [...files].sort(([a], [b]) => a.localeCompare(b))) content = sha256(`${content}\n${name}\n${body.toString("base64")}`);
+    labels = { ...labels, ...request.labels };
+    const id = sha256(`${content}\n${JSON.stringify(labels)}`);
+    this.images.set(request.tag, { id, origin: "built", contentId: content, labels });
+    return { imageId: id };
+  }
+
+  async push(request: PushRequest): Promise<{ digest: string }> {
+    this.checkUp();
+    this.calls.push({ method: "push", reference: request.reference });
+    request.signal?.throwIfAborted();
+    const failure = this.failNextPush;
+    this.failNextPush = undefined;
+    if (failure) throw failure;
+    const image = this.images.get(request.reference);
+    if (!image) throw new BuilderError("PUSH_FAILED", `push to ${request.registry} failed: An image does not exist locally with the tag: ${request.reference}`);
+    const digest = sha256(`manifest of ${image.id}`);
+    this.registry.images.set(request.reference, { ...image, digest });
+    request.onLine(`${request.reference.split(":").at(-1)}: digest: ${digest}`);
+    return { digest };
+  }
+
+  async pull(request: PullRequest): Promise<void> {
+    this.checkUp();
+    this.calls.push({ method: "pull", reference: request.reference });
+    request.signal?.throwIfAborted();
+    const image = this.registry.images.get(request.reference);
+    if (!image) throw new Error(`pull of ${request.reference} failed: manifest unknown`);
+    this.images.set(request.reference, { id: image.id, origin: "pulled", contentId: image.contentId, labels: image.labels });
+  }
+}
