@@ -20,6 +20,7 @@ const registryPassword = `compose-registry-pw-${runId}`;
 const bucket = "m1l0-builds";
 const admin = createApiToken("compose-admin", "admin");
 const workers = 2;
+const buildNetwork = `${project}-build`;
 
 const work = mkdtempSync(path.join(tmpdir(), "m1l0-compose-"));
 const secretsDir = path.join(work, "secrets");
@@ -33,6 +34,10 @@ const compose = new Compose(project, {
   DOCKERHUB_REGISTRY: registry,
   DOCKERHUB_USERNAME: registryUser,
   S3_BUCKET: bucket,
+  // the default egress policy on a network of this project's own: the workers install its
+  // iptables rules in the host's firewall (host network namespace + NET_ADMIN), the test removes them
+  BUILD_EGRESS: "public",
+  BUILD_NETWORK: buildNetwork,
 });
 const auth = { authorization: `Bearer ${admin.token}` };
 const pushed: string[] = [];
@@ -56,7 +61,22 @@ beforeAll(async () => {
   for (const [name, text] of Object.entries(secrets)) writeFileSync(path.join(secretsDir, name), text, { mode: 0o644 });
 });
 
+/** `iptables -S` / `ip6tables -S` lines that mention the bridge of the project's build network */
+async function egressRules(bridge: string): Promise<string[]> {
+  const lines = [...(await run("iptables", ["-w", "-S"])).split("\n"), ...(await run("ip6tables", ["-w", "-S"])).split("\n")];
+  return lines.filter((line) => line.includes(bridge));
+}
+
+/** The workers stopped, the documented removal: `egress remove` from the worker image, then the network. */
+async function removeEgress(): Promise<void> {
+  await compose.run(["stop", "worker"], 120_000);
+  await compose.run(["run", "--rm", "--no-deps", "worker", "node", "dist/main.js", "egress", "remove"], 120_000);
+  await run("docker", ["network", "rm", buildNetwork]);
+}
+
 afterAll(async () => {
+  // after a failure: the rules and the network must not outlive the test
+  if ((await run("docker", ["network", "ls", "-q", "--filter", `name=^${buildNetwork}$`]).catch(() => "")).trim()) await removeEgress().catch(() => undefined);
   await compose.run(["down", "-v", "--remove-orphans"]).catch(() => undefined);
   for (const reference of pushed) await run("docker", ["rmi", "-f", reference]).catch(() => undefined);
   rmSync(work, { recursive: true, force: true });
@@ -114,6 +134,12 @@ describe("docker-compose: the service's own images on one host", () => {
     const logsOfWorkers = await compose.run(["logs", "--no-color", "worker"]);
     expect(logsOfWorkers).toContain(record.worker!);
 
+    // it built on the project's network under the public policy, whose rules are in the host's firewall
+    const buildLog = await (await fetchWithin(`${apiUrl}/builds/${id}/logs`, { headers: auth })).text();
+    expect(buildLog).toContain(`egress public: network ${buildNetwork}`);
+    const bridge = `br-${(await run("docker", ["network", "inspect", "-f", "{{.Id}}", buildNetwork])).trim().slice(0, 12)}`;
+    expect((await egressRules(bridge)).filter((line) => line.includes("m1l0-egress")).length).toBeGreaterThan(0);
+
     step(`${id} succeeded on ${record.worker}; pulling ${reference}`);
     // the host's copy goes; the image comes back from the compose registry and runs
     await run("docker", ["rmi", "-f", reference]);
@@ -131,7 +157,9 @@ describe("docker-compose: the service's own images on one host", () => {
     for (const containerId of [apiIds[0]!, workerIds[0]!]) expect((await containerState(containerId)).ExitCode).toBe(0);
     expect(stopMs).toBeLessThan(25_000);
 
-    step("down -v");
+    step("egress remove; down -v");
+    await removeEgress();
+    expect(await egressRules(bridge)).toEqual([]);
     const downStarted = Date.now();
     await compose.run(["down", "-v", "--remove-orphans"], 180_000);
     const downMs = Date.now() - downStarted;
