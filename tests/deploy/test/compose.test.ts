@@ -76,7 +76,8 @@ async function removeEgress(): Promise<void> {
 
 afterAll(async () => {
   // after a failure: the rules and the network must not outlive the test
-  if ((await run("docker", ["network", "ls", "-q", "--filter", `name=^${buildNetwork}$`]).catch(() => "")).trim()) await removeEgress().catch(() => undefined);
+  const networkLeft = await run("docker", ["network", "inspect", buildNetwork]).then(() => true, () => false);
+  if (networkLeft) await removeEgress().catch(() => undefined);
   await compose.run(["down", "-v", "--remove-orphans"]).catch(() => undefined);
   for (const reference of pushed) await run("docker", ["rmi", "-f", reference]).catch(() => undefined);
   rmSync(work, { recursive: true, force: true });
