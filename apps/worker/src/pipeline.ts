@@ -39,7 +39,7 @@ export interface PipelineDeps {
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
   /** told when a build ends (the completion webhooks); absent without WEBHOOKS_FILE */
-  notifier?: BuildNotifier;
+  notifier: BuildNotifier;
   /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
   lastImages?: Pick<LastImageStore, "get" | "set">;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
