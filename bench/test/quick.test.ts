@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { runNode } from "@m1l0/testkit";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -11,17 +11,6 @@ const TITLES = ["1. Overhead", "2. Unchanged resubmit", "3. Code-only change", "
 // a measured figure in a table cell: a number with a unit of time, rate, size or ratio
 const FIGURE = /\| [^|]*\d(?:\.\d+)? ?(?:ms|s|MiB\/s|\/s|MiB|KiB|×)(?=[\s|(,])/;
 
-function runQuick(): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(ROOT_DIR, "bench/dist/main.js"), "--quick"], { cwd: ROOT_DIR, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** The report's sections by title ("## 3. Code-only change — …" → its text up to the next section). */
 function sections(report: string): Map<string, string> {
@@ -32,7 +21,7 @@ function sections(report: string): Map<string, string> {
 
 describe("benchmark runner --quick (CI smoke test, no timing assertions)", () => {
   it("runs every benchmark to completion and prints a figure for each", async () => {
-    const { code, stdout, stderr } = await runQuick();
+    const { code, stdout, stderr } = await runNode([path.join(ROOT_DIR, "bench/dist/main.js"), "--quick"], { cwd: ROOT_DIR });
     const diagnostics = `${stdout.slice(-4000)}\n--- stderr ---\n${stderr.split("\n").filter((line) => line.startsWith("[bench")).join("\n")}`;
     expect(code, diagnostics).toBe(0);
     const found = sections(stdout);

@@ -11,6 +11,7 @@ import { rateLimitStore, type SubmissionRateLimiter } from "./auth/rate-limit.js
 import { registerRestAuth } from "./auth/rest.js";
 import { DashboardSessions } from "./auth/session.js";
 import type { BuildService } from "./builds.js";
+import { isDeliveryCursor, type BuildNotifier, type WebhookDeliveryStore } from "@m1l0/webhooks";
 
 export interface AppDeps {
   builds: BuildService;
@@ -32,6 +33,12 @@ export interface AppDeps {
   sessions?: DashboardSessions;
   /** mark the session cookie Secure on plain HTTP too (TLS ends at a proxy) */
   secureCookie?: boolean;
+  /** the webhook delivery history: GET /webhooks/deliveries (admin) */
+  webhookDeliveries?: WebhookDeliveryStore;
+  /** told when a queued build is cancelled here (it never reaches a worker's finishBuild) */
+  notifier?: Pick<BuildNotifier, "buildEnded">;
+  /** serve HTTPS with this certificate chain and key (PEM); plain HTTP without */
+  https?: { cert: Buffer; key: Buffer };
 }
 
 const YAML_TYPES = ["application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"];
@@ -45,7 +52,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // One access-log line per request (Fastify's default is two), written when the answer is known.
   const app = Fastify({ logger: deps.logger ?? false, bodyLimit: deps.bodyLimit ?? 256 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
-  });
+    ...(deps.https ? { https: deps.https } : {}),
+  }) as unknown as FastifyInstance; // the HTTPS server type differs only in the raw server
   app.addHook("onResponse", (request, reply, done) => {
     const level = reply.statusCode >= 500 ? "error" : "info";
     request.log[level]({ method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, "request");
@@ -161,19 +169,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.delete<{ Params: { id: string } }>("/builds/:id", async (request, reply) => {
     await visible(request.principal, request.params.id);
     const { record, outcome } = await deps.builds.cancel(request.params.id);
+    // removed from the queue here: no worker will end it, so its webhooks go out from here
+    if (outcome === "cancelled") await deps.notifier?.buildEnded(record).catch((error: Error) => request.log.error({ err: { message: error.message } }, "could not enqueue the build's webhooks"));
     return reply.status(202).send({ id: record.id, status: record.status, cancel: outcome, links: links(record.id) });
   });
 
   app.get<{ Params: { id: string }; Querystring: { follow?: string } }>("/builds/:id/logs", async (request, reply) => {
     const { id } = request.params;
-    await visible(request.principal, id);
-    // once the Redis stream is gone (expired/trimmed away), the archived log is the log
-    const archivedLog = await history.logIfForgotten(id);
+    const record = await visible(request.principal, id);
     const wantsStream = request.query.follow === "1" || request.query.follow === "true" || (request.headers.accept ?? "").includes("text/event-stream");
-    if (!wantsStream && archivedLog) return reply.type("text/plain; charset=utf-8").send(archivedLog);
     if (!wantsStream) {
-      return reply.type("text/plain; charset=utf-8").send(await deps.store.renderLog(id));
+      // Redis holds only the live tail: once uploaded, the archived log is the complete one
+      const complete = record.artifacts?.log === "uploaded" ? await history.archivedLog(id) : await history.logIfForgotten(id);
+      return reply.type("text/plain; charset=utf-8").send(complete ?? (await deps.store.renderLog(id)));
     }
+    // once the Redis stream is gone (expired), the archived log is the log
+    const archivedLog = await history.logIfForgotten(id);
     const lastEventId = (request.headers["last-event-id"] as string | undefined) ?? "0";
     const abort = new AbortController();
     // the response closing (not the request) is what signals a client going away
@@ -197,6 +208,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       reply.raw.end();
     }
   });
+
+  const deliveries = deps.webhookDeliveries;
+  if (deliveries) {
+    app.get<{ Querystring: { limit?: string; cursor?: string } }>("/webhooks/deliveries", { config: { auth: { access: "admin" } } }, async (request) => {
+      const { limit, cursor } = request.query;
+      const parsedLimit = limit === undefined ? 50 : Number(limit);
+      if (!Number.isInteger(parsedLimit) || parsedLimit < 1 || parsedLimit > 500) {
+        throw new BuilderError("VALIDATION_FAILED", "limit must be an integer from 1 to 500", { issues: [{ field: "limit", message: "must be an integer from 1 to 500" }] });
+      }
+      if (cursor !== undefined && !isDeliveryCursor(cursor)) {
+        throw new BuilderError("VALIDATION_FAILED", "cursor is not one this API handed out", { issues: [{ field: "cursor", message: "not a cursor from a previous page" }] });
+      }
+      return deliveries.page({ limit: parsedLimit, cursor });
+    });
+  }
 
   if (deps.queue) {
     registerMetricsRoute(app, createApiMetrics(deps.queue, deps.store));

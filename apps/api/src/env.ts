@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { envBoolean, envList, parseRegistryAllowlist, resolveFileVariables } from "@m1l0/config";
+import { BuilderError, envBoolean, envList, parseRegistryAllowlist, resolveFileVariables } from "@m1l0/config";
 import { z } from "zod";
 
 const bool = envBoolean();
@@ -16,6 +16,9 @@ const envSchema = z.object({
   REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/).default("m1l0:"),
   HOST: z.string().default("127.0.0.1"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** PEM files; REST serves HTTPS when both are set, plain HTTP when neither (e.g. TLS ends at a proxy) */
+  REST_TLS_CERT_FILE: z.string().optional(),
+  REST_TLS_KEY_FILE: z.string().optional(),
   GRPC_HOST: z.string().default("127.0.0.1"),
   GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
   /** PEM files; gRPC serves TLS when both are set, plaintext when neither */
@@ -42,6 +45,8 @@ const envSchema = z.object({
   BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),
   /** file of `name:role:sha256hex` token entries (create them with `m1l0 token create`) */
   API_TOKENS_FILE: z.string().optional(),
+  /** how often the API re-reads API_TOKENS_FILE when fs.watch misses a change (it also reloads on change events and SIGHUP) */
+  API_TOKENS_POLL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
   /** the same entries inline (comma separated), e.g. for development; hashes, never tokens */
   API_TOKENS: z.string().default(""),
   /** serve without authentication (every caller is an anonymous admin); refused while tokens are configured */
@@ -66,4 +71,22 @@ export function loadApiEnv(source: NodeJS.ProcessEnv = process.env): ApiEnv {
     throw new Error(`invalid API environment: ${result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   }
   return result.data;
+}
+
+/** HTTPS from PEM files when both are set, plain HTTP when neither; one without the other is a mistake. */
+export function restTls(env: Pick<ApiEnv, "REST_TLS_CERT_FILE" | "REST_TLS_KEY_FILE">): { cert: Buffer; key: Buffer } | undefined {
+  const { REST_TLS_CERT_FILE: certFile, REST_TLS_KEY_FILE: keyFile } = env;
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) {
+    const field = certFile ? "REST_TLS_KEY_FILE" : "REST_TLS_CERT_FILE";
+    throw new BuilderError("VALIDATION_FAILED", `${field}: is required when the other REST TLS file is set`, { issues: [{ field, message: "is required with its pair" }] });
+  }
+  const read = (field: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      throw new BuilderError("VALIDATION_FAILED", `${field}: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error, issues: [{ field, message: "cannot be read" }] });
+    }
+  };
+  return { cert: read("REST_TLS_CERT_FILE", certFile), key: read("REST_TLS_KEY_FILE", keyFile) };
 }

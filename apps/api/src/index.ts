@@ -9,3 +9,5 @@ export * from "./auth/rest.js";
 export * from "./auth/grpc.js";
 export * from "./auth/session.js";
 export { BuildHistory } from "./admin/index.js";
+export * from "./auth/config.js";
+export * from "./auth/reload.js";

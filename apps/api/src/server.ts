@@ -1,17 +1,19 @@
 #!/usr/bin/env node
-import { loadCatalog } from "@m1l0/catalog";
+import { catalogFromEnv } from "@m1l0/catalog";
 import { AWS_SECRET_VARIABLES, resolveFileVariables } from "@m1l0/config";
 import { readFileSync } from "node:fs";
 import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
-import { createArtifactStore } from "@m1l0/storage";
+import { artifactStoreFromEnv } from "@m1l0/storage";
 import { Queue } from "bullmq";
 import { BuildHistory } from "./admin/index.js";
 import { buildApp } from "./app.js";
 import { authenticatorFromEnv } from "./auth/config.js";
+import { watchTokensFile } from "./auth/reload.js";
 import { SubmissionRateLimiter } from "./auth/rate-limit.js";
 import { DashboardSessions } from "./auth/session.js";
 import { BuildService } from "./builds.js";
-import { loadApiEnv } from "./env.js";
+import { loadApiEnv, restTls } from "./env.js";
+import { WebhookDeliveryStore, WebhookNotifier, loadWebhookSettings, webhookQueueName } from "@m1l0/webhooks";
 import { startGrpcServer } from "./grpc/server.js";
 
 // the AWS SDK's default chain reads process.env: AWS_*_FILE secrets are resolved into it
@@ -23,20 +25,19 @@ redis.on("error", () => undefined); // surfaced per request as 503 QUEUE_UNAVAIL
 const queue = new Queue<BuildJobData>(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME, { connection: redis });
 queue.on("error", () => undefined);
 const store = new BuildStore(redis, env.REDIS_KEY_PREFIX);
-const catalog = loadCatalog({
-  ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
-  ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
-});
+const catalog = catalogFromEnv(env);
 const builds = new BuildService(store, queue, catalog, { allowHttp: env.ALLOW_HTTP_SOURCES, allowDir: env.ALLOW_DIR_SOURCES, registryAllowlist: env.REGISTRY_ALLOWLIST, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS,
   sourceHosts: { allowPrivateHosts: env.ALLOW_PRIVATE_SOURCE_HOSTS, hostAllowlist: env.SOURCE_HOST_ALLOWLIST },
 });
-const artifacts = createArtifactStore({
-  ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
-  s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
-  localDir: env.ARTIFACTS_DIR,
-});
+const artifacts = artifactStoreFromEnv(env);
 const rateLimiter = new SubmissionRateLimiter(redis, env.REDIS_KEY_PREFIX, { max: env.SUBMIT_RATE_LIMIT_MAX, windowMs: env.SUBMIT_RATE_LIMIT_WINDOW_SECONDS * 1000 });
+const https = restTls(env);
+const webhookSettings = loadWebhookSettings(process.env, { readSecrets: false }); // the API only enqueues: it needs names and events, not secrets
+const notifier = webhookSettings ? new WebhookNotifier(redis, webhookQueueName(env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME), webhookSettings, new WebhookDeliveryStore(redis, env.REDIS_KEY_PREFIX)) : undefined;
 const app = await buildApp({
+  webhookDeliveries: new WebhookDeliveryStore(redis, env.REDIS_KEY_PREFIX),
+  ...(notifier ? { notifier } : {}),
+  ...(https ? { https } : {}),
   auth,
   rateLimiter,
   metricsPublic: env.METRICS_PUBLIC,
@@ -54,6 +55,9 @@ const app = await buildApp({
     ...(process.stdout.isTTY ? {} : {}),
   },
 });
+
+// a token removed from (or added to) API_TOKENS_FILE counts within about API_TOKENS_POLL_MS, no restart
+const tokenReloader = watchTokensFile(auth, env, app.log.child({ component: "tokens" }), { pollIntervalMs: env.API_TOKENS_POLL_MS });
 
 if (auth.disabled) {
   app.log.warn("AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this API can submit, read and cancel every build, and open the dashboard. Development only.");
@@ -78,9 +82,12 @@ await app.listen({ host: env.HOST, port: env.PORT });
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   process.on(signal, () => {
     app.log.info({ signal }, "shutting down");
+    tokenReloader.close();
     void Promise.all([app.close(), grpc.close()])
+      .then(() => notifier?.close())
       .then(() => queue.close())
       .then(() => redis.quit())
       .finally(() => process.exit(0));
   });
 }
+

@@ -1,4 +1,5 @@
 import { loadCatalog } from "@m1l0/catalog";
+import { createApiToken } from "@m1l0/config";
 import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
@@ -79,4 +80,28 @@ export function logCapture(): { lines: string[]; stream: Writable } {
     },
   });
   return { lines, stream };
+}
+
+/** The four tokens the auth tests use: an admin and three users, with their file lines. */
+export function authTokens() {
+  const admin = createApiToken("ops", "admin");
+  const alice = createApiToken("alice", "user");
+  const bob = createApiToken("bob", "user");
+  const carol = createApiToken("carol", "user");
+  const all = [admin, alice, bob, carol];
+  return { admin, alice, bob, carol, all, lines: all.map((t) => t.line).join("\n") };
+}
+
+export const bearer = (t: { token: string }) => ({ authorization: `Bearer ${t.token}` });
+
+/** Every key under `prefix` and its value (strings, streams, sorted sets), as text to search for secrets. */
+export async function redisText(redis: Redis, prefix: string): Promise<string[]> {
+  const keys = await redis.keys(`${prefix}*`);
+  const texts: string[] = [];
+  for (const key of keys) {
+    const type = await redis.type(key);
+    const value = type === "string" ? await redis.get(key) : type === "stream" ? JSON.stringify(await redis.xrange(key, "-", "+")) : type === "zset" ? JSON.stringify(await redis.zrange(key, "0", "-1")) : "";
+    texts.push(`${key} ${value}`);
+  }
+  return texts;
 }

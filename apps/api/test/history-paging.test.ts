@@ -1,7 +1,7 @@
 import { loadCatalog } from "@m1l0/catalog";
 import { buildConfigSchema, compareHistoryPositions, createApiToken, historyPositionOf, type BuildRecord, type BuildStatus } from "@m1l0/config";
 import { BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
-import { S3ArtifactStore, archiveRecord, createS3Client, deleteObject, type ArtifactStore, type ListKeysOptions } from "@m1l0/storage";
+import { S3ArtifactStore, archiveRecord, createS3Client, deleteObject, type ArtifactStore, type ListKeysOptions, type MultipartPart } from "@m1l0/storage";
 import { Queue } from "bullmq";
 import type { FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
@@ -64,6 +64,15 @@ class CountingStore implements ArtifactStore {
     } finally {
       this.listMs += performance.now() - started;
     }
+  }
+  startMultipart(key: string, contentType?: string) {
+    return this.inner.startMultipart(key, contentType);
+  }
+  putPart(key: string, uploadId: string, partNumber: number, body: Buffer) {
+    return this.inner.putPart(key, uploadId, partNumber, body);
+  }
+  completeMultipart(key: string, uploadId: string, parts: readonly MultipartPart[]) {
+    return this.inner.completeMultipart(key, uploadId, parts);
   }
 }
 

@@ -1,6 +1,6 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { API_TOKEN_ROLES, createApiToken, decodeConfigText, isBuilderError, parseBuildConfig, type ApiTokenRole, type FieldIssue } from "@m1l0/config";
+import { API_TOKEN_ROLES, createApiToken, parseTokenExpiry, decodeConfigText, isBuilderError, parseBuildConfig, type ApiTokenRole, type FieldIssue } from "@m1l0/config";
 import { M1l0ApiError, M1l0Client, isBuildStatus, isTerminal, type BuildRecord } from "@m1l0/sdk";
 import { loadCliEnv, type CliEnv } from "./env.js";
 import { describeRecord, formatEventLine, formatTable } from "./format.js";
@@ -20,7 +20,7 @@ Usage:
   m1l0 logs <id> [--follow] [--json]
   m1l0 list [--status STATUS] [--limit N] [--cursor C | --all] [--json]
   m1l0 cancel <id> [--json]
-  m1l0 token create --name NAME [--role user|admin] [--out FILE] [--json]
+  m1l0 token create --name NAME [--role user|admin] [--expires 30d|DATE] [--out FILE] [--json]
 
 Options:
   --api URL      API address (env M1L0_API_URL, default http://127.0.0.1:8080)
@@ -38,6 +38,9 @@ Options:
 token create makes a new API token (offline: nothing is sent anywhere). It prints the token
 (shown once; give it to the client) and the line "name:role:sha256" for the operator's
 API_TOKENS_FILE; with --out FILE the token goes to FILE (mode 600) and only the line is printed.
+--expires (a duration: 30d, 12h, 90m, 2w; or a UTC date: 2027-01-31[T12:00:00Z]) puts an expiry
+in the line: from then on the API answers that token 401 "expired". The API reloads
+API_TOKENS_FILE when it changes (or on SIGHUP): adding or deleting a line needs no restart.
 
 build prints progress on stderr and ends with "image: <ref>" and "digest: sha256:…" on
 stdout. Exit codes: 0 success, 1 failed build or request, 2 invalid config or usage.`;
@@ -74,6 +77,7 @@ function parse(argv: string[]) {
       name: { type: "string" },
       role: { type: "string" },
       out: { type: "string" },
+      expires: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -273,18 +277,25 @@ async function listCommand(client: M1l0Client, flags: Flags, io: CliIo): Promise
 
 /** `token create`: a new token and its hash line, made locally (the API only ever sees hashes in its config). */
 async function tokenCommand(args: string[], flags: Flags, io: CliIo): Promise<number> {
-  if (args[0] !== "create" || args.length !== 1) throw new UsageError("usage: m1l0 token create --name NAME [--role user|admin] [--out FILE] [--json]");
+  if (args[0] !== "create" || args.length !== 1) throw new UsageError("usage: m1l0 token create --name NAME [--role user|admin] [--expires 30d|DATE] [--out FILE] [--json]");
   if (!flags.name) throw new UsageError("token create needs --name (recorded on the builds this token submits)");
   const role = flags.role ?? "user";
   if (!(API_TOKEN_ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${API_TOKEN_ROLES.join(", ")}`);
-  const { token, line, entry } = createApiToken(flags.name, role as ApiTokenRole);
+  let expiresAt: string | undefined;
+  try {
+    expiresAt = flags.expires === undefined ? undefined : parseTokenExpiry(flags.expires);
+  } catch (error) {
+    throw new UsageError(`--expires: ${(error as Error).message.replace(/^token expiry: /, "")}`);
+  }
+  const { token, line, entry } = createApiToken(flags.name, role as ApiTokenRole, expiresAt ? { expiresAt } : {});
+  const expiry = entry.expiresAt ? { expiresAt: entry.expiresAt } : {};
   if (flags.out) {
     // exclusive create: never overwrite (or widen the mode of) an existing file
     await writeFile(flags.out, `${token}\n`, { mode: 0o600, flag: "wx" });
-    io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, line, tokenFile: flags.out })}\n` : `${line}\n`);
+    io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, ...expiry, line, tokenFile: flags.out })}\n` : `${line}\n`);
     return EXIT_OK;
   }
-  io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, token, line })}\n` : `token: ${token}\nline:  ${line}\n`);
-  io.stderr.write("add the line to the API's API_TOKENS_FILE (then restart the API); the token is shown only now\n");
+  io.stdout.write(flags.json ? `${JSON.stringify({ name: entry.name, role: entry.role, ...expiry, token, line })}\n` : `token: ${token}\nline:  ${line}\n`);
+  io.stderr.write("add the line to the API's API_TOKENS_FILE (read again within seconds, no restart); the token is shown only now\n");
   return EXIT_OK;
 }

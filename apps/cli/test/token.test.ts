@@ -42,7 +42,24 @@ describe("m1l0 token create", () => {
     expect(readFileSync(file, "utf8").trim()).toBe(token);
   });
 
+  it("with --expires 30d writes an expiry 30 days out into the line, which the API's parser keeps", async () => {
+    const stdout = capture();
+    const before = Date.now();
+    expect(await runCli(["token", "create", "--name", "temp", "--expires", "30d", "--json"], { stdout, stderr: capture(), env })).toBe(EXIT_OK);
+    const printed = JSON.parse(stdout.text) as { token: string; line: string; expiresAt: string };
+    const expires = Date.parse(printed.expiresAt);
+    expect(expires - before).toBeGreaterThanOrEqual(30 * 86_400_000 - 1000);
+    expect(expires - Date.now()).toBeLessThanOrEqual(30 * 86_400_000);
+    expect(printed.line).toBe(`temp:user:${hashApiToken(printed.token)}:${printed.expiresAt}`);
+    expect(parseApiTokenLines(printed.line, "test")).toEqual([{ name: "temp", role: "user", sha256: hashApiToken(printed.token), expiresAt: printed.expiresAt }]);
+    const dated = capture();
+    expect(await runCli(["token", "create", "--name", "dated", "--expires", "2099-01-31"], { stdout: dated, stderr: capture(), env })).toBe(EXIT_OK);
+    expect(dated.text).toMatch(/^line: +dated:user:[0-9a-f]{64}:2099-01-31T00:00:00Z$/m);
+  });
+
   it.each([
+    [["token", "create", "--name", "x", "--expires", "soon"], /--expires: must be a duration such as 30d/],
+    [["token", "create", "--name", "x", "--expires", "2001-01-01"], /--expires: is in the past/],
     [["token", "create"], /needs --name/],
     [["token", "create", "--name", "x", "--role", "root"], /--role must be one of admin, user/],
     [["token", "create", "--name", "bad name!"], /token name: must be/],

@@ -1,14 +1,16 @@
-import type { ArtifactUploadStatus, BuildArtifacts } from "@m1l0/config";
-import type { BuildStore } from "@m1l0/queue";
-import { archiveRecord, artifactKeys, type ArtifactStore } from "@m1l0/storage";
+import { isTerminal, type ArtifactUploadStatus, type BuildArtifacts } from "@m1l0/config";
+import type { BuildStore, PendingUploads, UploadState } from "@m1l0/queue";
+import { archiveRecord, artifactKeys, MULTIPART_MIN_PART_BYTES, type ArtifactStore } from "@m1l0/storage";
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { rm } from "node:fs/promises";
+import { access, rm } from "node:fs/promises";
 import path from "node:path";
 import { Transform, pipeline, type Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { Logger } from "pino";
+import { LogSpool, type LogSpoolContext } from "./log-spool.js";
+import { uploadCompleteLog } from "./upload-log.js";
 
 export type ArtifactKind = keyof BuildArtifacts;
 
@@ -22,9 +24,20 @@ export interface RetryPolicy {
 export interface ArtifactArchiverOptions {
   artifacts: ArtifactStore;
   builds: BuildStore;
-  /** where packed contexts are spooled while Docker reads them */
+  /** what each build still has to upload, durable in Redis, with the upload leases */
+  uploads: PendingUploads;
+  /** this worker and its host: spools are readable by workers on the same host only */
+  workerId: string;
+  host: string;
+  /** where logs and packed contexts are spooled */
   spoolDir: string;
   logger: Logger;
+  /** a log part is uploaded each time this many bytes gathered [S3's minimum, 5 MiB] */
+  logPartBytes?: number;
+  /** an uploader's lease on a build; another worker may take over once it lapses [30 s] */
+  leaseMs?: number;
+  /** how often the sweeper looks for uploads whose worker is gone [10 s] */
+  sweepIntervalMs?: number;
   retry?: Partial<RetryPolicy>;
   onUploadError?: (kind: ArtifactKind) => void;
 }
@@ -41,22 +54,94 @@ export interface ContextCapture {
 }
 
 const DEFAULT_RETRY: RetryPolicy = { initialDelayMs: 1_000, maxDelayMs: 30_000, maxAttempts: 0 };
-const EVENTS_PAGE = 1_000;
 
 /**
  * Archives what a build leaves behind — its context, its log and its final record — in the
  * artifact store, in the background and with retries, so a slow or unreachable store never
  * fails or stalls a build. The record's `artifacts` field says how far the uploads got.
+ * What is left to upload is kept in Redis (PendingUploads): if this worker dies, the sweeper
+ * of any other worker takes the build's lapsed lease and finishes the uploads.
  */
 export class ArtifactArchiver {
   private readonly retry: RetryPolicy;
   /** per build: the context upload, which the log/record upload waits for */
   private readonly contextUploads = new Map<string, Promise<void>>();
+  /** per build: the log spool of the attempt running here */
+  private readonly spools = new Map<string, LogSpool>();
+  /** per build: a seal in progress (the processor and the archive both wait for it) */
+  private readonly sealing = new Map<string, Promise<void>>();
+  /** builds whose archiving runs in this process */
+  private readonly archiving = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
+  private sweeper: NodeJS.Timeout | undefined;
+  readonly logPartBytes: number;
+  private readonly leaseMs: number;
 
   constructor(private readonly options: ArtifactArchiverOptions) {
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.logPartBytes = options.logPartBytes ?? MULTIPART_MIN_PART_BYTES;
+    this.leaseMs = options.leaseMs ?? 30_000;
+  }
+
+  private logContext(buildId: string): LogSpoolContext {
+    const { builds, uploads, artifacts, host, workerId, logger } = this.options;
+    return { buildId, builds, uploads, artifacts, host, worker: workerId, partBytes: this.logPartBytes, logger };
+  }
+
+  /** Starts spooling the log of the attempt beginning here (every event this process appends to the build). */
+  async openLog(buildId: string): Promise<void> {
+    if (this.spools.has(buildId)) return;
+    const spool = new LogSpool(this.logContext(buildId), path.join(this.options.spoolDir, `m1l0-log-${buildId}-${randomUUID()}.spool`));
+    this.spools.set(buildId, spool);
+    await spool.open();
+  }
+
+  /** The attempt ended here: its spool is written out and closed. Every caller waits for the same sealing. */
+  async sealLog(buildId: string): Promise<void> {
+    const spool = this.spools.get(buildId);
+    if (!spool) return this.sealing.get(buildId);
+    this.spools.delete(buildId);
+    const sealed = spool.seal().finally(() => this.sealing.delete(buildId));
+    this.sealing.set(buildId, sealed);
+    return sealed;
+  }
+
+  /** Every `sweepIntervalMs`, finishes the uploads of builds whose uploader is gone (any worker's). */
+  startSweeper(): void {
+    const interval = this.options.sweepIntervalMs ?? 10_000;
+    const tick = () => {
+      void this.sweep()
+        .catch((error: unknown) => this.options.logger.warn({ err: error }, "upload sweep failed"))
+        .finally(() => {
+          if (!this.stopping.signal.aborted) this.sweeper = setTimeout(tick, interval);
+        });
+    };
+    this.sweeper = setTimeout(tick, interval);
+  }
+
+  /** One sweep: each pending build nobody uploads (no live lease) is taken over here. Returns the ids taken. */
+  async sweep(): Promise<string[]> {
+    const { uploads, builds, workerId, logger } = this.options;
+    const taken: string[] = [];
+    for (const buildId of await uploads.pending()) {
+      if (this.archiving.has(buildId) || this.stopping.signal.aborted) continue;
+      const record = await builds.get(buildId);
+      if (!record) {
+        await uploads.done(buildId); // Redis forgot the build: nothing left to upload it from
+        continue;
+      }
+      if (!isTerminal(record.status) || !(await uploads.claim(buildId, workerId, this.leaseMs))) continue;
+      // finished meanwhile (done() comes before the owner lets its lease go): nothing to do
+      if (!(await uploads.isPending(buildId))) {
+        await uploads.release(buildId, workerId);
+        continue;
+      }
+      logger.info({ buildId, worker: record.worker }, "finishing the uploads of a build whose uploader is gone");
+      taken.push(buildId);
+      void this.track(this.archive(buildId).catch((error: unknown) => logger.warn({ err: error, buildId }, "archiving failed")));
+    }
+    return taken;
   }
 
   get location(): string {
@@ -115,17 +200,12 @@ export class ArtifactArchiver {
       }
       await this.mark(buildId, { context: "pending" }, { contextDigest: digest });
       const key = artifactKeys.context(hex);
+      const pending = { key, spool: spoolPath, host: this.options.host };
+      await this.options.uploads.set(buildId, { context: pending }).catch((error: unknown) => log.warn({ err: error }, "could not record the pending context upload"));
       const upload = this.track(
-        this.withRetries(buildId, "context", async () => {
-          // content-addressed: an identical context is stored once
-          if (await this.options.artifacts.exists(key)) {
-            log.debug({ key }, "context already archived");
-            return;
-          }
-          await this.options.artifacts.put(key, createReadStream(spoolPath), "application/gzip");
-        })
-          .catch(() => undefined)
-          .finally(() => rm(spoolPath, { force: true })),
+        this.withRetries(buildId, "context", () => this.uploadContext(pending))
+          .then(() => this.contextDone(buildId, spoolPath))
+          .catch(() => undefined),
       );
       this.contextUploads.set(buildId, upload);
       return digest;
@@ -135,36 +215,93 @@ export class ArtifactArchiver {
 
   /**
    * Call when the build reached a terminal status: uploads the complete log (every event of
-   * every phase and attempt, from the build's event stream) and then the final record.
+   * every phase and attempt: the uploaded parts, the spool, Redis's tail) and then the final record.
    */
   archiveBuild(buildId: string): void {
-    void this.track(this.archive(buildId).catch((error: unknown) => this.options.logger.warn({ err: error, buildId }, "archiving failed")));
+    const { uploads, workerId, logger } = this.options;
+    const started = async () => {
+      // pending first, lease second: a sweeper never sees a pending build without an owner it could not take
+      await uploads.markPending(buildId);
+      await uploads.claim(buildId, workerId, this.leaseMs);
+      await this.archive(buildId);
+    };
+    void this.track(started().catch((error: unknown) => logger.warn({ err: error, buildId }, "archiving failed")));
   }
 
-  /** Waits (at most `timeoutMs`) for uploads in flight, then stops retrying. */
+  /** Waits (at most `timeoutMs`) for uploads in flight, then stops retrying (what is left stays pending for the sweepers). */
   async close(timeoutMs = 10_000): Promise<void> {
+    clearTimeout(this.sweeper);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled([...this.inFlight]), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
     clearTimeout(timer);
     this.stopping.abort();
+    clearTimeout(this.sweeper);
   }
 
+  /** Uploads what the build still owes, holding its lease (renewed while it works), then forgets it. */
   private async archive(buildId: string): Promise<void> {
-    const context = this.contextUploads.get(buildId);
+    const { uploads, workerId } = this.options;
+    this.archiving.add(buildId);
+    const renew = setInterval(() => void uploads.claim(buildId, workerId, this.leaseMs).catch(() => undefined), Math.max(this.leaseMs / 3, 100));
+    try {
+      await this.sealLog(buildId);
+      await this.mark(buildId, { log: "pending", record: "pending" });
+      const log = this.withRetries(buildId, "log", async () => {
+        await uploadCompleteLog(this.logContext(buildId), await uploads.get(buildId));
+      });
+      // the record goes last so that the archived copy tells where the other two ended up
+      const outcomes = await Promise.allSettled([log, this.finishContext(buildId)]);
+      await this.withRetries(buildId, "record", async () => {
+        const record = await this.options.builds.require(buildId);
+        const archived = { ...record, artifacts: { ...record.artifacts, record: "uploaded" as const } };
+        // the record, then its keys in the newest-first index that GET /builds pages through
+        await archiveRecord(this.options.artifacts, archived);
+      });
+      // a log given up on (retries exhausted) stays pending: another worker's sweep may still get it
+      if (outcomes[0].status === "fulfilled") await this.forget(buildId, await uploads.get(buildId));
+    } finally {
+      clearInterval(renew);
+      this.archiving.delete(buildId);
+      await uploads.release(buildId, workerId).catch(() => undefined);
+    }
+  }
+
+  /** The context's upload: this process's own when it runs here, else from the spool the state names. */
+  private async finishContext(buildId: string): Promise<void> {
+    const running = this.contextUploads.get(buildId);
     this.contextUploads.delete(buildId);
-    await this.mark(buildId, { log: "pending", record: "pending" });
-    const { artifacts, builds } = this.options;
-    const log = this.withRetries(buildId, "log", async () => {
-      await artifacts.put(artifactKeys.log(buildId), await builds.renderLog(buildId, EVENTS_PAGE), "text/plain; charset=utf-8");
+    await running;
+    const { context } = await this.options.uploads.get(buildId);
+    if (!context) return;
+    const readable = context.host === this.options.host && (await access(context.spool).then(() => true, () => false));
+    await this.withRetries(buildId, "context", async () => {
+      if (!readable && !(await this.options.artifacts.exists(context.key))) throw new ContextLost(context.host);
+      if (readable) await this.uploadContext(context);
+    }).catch(async (error: unknown) => {
+      if (!(error instanceof ContextLost)) throw error;
+      this.options.logger.warn({ buildId, host: context.host }, error.message);
+      await this.mark(buildId, { context: "failed" });
+      await this.options.uploads.clear(buildId, "context");
     });
-    // the record goes last so that the archived copy tells where the other two ended up
-    await Promise.all([log.catch(() => undefined), context?.catch(() => undefined)]);
-    await this.withRetries(buildId, "record", async () => {
-      const record = await builds.require(buildId);
-      const archived = { ...record, artifacts: { ...record.artifacts, record: "uploaded" as const } };
-      // the record, then its keys in the newest-first index that GET /builds pages through
-      await archiveRecord(artifacts, archived);
-    }).catch(() => undefined);
+    await this.contextDone(buildId, context.spool);
+  }
+
+  private async uploadContext(context: { key: string; spool: string }): Promise<void> {
+    // content-addressed: an identical context is stored once
+    if (await this.options.artifacts.exists(context.key)) return;
+    await this.options.artifacts.put(context.key, createReadStream(context.spool), "application/gzip");
+  }
+
+  private async contextDone(buildId: string, spoolPath: string): Promise<void> {
+    await this.options.uploads.clear(buildId, "context").catch(() => undefined);
+    await rm(spoolPath, { force: true });
+  }
+
+  /** Everything is in the store: the spools on this host go, and so does the build's pending entry. */
+  private async forget(buildId: string, state: UploadState): Promise<void> {
+    if (state.spool?.host === this.options.host) await rm(state.spool.path, { force: true });
+    if (state.context?.host === this.options.host) await rm(state.context.spool, { force: true });
+    await this.options.uploads.done(buildId);
   }
 
   /** Runs `upload` until it succeeds (backing off), recording pending → uploaded | failed. */
@@ -180,7 +317,7 @@ export class ArtifactArchiver {
         this.options.onUploadError?.(kind);
         const giveUp = (this.retry.maxAttempts > 0 && attempt >= this.retry.maxAttempts) || this.stopping.signal.aborted;
         log.warn({ err: error, attempt, giveUp, store: this.location }, "artifact upload failed");
-        if (giveUp) {
+        if (giveUp || error instanceof ContextLost) {
           // shutting down leaves it pending (not lost for good: the record says so); exhausted retries fail it
           if (!this.stopping.signal.aborted) await this.mark(buildId, { [kind]: "failed" });
           throw error;
@@ -205,6 +342,13 @@ export class ArtifactArchiver {
     this.inFlight.add(settled);
     void settled.finally(() => this.inFlight.delete(settled));
     return promise;
+  }
+}
+
+/** The context's spool was on a host this worker cannot read, and the store does not have it. */
+class ContextLost extends Error {
+  constructor(host: string) {
+    super(`the build context's spool was on host ${host}, which this worker cannot read; the context is not archived`);
   }
 }
 

@@ -272,6 +272,8 @@ export interface SweepOptions {
   getRecord(buildId: string): Promise<BuildRecord | undefined>;
   /** true while some worker holds the build's job (an unexpired lock) */
   isHeld(buildId: string): Promise<boolean>;
+  /** true while the build still has uploads to finish (its spools are what a sweeper uploads) */
+  hasPendingUploads(buildId: string): Promise<boolean>;
   /** ids running in this process right now (never swept) */
   runningHere?: () => Iterable<string>;
   logger: Logger;
@@ -292,6 +294,7 @@ export async function sweepWorkDir(options: SweepOptions): Promise<string[]> {
     const record = await options.getRecord(buildId);
     if (!record) continue;
     if (!isTerminal(record.status) && (await options.isHeld(buildId))) continue;
+    if (await options.hasPendingUploads(buildId)) continue;
     const entry = path.join(options.workDir, name);
     const isDir = (await stat(entry).catch(() => undefined))?.isDirectory();
     if (isDir === undefined || (!isDir && !name.startsWith("m1l0-context-"))) continue;

@@ -1,34 +1,36 @@
-import { loadCatalog } from "@m1l0/catalog";
+import { catalogFromEnv } from "@m1l0/catalog";
 import { splitList } from "@m1l0/config";
-import type { BuildStore, LastImageStore } from "@m1l0/queue";
+import type { BuildStore, LastImageStore, PendingUploads } from "@m1l0/queue";
 import { DockerHubResolver, EcrResolver, OciRegistryResolver, withRegistryOverride } from "@m1l0/registry";
-import { createArtifactStore, createS3Client, type ArtifactStore } from "@m1l0/storage";
+import { artifactStoreFromEnv, createS3Client } from "@m1l0/storage";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
+import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
+import type { BuildEgress } from "./egress/index.js";
 import { imageCacheLabels } from "./cleanup.js";
 import type { WorkerEnv } from "./env.js";
 import type { WorkerMetrics } from "./metrics.js";
 import type { PipelineDeps } from "./pipeline.js";
 
-/** S3 when S3_BUCKET is set, otherwise the local ARTIFACTS_DIR (same layout either way). */
-export function createWorkerArtifactStore(env: WorkerEnv): ArtifactStore {
-  return createArtifactStore({
-    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
-    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
-    localDir: env.ARTIFACTS_DIR,
-  });
-}
-
-export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Logger, builder: ImageBuilder, metrics?: WorkerMetrics, lastImages?: LastImageStore): PipelineDeps {
-  const catalog = loadCatalog({
-    ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
-    ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
-  });
+export function createPipelineDeps(
+  env: WorkerEnv,
+  store: BuildStore,
+  logger: Logger,
+  builder: ImageBuilder,
+  egress: BuildEgress,
+  uploads: PendingUploads,
+  notifier: BuildNotifier,
+  metrics?: WorkerMetrics,
+  lastImages?: LastImageStore,
+): PipelineDeps {
+  const catalog = catalogFromEnv(env);
   return {
     store,
     builder,
+    notifier,
     imageLabels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
     registry: createRegistryResolvers(env),
     catalog,
@@ -51,7 +53,7 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     }),
     workDir: env.WORK_DIR,
     workerId: env.WORKER_ID,
-    buildNetwork: env.BUILD_NETWORK,
+    egress,
     skipUnchanged: env.SKIP_UNCHANGED,
     plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
@@ -61,9 +63,15 @@ export function createPipelineDeps(env: WorkerEnv, store: BuildStore, logger: Lo
     logger,
     ...(lastImages && env.CACHE_FROM_REGISTRY ? { lastImages } : {}),
     artifacts: new ArtifactArchiver({
-      artifacts: createWorkerArtifactStore(env),
+      artifacts: artifactStoreFromEnv(env),
       builds: store,
+      uploads,
+      workerId: env.WORKER_ID,
+      host: hostname(),
       spoolDir: env.WORK_DIR,
+      logPartBytes: env.LOG_PART_BYTES,
+      leaseMs: env.ARTIFACT_LEASE_MS,
+      sweepIntervalMs: env.ARTIFACT_SWEEP_INTERVAL_MS,
       logger,
       ...(metrics ? { onUploadError: (kind) => metrics.artifactUploadErrors.inc({ artifact: kind }) } : {}),
     }),

@@ -4,6 +4,7 @@ import { classifyPushError } from "@m1l0/registry";
 import Docker from "dockerode";
 import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "./builder.js";
 import { createBuildCgroup, type BuildCgroup } from "./cgroup.js";
+import { LineJoiner, collapseCarriageReturns, stripAnsi } from "./log-lines.js";
 import {
   DAEMON_CALL_TIMEOUT_MS,
   FORK_REFUSED,
@@ -185,28 +186,26 @@ export class DockerImageBuilder implements ImageBuilder {
     let currentStep = "";
     const recent: string[] = [];
     let failure: BuilderError | undefined;
-    await this.follow(stream, (message) => {
-      if (message.stream) {
-        for (const raw of message.stream.split("\n")) {
-          // the classic builder colours a step's stderr with ANSI escapes
-          const line = raw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replace(/\r/g, "");
-          if (!line.trim()) continue;
-          if (/^Step \d+\/\d+ : /.test(line)) {
-            currentStep = line;
-            recent.length = 0; // classify errors by the failing step's own output
-          }
-          recent.push(line);
-          if (recent.length > 200) recent.shift();
-          request.onLine(line);
-        }
+    // the daemon's chunks are not line-aligned: whole lines only, progress bars at their last state
+    const output = new LineJoiner((line) => {
+      if (/^Step \d+\/\d+ : /.test(line)) {
+        currentStep = line;
+        recent.length = 0; // classify errors by the failing step's own output
       }
+      recent.push(line);
+      if (recent.length > 200) recent.shift();
+      request.onLine(line);
+    });
+    await this.follow(stream, (message) => {
+      if (message.stream) output.write(message.stream);
       if (message.aux?.ID) imageId = message.aux.ID;
       if (message.error || message.errorDetail) {
+        output.end();
         const text = message.errorDetail?.message ?? message.error ?? "unknown error";
         request.onLine(`ERROR: ${text}`);
         failure ??= classifyBuildError(text, currentStep, recent);
       }
-    });
+    }).finally(() => output.end());
     if (failure) throw failure;
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
@@ -246,7 +245,10 @@ export class DockerImageBuilder implements ImageBuilder {
     let digest = "";
     let failure: BuilderError | undefined;
     const lastStatus = new Map<string, string>();
+    // status messages are whole lines; any plain output is joined like a build's
+    const output = new LineJoiner((line) => request.onLine(line));
     await this.follow(stream, (message) => {
+      if (message.stream) output.write(message.stream);
       if (message.aux?.Digest) digest = message.aux.Digest;
       if (message.error || message.errorDetail) {
         const text = message.errorDetail?.message ?? message.error ?? "unknown error";
@@ -259,9 +261,9 @@ export class DockerImageBuilder implements ImageBuilder {
         const key = message.id ?? "";
         if (lastStatus.get(key) === message.status && message.progress) return;
         lastStatus.set(key, message.status);
-        request.onLine(message.id ? `${message.id}: ${message.status}` : message.status);
+        request.onLine(stripAnsi(collapseCarriageReturns(message.id ? `${message.id}: ${message.status}` : message.status)));
       }
-    });
+    }).finally(() => output.end());
     if (failure) throw failure;
     if (!digest) throw new BuilderError("PUSH_FAILED", `push of ${request.reference} finished without a manifest digest`);
     return { digest };

@@ -7,6 +7,9 @@ import { envBoolean, envList, resolveFileVariables, splitList } from "@m1l0/conf
 import { isIP } from "node:net";
 import { z } from "zod";
 import { EGRESS_MODES } from "./egress/policy.js";
+import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT } from "@m1l0/queue";
+import { MULTIPART_MIN_PART_BYTES } from "@m1l0/storage";
+import { loadWebhookSettings, type WebhookSettings } from "@m1l0/webhooks";
 
 const bool = envBoolean();
 
@@ -82,6 +85,16 @@ const envSchema = z.object({
   /** a file the worker rewrites every HEALTH_INTERVAL_SECONDS while Redis and its daemon answer (for a container HEALTHCHECK); unset = none */
   HEALTH_FILE: z.string().optional(),
   HEALTH_INTERVAL_SECONDS: z.coerce.number().min(1).default(10),
+  /** events of a build kept in its Redis stream (the live tail; the archived log is complete) */
+  LOG_TAIL_EVENTS: z.coerce.number().int().min(100).max(100_000).default(LOG_TAIL_EVENTS_DEFAULT),
+  /** log lines longer than this (UTF-8 bytes) are cut there, with a marker saying so */
+  LOG_LINE_MAX_BYTES: z.coerce.number().int().min(256).max(1024 * 1024).default(LOG_LINE_MAX_BYTES_DEFAULT),
+  /** a running build's log goes to S3 as a multipart part each time this much gathered (S3's minimum: 5 MiB) */
+  LOG_PART_BYTES: z.coerce.number().int().min(MULTIPART_MIN_PART_BYTES).default(MULTIPART_MIN_PART_BYTES),
+  /** a worker's lease on a build's uploads; once it lapses (the worker died) another worker's sweeper takes over */
+  ARTIFACT_LEASE_MS: z.coerce.number().int().min(1_000).default(30_000),
+  /** how often each worker looks for builds whose uploads lost their worker */
+  ARTIFACT_SWEEP_INTERVAL_MS: z.coerce.number().int().min(200).default(10_000),
   /** port of the worker's Prometheus /metrics listener; unset = no listener */
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   METRICS_HOST: z.string().default("127.0.0.1"),
@@ -133,6 +146,8 @@ export type WorkerEnv = z.output<typeof envSchema> & {
   dockerHubToken: string | undefined;
   registryCredentials: RegistryCredential[];
   registryAllowlist: string[];
+  /** the completion webhooks (WEBHOOKS_FILE and WEBHOOK_*, see @m1l0/webhooks); undefined: none */
+  webhooks: WebhookSettings | undefined;
 };
 
 function parseGitCredentials(text: string): WorkerEnv["gitCredentials"] {
@@ -160,5 +175,5 @@ export function loadWorkerEnv(source: NodeJS.ProcessEnv = process.env): WorkerEn
     ...parseRegistryCredentials(env.REGISTRY_CREDENTIALS, /,/),
     ...(env.REGISTRY_CREDENTIALS_FILE ? parseRegistryCredentials(readFileSync(env.REGISTRY_CREDENTIALS_FILE, "utf8"), /\n/) : []),
   ];
-  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken, registryCredentials, registryAllowlist: parseRegistryAllowlist(env.REGISTRY_ALLOWLIST) };
+  return { ...env, gitCredentials: parseGitCredentials(gitText), dockerHubToken, registryCredentials, registryAllowlist: parseRegistryAllowlist(env.REGISTRY_ALLOWLIST), webhooks: loadWebhookSettings(source) };
 }

@@ -1,5 +1,6 @@
-import type { BuilderError, BuildRecord, BuildStatus, PushedImage } from "@m1l0/config";
+import { isTerminal, type BuilderError, type BuildRecord, type BuildStatus, type PushedImage } from "@m1l0/config";
 import type { BuildStore } from "@m1l0/queue";
+import type { BuildNotifier } from "@m1l0/webhooks";
 import { UnrecoverableError, WaitingError } from "bullmq";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
@@ -23,6 +24,8 @@ export interface FinishContext {
   token?: string;
   /** told where the build ended up (the job's progress) */
   onSettled?: (status: BuildStatus) => Promise<void>;
+  /** told of the record once it is terminal (enqueues the completion webhooks) */
+  notifier: Pick<BuildNotifier, "buildEnded">;
 }
 
 /**
@@ -35,6 +38,7 @@ export async function finishBuild(ctx: FinishContext, outcome: BuildOutcome): Pr
   const { store, buildId } = ctx;
   const settled = async (record: BuildRecord | undefined) => {
     if (record) await ctx.onSettled?.(record.status);
+    if (record) await notifyEnded(ctx, record);
     return record;
   };
   const archive = () => ctx.artifacts?.archiveBuild(buildId);
@@ -91,6 +95,12 @@ export async function finishBuild(ctx: FinishContext, outcome: BuildOutcome): Pr
       await log(`worker lost the build's lock (${outcome.message}); stopped here, another worker continues it`);
       return { error: new Error(`lock lost: ${outcome.message}`) };
   }
+}
+
+/** The webhooks hear of the end; a failure to enqueue them must not change how the build ended. */
+async function notifyEnded(ctx: FinishContext, record: BuildRecord): Promise<void> {
+  if (!isTerminal(record.status)) return;
+  await ctx.notifier.buildEnded(record).catch((error: Error) => ctx.logger.error({ err: { message: error.message } }, "could not enqueue the build's webhooks"));
 }
 
 async function recordFailedAttempt(ctx: FinishContext, error: BuilderError, willRetry: boolean): Promise<void> {

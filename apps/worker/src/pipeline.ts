@@ -6,6 +6,7 @@ import type { GitCredential, SourcePolicy } from "@m1l0/source";
 import type { S3Client } from "@m1l0/storage";
 import type { Logger } from "pino";
 import type { ArtifactArchiver } from "./artifacts.js";
+import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
 import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
@@ -28,10 +29,8 @@ export interface PipelineDeps {
   s3?: S3Client;
   workDir: string;
   workerId: string;
-  /** network mode when no egress policy is given (tests with fake builders) */
-  buildNetwork: string;
   /** the egress policy (BUILD_EGRESS): network mode, build args and the log line of each build */
-  egress?: BuildEgress;
+  egress: BuildEgress;
   buildMemoryBytes?: number;
   buildCpuQuota?: number;
   /** registries a user-supplied Dockerfile may pull from (ALLOWED_BASE_REGISTRIES); unset → docker.io only */
@@ -39,6 +38,8 @@ export interface PipelineDeps {
   logger: Logger;
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
+  /** told when a build ends (the completion webhooks); absent without WEBHOOKS_FILE */
+  notifier: BuildNotifier;
   /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
   lastImages?: Pick<LastImageStore, "get" | "set">;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */

@@ -1,4 +1,4 @@
-import { BuilderError, isBuilderError } from "@m1l0/config";
+import { BuilderError, isBuilderError, type BuildRecord } from "@m1l0/config";
 import { buildJobSchema, type BuildJobData } from "@m1l0/queue";
 import type { Job } from "bullmq";
 import { answerJob, finishBuild } from "./finish.js";
@@ -30,26 +30,46 @@ async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, me
   const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
   const finish = (outcome: BuildOutcome) =>
     finishBuild(
-      { store: workerDeps.store, buildId, attempt, logger, job, ...(token ? { token } : {}), ...(metrics ? { metrics } : {}), ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), onSettled: (status) => progress.report(status) },
+      { store: workerDeps.store, buildId, attempt, logger, job, ...(token ? { token } : {}), ...(metrics ? { metrics } : {}), ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), notifier: deps.notifier, onSettled: (status) => progress.report(status) },
       outcome,
     ).then(answerJob);
 
   const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: attempt }));
+  if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) return finish({ kind: "cancelled", when: "before-start" });
+  // from here every event of this attempt is also spooled to disk (the complete archived log)
+  await deps.artifacts?.openLog(buildId);
+  try {
+    return await finish(await runAttempt({ deps, job, buildId, config, attempt, before, ...(lifecycle ? { lifecycle } : {}) }));
+  } finally {
+    await deps.artifacts?.sealLog(buildId);
+  }
+}
+
+interface AttemptRun {
+  deps: PipelineDeps;
+  job: Job<BuildJobData>;
+  buildId: string;
+  config: BuildJobData["config"];
+  attempt: number;
+  /** the record as this attempt found it */
+  before: BuildRecord;
+  lifecycle?: BuildLifecycle;
+}
+
+/** Runs the pipeline under the build's supervision (cancel, timeout, shutdown, lost lock) and says how it ended. */
+async function runAttempt({ deps, job, buildId, config, attempt, before, lifecycle }: AttemptRun): Promise<BuildOutcome> {
   if (before.status !== "queued" && before.worker && before.worker !== deps.workerId) {
     // the job's lock lapsed on another worker (killed, or cut off from Redis): take it over
     await deps.store.appendLog(buildId, "fetch", `worker ${before.worker} stopped responding during ${before.status}; resuming on ${deps.workerId}`);
   }
-  if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) return finish({ kind: "cancelled", when: "before-start" });
   const supervision = lifecycle?.supervise(buildId, config);
-  let outcome: BuildOutcome;
   try {
-    outcome = await runBuild(deps, buildId, config, supervision?.signal);
+    return await runBuild(deps, buildId, config, supervision?.signal);
   } catch (error) {
-    outcome = outcomeOfFailure(error, abortReason(supervision?.signal), (job.opts.attempts ?? 1) - attempt);
+    return outcomeOfFailure(error, abortReason(supervision?.signal), (job.opts.attempts ?? 1) - attempt);
   } finally {
     supervision?.dispose();
   }
-  return finish(outcome);
 }
 
 /** What a thrown attempt means: an abort says why itself; a failure is retried while it may be and attempts are left. */

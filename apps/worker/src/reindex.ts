@@ -8,11 +8,11 @@
 import { reindexArchivedRecords } from "@m1l0/storage";
 import { loadWorkerEnv } from "./env.js";
 import { createLogger } from "./logger.js";
-import { createWorkerArtifactStore } from "./worker.js";
+import { artifactStoreFromEnv } from "@m1l0/storage";
 
 const env = loadWorkerEnv();
 const logger = createLogger(env.LOG_LEVEL, "m1l0-reindex");
-const artifacts = createWorkerArtifactStore(env);
+const artifacts = artifactStoreFromEnv(env);
 logger.info({ store: artifacts.location }, "indexing archived records");
 const done = await reindexArchivedRecords(artifacts, { onProgress: (progress) => logger.info(progress, "indexed so far") });
 logger.info({ ...done, store: artifacts.location }, "archived records indexed");

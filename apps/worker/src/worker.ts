@@ -1,5 +1,5 @@
 import { BuilderError } from "@m1l0/config";
-import { BUILD_QUEUE_NAME, BuildStore, LastImageStore, createRedis, type BuildJobData } from "@m1l0/queue";
+import { BUILD_QUEUE_NAME, BuildStore, LastImageStore, PendingUploads, createRedis, type BuildJobData } from "@m1l0/queue";
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Server } from "node:http";
@@ -8,8 +8,9 @@ import type { ImageBuilder } from "./builder.js";
 import { ImageCache, sweepWorkDir, withImageCache } from "./cleanup.js";
 import { createPipelineDeps } from "./deps.js";
 import { DockerImageBuilder } from "./docker.js";
-import { createBuildEgress, type DockerBuildEgress } from "./egress/index.js";
+import { FixedNetworkEgress, createBuildEgress, type BuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
+import { NO_WEBHOOKS, WebhookDeliveryStore, WebhookMetrics, WebhookNotifier, startWebhookDeliveryWorker, webhookQueueName, type WebhookSettings } from "@m1l0/webhooks";
 import { finishBuild } from "./finish.js";
 import { BuildAborted, BuildLifecycle } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
@@ -17,7 +18,7 @@ import type { PipelineDeps } from "./pipeline.js";
 import { createBuildProcessor } from "./processor.js";
 import { JobProgress } from "./progress.js";
 
-export { createPipelineDeps, createWorkerArtifactStore } from "./deps.js";
+export { createPipelineDeps } from "./deps.js";
 export { createBuildProcessor } from "./processor.js";
 
 export interface BuildWorker {
@@ -38,13 +39,34 @@ export interface BuildWorker {
 }
 
 
+/**
+ * Completion webhooks: this worker enqueues them as its builds end and, like every worker,
+ * delivers from the shared webhook queue (so deliveries go on while any worker lives).
+ */
+function startWebhooks(settings: WebhookSettings, connection: Redis, buildQueueName: string, prefix: string, metrics: WorkerMetrics, logger: Logger) {
+  const history = new WebhookDeliveryStore(connection, prefix);
+  const queueName = webhookQueueName(buildQueueName);
+  const notifier = new WebhookNotifier(connection, queueName, settings, history);
+  const delivery = startWebhookDeliveryWorker({ connection, queueName, settings, history, metrics: new WebhookMetrics(metrics.registry), logger: logger.child({ component: "webhooks" }) });
+  logger.info({ endpoints: settings.endpoints.map((endpoint) => ({ name: endpoint.name, origin: endpoint.url.origin, events: [...endpoint.events] })), attempts: settings.attempts }, "completion webhooks on");
+  return {
+    notifier,
+    async close() {
+      await delivery.close();
+      await notifier.close();
+    },
+  };
+}
+
 export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { builder?: ImageBuilder; connection?: Redis } = {}): BuildWorker {
   const connection = options.connection ?? createRedis(env.REDIS_URL, "worker");
   connection.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
-  const store = new BuildStore(connection, env.REDIS_KEY_PREFIX);
+  const store = new BuildStore(connection, env.REDIS_KEY_PREFIX, { logTailEvents: env.LOG_TAIL_EVENTS, logLineMaxBytes: env.LOG_LINE_MAX_BYTES });
+  const uploads = new PendingUploads(connection, env.REDIS_KEY_PREFIX);
   const metrics = new WorkerMetrics(env.WORKER_ID);
   let imageCache: ImageCache | undefined;
   let egress: DockerBuildEgress | undefined;
+  let buildEgress: BuildEgress = new FixedNetworkEgress(env.BUILD_NETWORK);
   let builder = options.builder;
   if (!builder) {
     const docker = new DockerImageBuilder({
@@ -62,12 +84,14 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     );
     builder = withImageCache(docker, imageCache);
     egress = createBuildEgress(env, docker.docker, logger);
+    buildEgress = egress;
   }
-  const deps = { ...createPipelineDeps(env, store, logger, builder, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(egress ? { egress } : {}) };
+  const queueName = env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME;
+  const webhooks = env.webhooks ? startWebhooks(env.webhooks, connection, queueName, env.REDIS_KEY_PREFIX, metrics, logger) : undefined;
+  const deps = createPipelineDeps(env, store, logger, builder, buildEgress, uploads, webhooks?.notifier ?? NO_WEBHOOKS, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
-  const queueName = env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME;
   const lifecycle = new BuildLifecycle(store, { queueName, defaultTimeoutSeconds: env.BUILD_TIMEOUT_SECONDS, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS }, logger);
   // the record's cancel flag (polled while building) covers messages sent before this subscribes
   void lifecycle.listen(connection).catch((error: Error) => logger.error({ err: error }, "cannot subscribe to cancel requests"));
@@ -109,7 +133,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       const message = `the build's worker stopped responding ${env.WORKER_MAX_STALLED_COUNT + 1} times (killed or cut off from Redis); not retried further`;
       const progress = new JobProgress(job, buildId, env.WORKER_ID, logger);
       void finishBuild(
-        { store, buildId, attempt: job.attemptsMade, logger, ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), onSettled: (status) => progress.report(status) },
+        { store, buildId, attempt: job.attemptsMade, logger, ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), notifier: deps.notifier, onSettled: (status) => progress.report(status) },
         { kind: "failed", cause: "stalled", error: new BuilderError("INTERNAL", message) },
       )
         .catch((cause: Error) => logger.warn({ err: cause, buildId }, "could not record a stalled build's failure"));
@@ -120,9 +144,12 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       workDir: env.WORK_DIR,
       getRecord: (buildId) => store.get(buildId),
       isHeld: async (buildId) => (await connection.exists(`${worker.toKey(buildId)}:lock`)) === 1,
+      hasPendingUploads: (buildId) => uploads.isPending(buildId),
       logger,
     });
   collectImages();
+  // finishes the uploads of builds whose worker died (any worker's), one lease at a time
+  deps.artifacts?.startSweeper();
   return {
     worker,
     connection,
@@ -135,6 +162,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
     async close() {
       egress?.stop();
       await worker.close();
+      await webhooks?.close();
       await lifecycle.close();
       // give background uploads a moment; what is left stays "pending" in the records
       await deps.artifacts?.close();

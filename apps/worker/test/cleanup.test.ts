@@ -22,7 +22,7 @@ describe("work dir sweep", () => {
     expect(buildIdOfWorkEntry("other-bld_x-abcdef")).toBeUndefined();
   });
 
-  it("removes entries of finished builds and of builds no worker holds; keeps held, running-here and unknown ones", async () => {
+  it("removes entries of finished builds and of builds no worker holds; keeps held, running-here, still-uploading and unknown ones", async () => {
     const workDir = mkdtempSync(path.join(tmpdir(), "m1l0-sweep-test-"));
     dirs.push(workDir);
     const entries = {
@@ -30,6 +30,7 @@ describe("work dir sweep", () => {
       orphaned: "m1l0-bld_orphan-bbbbbb",
       held: "m1l0-bld_held-cccccc",
       here: "m1l0-bld_here-dddddd",
+      uploading: "m1l0-bld_uploading-ffffff",
       unknown: "m1l0-secret-eeeeee",
     };
     for (const name of Object.values(entries)) mkdirSync(path.join(workDir, name));
@@ -40,15 +41,20 @@ describe("work dir sweep", () => {
       bld_orphan: record("bld_orphan", "building"),
       bld_held: record("bld_held", "building"),
       bld_here: record("bld_here", "building"),
+      bld_uploading: record("bld_uploading", "succeeded"),
     };
+    const uploadingSpool = "m1l0-context-bld_uploading-0f8fad5b-d9cb-469f-a165-70867728950e.tar.gz";
+    writeFileSync(path.join(workDir, uploadingSpool), "x");
     const removed = await sweepWorkDir({
       workDir,
       getRecord: async (id) => records[id],
       isHeld: async (id) => id === "bld_held",
+      // its spool is what another worker's sweeper would upload: kept
+      hasPendingUploads: async (id) => id === "bld_uploading",
       runningHere: () => ["bld_here"],
       logger,
     });
     expect(removed.sort()).toEqual([entries.finished, entries.orphaned, spool].sort());
-    expect(readdirSync(workDir).sort()).toEqual([entries.held, entries.here, entries.unknown].sort());
+    expect(readdirSync(workDir).sort()).toEqual([entries.held, entries.here, entries.unknown, entries.uploading, uploadingSpool].sort());
   });
 });

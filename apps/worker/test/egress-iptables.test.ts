@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { firewallSnapshot } from "@m1l0/testkit";
 import { randomBytes } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import { IptablesFirewall, egressRuleset, reconcile, removeRules, type EgressSpec } from "../src/egress/index.js";
@@ -24,15 +25,6 @@ const spec = (overrides: Partial<EgressSpec> = {}): EgressSpec => ({
   ...overrides,
 });
 
-function save(): string[] {
-  return ["iptables-save", "ip6tables-save"].flatMap((command) =>
-    execFileSync(command)
-      .toString()
-      .split("\n")
-      .filter((line) => line && !line.startsWith("#"))
-      .map((line) => `${command} ${line.replace(/\[\d+:\d+\]/, "[0:0]")}`),
-  );
-}
 
 const mentions = (name: string) => (line: string) => line.includes(name);
 /** lines of docker networks and containers of other tests, which may come and go meanwhile */
@@ -45,13 +37,13 @@ afterAll(async () => {
 
 describe("egress rules on the host's iptables", () => {
   it("installs once, is idempotent, repairs what others removed, and removal leaves the tables as they were", async () => {
-    const before = save();
+    const before = firewallSnapshot();
     expect(before.filter(mentions(bridge))).toEqual([]);
     const rules = egressRuleset(spec());
 
     const first = await reconcile(firewall, rules);
     expect(first.changed.length).toBe(5); // the two chains (one restore) and four jumps
-    const installed = save();
+    const installed = firewallSnapshot();
     expect(installed.filter(mentions(`M1L0-${bridge}-F`)).length).toBe(1 + rules.forward.length + 1); // -N, the rules, the DOCKER-USER jump
     expect(installed.filter((line) => line.startsWith("ip6tables") && line.includes(bridge)).length).toBe(2);
     // our jump is the first rule of DOCKER-USER and of INPUT
@@ -60,7 +52,7 @@ describe("egress rules on the host's iptables", () => {
 
     // idempotent: nothing to do, nothing changed
     expect((await reconcile(firewall, rules)).changed).toEqual([]);
-    expect(save().filter(mentions(bridge))).toEqual(installed.filter(mentions(bridge)));
+    expect(firewallSnapshot().filter(mentions(bridge))).toEqual(installed.filter(mentions(bridge)));
 
     // another bridge's jump on top of ours is not a reason to move (no ping-pong between workers)
     const otherRules = egressRuleset(spec({ bridge: other }));
@@ -73,7 +65,7 @@ describe("egress rules on the host's iptables", () => {
     execFileSync("ip6tables", ["-w", "10", "-D", "INPUT", "-i", bridge, "-m", "comment", "--comment", `m1l0-egress ${bridge}`, "-j", "REJECT", "--reject-with", "icmp6-adm-prohibited"]);
     const repaired = await reconcile(firewall, rules);
     expect(repaired.changed).toHaveLength(2);
-    expect(save().filter(mentions(bridge)).sort()).toEqual(installed.filter(mentions(bridge)).sort());
+    expect(firewallSnapshot().filter(mentions(bridge)).sort()).toEqual(installed.filter(mentions(bridge)).sort());
 
     // a changed policy replaces the chain's content in place (one atomic restore), jumps stay
     const changed = egressRuleset(spec({ allow: [] }));
@@ -82,7 +74,7 @@ describe("egress rules on the host's iptables", () => {
 
     const removed = await removeRules(firewall, bridge);
     expect(removed.filter((line) => line.includes("chain"))).toEqual([`iptables chain ${rules.forwardChain}`, `iptables chain ${rules.inputChain}`]);
-    const after = save();
+    const after = firewallSnapshot();
     expect(after.filter(mentions(bridge))).toEqual([]);
     expect({ gone: before.filter((line) => !after.includes(line) && !foreign(line)), added: after.filter((line) => !before.includes(line) && !foreign(line)) }).toEqual({ gone: [], added: [] });
     expect(await removeRules(firewall, bridge)).toEqual([]);

@@ -16,12 +16,13 @@ afterAll(() => fixture.close());
 
 const image = { registry: "registry.test", repository: "m1l0/unit", tag: "v1", reference: "registry.test/m1l0/unit:v1", digest: `sha256:${"a".repeat(64)}` };
 
-async function finish(outcome: BuildOutcome, options: { status?: BuildStatus; job?: boolean } = {}) {
+async function finish(outcome: BuildOutcome, options: { status?: BuildStatus; job?: boolean; notifierFails?: boolean } = {}) {
   const { id } = await fixture.submit({ source: "dir:///nowhere" });
   if (options.status) await fixture.store.transition(id, options.status);
   const archived: string[] = [];
   const settled: BuildStatus[] = [];
   const waits: Array<string | undefined> = [];
+  const notified: BuildStatus[] = [];
   const metrics = new WorkerMetrics("w-unit");
   const ctx: FinishContext = {
     store: fixture.store,
@@ -32,12 +33,18 @@ async function finish(outcome: BuildOutcome, options: { status?: BuildStatus; jo
     artifacts: { archiveBuild: (buildId) => void archived.push(buildId) },
     ...(options.job === false ? {} : { job: { moveToWait: async (token?: string) => void waits.push(token) }, token: "tok" }),
     onSettled: async (status) => void settled.push(status),
+    notifier: {
+      buildEnded: async (ended) => {
+        if (options.notifierFails) throw new Error("redis down");
+        notified.push(ended.status);
+      },
+    },
   };
   const answer = await finishBuild(ctx, outcome);
   const record = await fixture.store.require(id);
   const log = (await fixture.store.readEvents(id, "0")).flatMap((item) => (item.event.type === "log" ? [item.event.line] : []));
   const counted = async (outcome: string) => (await metrics.buildsTotal.get()).values.find((value) => value.labels.outcome === outcome)?.value ?? 0;
-  return { id, answer, record, archived, settled, waits, log, counted };
+  return { id, answer, record, archived, settled, waits, log, counted, notified };
 }
 
 const thrown = (answer: JobAnswer) => ("error" in answer ? answer.error : undefined);
@@ -49,7 +56,18 @@ describe("finishBuild", () => {
     expect(answerJob(done.answer)).toEqual({ image });
     expect(done.archived).toEqual([done.id]);
     expect(done.settled).toEqual(["succeeded"]);
+    expect(done.notified).toEqual(["succeeded"]);
     expect(await done.counted("succeeded")).toBe(1);
+  });
+
+  it("tells the notifier (the webhooks) of terminal statuses only, and a notifier failure changes nothing", async () => {
+    const requeued = await finish({ kind: "requeued", why: "retry", error: new BuilderError("REGISTRY_UNREACHABLE", "registry down") }, { status: "pushing" });
+    expect(requeued.notified).toEqual([]);
+    const cancelled = await finish({ kind: "cancelled", when: "running" }, { status: "building" });
+    expect(cancelled.notified).toEqual(["cancelled"]);
+    const failing = await finish({ kind: "succeeded", image }, { status: "pushing", notifierFails: true });
+    expect(failing.record.status).toBe("succeeded");
+    expect(answerJob(failing.answer)).toEqual({ image });
   });
 
   it("records a cached build with its key and commit", async () => {

@@ -176,6 +176,20 @@ function validate<T>(schema: z.ZodType<T>, data: unknown, file: string, what: st
   return result.data;
 }
 
+/** The catalog settings API and worker read from their environment. */
+export interface CatalogEnv {
+  CATALOG_FILE?: string | undefined;
+  CATALOG_OVERRIDES_FILE?: string | undefined;
+}
+
+/** The one way a process loads its catalog: CATALOG_FILE (or the shipped one) plus CATALOG_OVERRIDES_FILE. */
+export function catalogFromEnv(env: CatalogEnv): Catalog {
+  return loadCatalog({
+    ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
+    ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
+  });
+}
+
 /**
  * Loads and validates the catalog: the shipped catalog.yaml, or `catalogFile` instead of it,
  * plus image overrides from `overridesFile` (none by default). Throws CatalogFileError naming

@@ -1,5 +1,6 @@
 export {
   CatalogFileError,
+  catalogFromEnv,
   DEFAULT_CATALOG_FILE,
   LOCAL_OVERRIDES_FILE,
   loadCatalog,
@@ -7,6 +8,7 @@ export {
   supportedCombinations,
   type BaseImageQuery,
   type Catalog,
+  type CatalogEnv,
   type CatalogEntry,
   type ResolvedBase,
   type Resource,

@@ -1,6 +1,5 @@
 import {
   BuilderError,
-  TERMINAL_STATUSES,
   formatBuildEvent,
   isTerminal,
   type AttemptError,
@@ -10,53 +9,13 @@ import {
   type HistoryPosition,
 } from "@m1l0/config";
 import type { Redis } from "ioredis";
+import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT, truncateLogLine } from "./log-line.js";
 import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
+import { CLAIM_SCRIPT, CREATE_SCRIPT, RELEASE_SCRIPT } from "./store-scripts.js";
 
-const EVENTS_MAXLEN = 20_000;
 const FINISHED_TTL_SECONDS = 7 * 24 * 3600;
 /** safety net only: the in-flight marker is removed when its build finishes */
 const INFLIGHT_TTL_SECONDS = 24 * 3600;
-
-/** Lua: true while `status` is not a terminal one (the list is @m1l0/config's, never restated here). */
-const ACTIVE_LUA = TERMINAL_STATUSES.map((status) => `status ~= '${status}'`).join(" and ");
-
-/**
- * KEYS: record, index, events, in-flight marker. ARGV: record JSON, createdAt ms, prune-before
- * ms, id, first event JSON, events maxlen, in-flight TTL, record key prefix, use-in-flight flag.
- * Replies {0, id} attached to an active build, {1, id} created, {2, id} id already taken.
- */
-const CREATE_SCRIPT = `
-if ARGV[9] == '1' then
-  local holder = redis.call('GET', KEYS[4])
-  if holder then
-    local raw = redis.call('GET', ARGV[8] .. holder)
-    if raw then
-      local status = cjson.decode(raw)['status']
-      if ${ACTIVE_LUA} then
-        return {0, holder}
-      end
-    end
-  end
-end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return {2, ARGV[4]} end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[5])
-if ARGV[9] == '1' then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[7]) end
-return {1, ARGV[4]}
-`;
-/** KEYS: claim. ARGV: id, ttl ms. Replies the holder's id. */
-const CLAIM_SCRIPT = `
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return holder end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-`;
-/** KEYS: key. ARGV: id. Deletes the key only while it still names this id. */
-const RELEASE_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
 
 export interface StoredEvent {
   /** Redis stream id, usable as SSE Last-Event-ID */
@@ -76,15 +35,51 @@ export function matchesListFilter(record: BuildRecord, options: ListOptions): bo
   return (!options.status || record.status === options.status) && (options.submitter === undefined || record.submitter === options.submitter);
 }
 
+export interface BuildStoreOptions {
+  /** events kept per build stream: the live tail (the complete log is the worker's spool, then S3) [2,000] */
+  logTailEvents?: number;
+  /** longer log lines are truncated with a marker [8,192] */
+  logLineMaxBytes?: number;
+}
+
+/**
+ * Told every event this process appends to a build's stream, in order, with the promise of its
+ * stream id (the worker's log spool). Called synchronously, so calls keep the append order.
+ */
+export type EventSink = (streamId: Promise<string>, event: BuildEvent) => void;
+
 /**
  * Build records and per-build event streams in Redis. Any API replica can read what any
- * worker wrote: the record is one JSON value, the events one Redis stream per build.
+ * worker wrote: the record is one JSON value, the events one Redis stream per build (a
+ * bounded live tail: the complete log is archived by the worker).
  */
 export class BuildStore {
+  readonly logTailEvents: number;
+  readonly logLineMaxBytes: number;
+  private readonly sinks = new Map<string, EventSink>();
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix = "m1l0:",
-  ) {}
+    options: BuildStoreOptions = {},
+  ) {
+    this.logTailEvents = options.logTailEvents ?? LOG_TAIL_EVENTS_DEFAULT;
+    this.logLineMaxBytes = options.logLineMaxBytes ?? LOG_LINE_MAX_BYTES_DEFAULT;
+  }
+
+  /** Redis keys that hold one build (for memory accounting). */
+  keysOf(id: string): string[] {
+    return [this.recordKey(id), this.eventsKey(id)];
+  }
+
+  /** Tees this process's appends to build `id` into `sink` until detached. */
+  attachEventSink(id: string, sink: EventSink): void {
+    this.sinks.set(id, sink);
+  }
+
+  detachEventSink(id: string, sink: EventSink): void {
+    if (this.sinks.get(id) === sink) this.sinks.delete(id);
+  }
 
   private recordKey(id: string): string {
     return `${this.prefix}build:${id}`;
@@ -131,7 +126,7 @@ export class BuildStore {
       createdAt - FINISHED_TTL_SECONDS * 1000,
       record.id,
       JSON.stringify(event),
-      EVENTS_MAXLEN,
+      this.logTailEvents,
       INFLIGHT_TTL_SECONDS,
       `${this.prefix}build:`,
       record.requestKey ? "1" : "0",
@@ -277,27 +272,45 @@ export class BuildStore {
     return this.update(id, (current) => ({ ...current, attemptErrors: [...(current.attemptErrors ?? []), entry] }));
   }
 
-  async appendEvent(id: string, event: BuildEvent): Promise<string> {
-    const streamId = await this.redis.xadd(this.eventsKey(id), "MAXLEN", "~", EVENTS_MAXLEN, "*", "e", JSON.stringify(event));
-    return streamId ?? "";
+  appendEvent(id: string, event: BuildEvent): Promise<string> {
+    const streamId = this.redis.xadd(this.eventsKey(id), "MAXLEN", "~", this.logTailEvents, "*", "e", JSON.stringify(event)).then((added) => added ?? "");
+    // issued before the sink hears of it: the sink's order is the stream's order
+    this.sinks.get(id)?.(streamId, event);
+    return streamId;
   }
 
   async appendLog(id: string, phase: "fetch" | "build" | "push", line: string): Promise<string> {
-    return this.appendEvent(id, { type: "log", phase, line, at: new Date().toISOString() });
+    return this.appendEvent(id, { type: "log", phase, line: truncateLogLine(line, this.logLineMaxBytes), at: new Date().toISOString() });
+  }
+
+  /** Every event still in the stream after `afterId`, a page at a time. */
+  async *eventsAfter(id: string, afterId = "0", pageSize = 1_000): AsyncGenerator<StoredEvent> {
+    for (let cursor = afterId; ; ) {
+      const batch = await this.readEvents(id, cursor, { count: pageSize });
+      if (batch.length === 0) return;
+      yield* batch;
+      cursor = batch[batch.length - 1]!.id;
+    }
   }
 
   /**
-   * The build's whole log as text, one formatted event a line (every phase and attempt), read
-   * in pages of `pageSize`: what GET /builds/:id/logs answers and the archive stores.
+   * Whether the stream may have lost events after `afterId` to trimming: from the start, when
+   * its first event is not the build's first status; after an id, when that event is gone.
+   */
+  async trimmedAfter(id: string, afterId = "0"): Promise<boolean> {
+    if (afterId !== "0") return (await this.redis.xrange(this.eventsKey(id), afterId, afterId)).length === 0;
+    const [first] = await this.readEvents(id, "0", { count: 1 });
+    return first !== undefined && !(first.event.type === "status" && first.event.status === "queued");
+  }
+
+  /**
+   * The build's log as Redis holds it, one formatted event a line: the whole log for a build
+   * within the live tail; for a longer one a first line says the start is in the archive.
    */
   async renderLog(id: string, pageSize = 1_000): Promise<string> {
     const lines: string[] = [];
-    for (let cursor = "0"; ; ) {
-      const batch = await this.readEvents(id, cursor, { count: pageSize });
-      if (batch.length === 0) break;
-      for (const item of batch) lines.push(formatBuildEvent(item.event));
-      cursor = batch[batch.length - 1]!.id;
-    }
+    if (await this.trimmedAfter(id)) lines.push(`${new Date().toISOString()} [fetch] (earlier lines are past the live tail of ${this.logTailEvents} events; the complete log is archived when the build ends)`);
+    for await (const item of this.eventsAfter(id, "0", pageSize)) lines.push(formatBuildEvent(item.event));
     return lines.length ? `${lines.join("\n")}\n` : "";
   }
 

@@ -1,39 +1,29 @@
-import { newBuildId, parseBuildConfig, type BuildRecord } from "@m1l0/config";
+import type { BuildRecord } from "@m1l0/config";
 import { Queue, Worker } from "bullmq";
-import type { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BUILD_JOB_NAME, BuildStore, cancelBuild, cancelChannel, createRedis, isRedisUnavailableError, type BuildJobData } from "../src/index.js";
+import { BUILD_JOB_NAME, cancelBuild, cancelChannel, createRedis, isRedisUnavailableError, type BuildJobData } from "../src/index.js";
+import { config, newRecord, REDIS_URL, useStore } from "./helper.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const config = parseBuildConfig({ service: "dockerhub", repository: "me/app", source: "https://example.com/app.git" });
-const prefix = `test:${randomUUID()}:`;
+const { redis, store } = useStore();
 const queueName = `test-cancel-${randomUUID()}`;
 
-let redis: Redis;
-let store: BuildStore;
 let queue: Queue<BuildJobData>;
 
 async function newQueuedBuild(): Promise<BuildRecord> {
-  const now = new Date().toISOString();
-  const record: BuildRecord = { id: newBuildId(), status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
+  const record = newRecord();
   await store.create(record);
   await queue.add(BUILD_JOB_NAME, { buildId: record.id, config }, { jobId: record.id });
   return record;
 }
 
 beforeAll(() => {
-  redis = createRedis(REDIS_URL, "worker");
-  store = new BuildStore(redis, prefix);
   queue = new Queue<BuildJobData>(queueName, { connection: createRedis(REDIS_URL, "producer") });
 });
 
 afterAll(async () => {
   await queue.obliterate({ force: true });
   await queue.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
 });
 
 describe("cancelBuild (real Redis + BullMQ)", () => {

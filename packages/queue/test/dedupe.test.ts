@@ -1,31 +1,9 @@
-import { newBuildId, parseBuildConfig, type BuildRecord } from "@m1l0/config";
+import type { BuildRecord } from "@m1l0/config";
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BuildStore, createRedis } from "../src/index.js";
+import { describe, expect, it } from "vitest";
+import { newRecord, useStore } from "./helper.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const config = parseBuildConfig({ service: "dockerhub", repository: "me/app", source: "https://example.com/app.git" });
-
-let redis: Redis;
-let store: BuildStore;
-const prefix = `test:${randomUUID()}:`;
-
-function newRecord(requestKey?: string): BuildRecord {
-  const now = new Date().toISOString();
-  return { id: newBuildId(), status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0, ...(requestKey ? { requestKey } : {}) };
-}
-
-beforeAll(() => {
-  redis = createRedis(REDIS_URL, "worker");
-  store = new BuildStore(redis, prefix);
-});
-
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, store, prefix } = useStore();
 
 describe("createOrAttach (real Redis)", () => {
   it("creates, indexes and publishes the first event in one call", async () => {
@@ -41,7 +19,7 @@ describe("createOrAttach (real Redis)", () => {
 
   it("a request identical to an active build attaches to it; concurrent ones all get the same build", async () => {
     const key = randomUUID();
-    const outcomes = await Promise.all(Array.from({ length: 50 }, () => store.createOrAttach(newRecord(key))));
+    const outcomes = await Promise.all(Array.from({ length: 50 }, () => store.createOrAttach(newRecord({ requestKey: key }))));
     const created = outcomes.filter((o) => o.created);
     expect(created).toHaveLength(1);
     expect(new Set(outcomes.map((o) => o.id))).toEqual(new Set([created[0]!.id]));
@@ -53,11 +31,11 @@ describe("createOrAttach (real Redis)", () => {
 
   it("once the build finishes, the same request makes a new build", async () => {
     const key = randomUUID();
-    const first = await store.createOrAttach(newRecord(key));
+    const first = await store.createOrAttach(newRecord({ requestKey: key }));
     await store.transition(first.id, "fetching");
-    expect((await store.createOrAttach(newRecord(key))).id).toBe(first.id);
+    expect((await store.createOrAttach(newRecord({ requestKey: key }))).id).toBe(first.id);
     await store.transition(first.id, "failed", { error: { code: "BUILD_FAILED", message: "x" } });
-    const second = await store.createOrAttach(newRecord(key));
+    const second = await store.createOrAttach(newRecord({ requestKey: key }));
     expect(second.created).toBe(true);
     expect(second.id).not.toBe(first.id);
     // the marker now names the second build (and a finished first build cannot remove it)
@@ -66,17 +44,17 @@ describe("createOrAttach (real Redis)", () => {
 
   it("a stale marker (its build finished without clearing it) does not capture new requests", async () => {
     const key = randomUUID();
-    const first = await store.createOrAttach(newRecord(key));
+    const first = await store.createOrAttach(newRecord({ requestKey: key }));
     // simulate a marker left behind: finish the record behind the store's back
     const raw = JSON.parse((await redis.get(`${prefix}build:${first.id}`))!) as BuildRecord;
     await redis.set(`${prefix}build:${first.id}`, JSON.stringify({ ...raw, status: "succeeded" }));
-    const second = await store.createOrAttach(newRecord(key));
+    const second = await store.createOrAttach(newRecord({ requestKey: key }));
     expect(second).toMatchObject({ created: true, attached: false });
   });
 
   it("discard (enqueue failed) removes the marker too", async () => {
     const key = randomUUID();
-    const record = newRecord(key);
+    const record = newRecord({ requestKey: key });
     await store.createOrAttach(record);
     await store.discard(record.id, key);
     expect(await redis.get(`${prefix}inflight:${key}`)).toBeNull();

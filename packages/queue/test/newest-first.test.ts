@@ -1,25 +1,9 @@
-import { compareHistoryPositions, historyPositionOf, parseBuildConfig, type BuildRecord } from "@m1l0/config";
+import { compareHistoryPositions, historyPositionOf, type BuildRecord } from "@m1l0/config";
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { BuildStore, createRedis } from "../src/index.js";
+import { expect, it } from "vitest";
+import { config, useStore } from "./helper.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const config = parseBuildConfig({ service: "dockerhub", repository: "me/app", source: "https://example.com/app.git" });
-const prefix = `test:${randomUUID()}:`;
-let redis: Redis;
-let store: BuildStore;
-
-beforeAll(() => {
-  redis = createRedis(REDIS_URL, "worker");
-  store = new BuildStore(redis, prefix);
-});
-
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, store, prefix } = useStore();
 
 async function collect(iterable: AsyncIterable<{ record: BuildRecord }>): Promise<string[]> {
   const ids: string[] = [];

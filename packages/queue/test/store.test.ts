@@ -1,31 +1,8 @@
-import { newBuildId, parseBuildConfig, type BuildRecord } from "@m1l0/config";
-import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BuildStore, buildJobSchema, createRedis } from "../src/index.js";
-import type { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import { buildJobSchema } from "../src/index.js";
+import { config, newRecord, useStore } from "./helper.js";
 
-const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
-const config = parseBuildConfig({ service: "dockerhub", repository: "me/app", source: "https://example.com/app.git" });
-
-let redis: Redis;
-let store: BuildStore;
-const prefix = `test:${randomUUID()}:`;
-
-function newRecord(): BuildRecord {
-  const now = new Date().toISOString();
-  return { id: newBuildId(), status: "queued", config, createdAt: now, updatedAt: now, timestamps: { queued: now }, attempts: 0 };
-}
-
-beforeAll(() => {
-  redis = createRedis(REDIS_URL, "worker");
-  store = new BuildStore(redis, prefix);
-});
-
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, store, prefix } = useStore();
 
 describe("BuildStore (real Redis)", () => {
   it("creates a record once per id and reads it back", async () => {

@@ -3,7 +3,8 @@ import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { HeadObjectCommand, ListObjectsCommand, type S3Client } from "@aws-sdk/client-s3";
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListObjectsCommand, UploadPartCommand, type S3Client } from "@aws-sdk/client-s3";
+import { createHash, randomUUID } from "node:crypto";
 import { BuilderError } from "@m1l0/config";
 import { createS3Client, type S3Settings } from "./client.js";
 import { getObjectStream, putObject } from "./objects.js";
@@ -35,7 +36,24 @@ export interface ArtifactStore {
    * Newest-first listings come from key layouts that sort that way (see record-index.ts).
    */
   listKeys(prefix: string, options: ListKeysOptions): Promise<string[]>;
+  /**
+   * Multipart upload of one object written over time (a long build's log): parts of at least
+   * MULTIPART_MIN_PART_BYTES but the last, numbered from 1; the object appears only at completion.
+   */
+  startMultipart(key: string, contentType?: string): Promise<string>;
+  /** returns the part's ETag, which completeMultipart needs */
+  putPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<string>;
+  /** Idempotent: completing an upload that already completed succeeds when the object is there. */
+  completeMultipart(key: string, uploadId: string, parts: readonly MultipartPart[]): Promise<void>;
 }
+
+export interface MultipartPart {
+  partNumber: number;
+  etag: string;
+}
+
+/** S3's smallest part (every part but the last). */
+export const MULTIPART_MIN_PART_BYTES = 5 * 1024 * 1024;
 
 export interface ListKeysOptions {
   /** exclusive: the first key returned sorts after this one */
@@ -101,6 +119,35 @@ export class S3ArtifactStore implements ArtifactStore {
       }),
     );
     return (page.Contents ?? []).flatMap((object) => (object.Key ? [object.Key.slice(this.prefix.length)] : []));
+  }
+
+  async startMultipart(key: string, contentType?: string): Promise<string> {
+    const started = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.prefix + key, ...(contentType ? { ContentType: contentType } : {}) }));
+    if (!started.UploadId) throw new BuilderError("STORAGE_UNAVAILABLE", `S3 started no multipart upload for ${this.location}${key}`);
+    return started.UploadId;
+  }
+
+  async putPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<string> {
+    const part = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: this.prefix + key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }));
+    return part.ETag ?? "";
+  }
+
+  async completeMultipart(key: string, uploadId: string, parts: readonly MultipartPart[]): Promise<void> {
+    try {
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: this.prefix + key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((part) => ({ PartNumber: part.partNumber, ETag: part.etag })) },
+        }),
+      );
+    } catch (error) {
+      // a completion that already happened (a retry after a lost answer, another uploader's)
+      // leaves no upload behind: AWS answers NoSuchUpload, s3rver an internal error
+      if (await this.exists(key).catch(() => false)) return;
+      throw error;
+    }
   }
 }
 
@@ -171,6 +218,37 @@ export class LocalArtifactStore implements ArtifactStore {
     await walk(prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/") + 1) : "");
     return found;
   }
+
+  private uploadDir(uploadId: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(uploadId)) throw new BuilderError("INTERNAL", `bad multipart upload id "${uploadId}"`);
+    // a dot folder: listKeys never walks into it (keys never start with a dot)
+    return path.join(this.root, ".multipart", uploadId);
+  }
+
+  async startMultipart(_key: string): Promise<string> {
+    const uploadId = randomUUID();
+    await mkdir(this.uploadDir(uploadId), { recursive: true });
+    return uploadId;
+  }
+
+  async putPart(_key: string, uploadId: string, partNumber: number, body: Buffer): Promise<string> {
+    const dir = this.uploadDir(uploadId);
+    await mkdir(dir, { recursive: true });
+    const partial = path.join(dir, `${partNumber}.partial`);
+    await pipeline(Readable.from([body]), createWriteStream(partial));
+    await rename(partial, path.join(dir, String(partNumber)));
+    return createHash("md5").update(body).digest("hex");
+  }
+
+  async completeMultipart(key: string, uploadId: string, parts: readonly MultipartPart[]): Promise<void> {
+    const dir = this.uploadDir(uploadId);
+    if (!(await stat(dir).catch(() => undefined)) && (await this.exists(key))) return;
+    const files = parts.map((part) => path.join(dir, String(part.partNumber)));
+    await this.put(key, Readable.from((async function* () {
+      for (const file of files) yield* createReadStream(file);
+    })()));
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export interface ArtifactStoreSettings {
@@ -186,4 +264,22 @@ export interface ArtifactStoreSettings {
 export function createArtifactStore(settings: ArtifactStoreSettings): ArtifactStore {
   if (!settings.bucket) return new LocalArtifactStore(settings.localDir);
   return new S3ArtifactStore(createS3Client(settings.s3), settings.bucket, settings.prefix ?? "");
+}
+
+/** The artifact-store settings API and worker read from their environment. */
+export interface ArtifactStoreEnv {
+  S3_BUCKET?: string | undefined;
+  S3_ENDPOINT?: string | undefined;
+  S3_REGION: string;
+  S3_FORCE_PATH_STYLE: boolean;
+  ARTIFACTS_DIR: string;
+}
+
+/** The one way a process opens its artifact store: S3 when S3_BUCKET is set, else ARTIFACTS_DIR. */
+export function artifactStoreFromEnv(env: ArtifactStoreEnv): ArtifactStore {
+  return createArtifactStore({
+    ...(env.S3_BUCKET ? { bucket: env.S3_BUCKET } : {}),
+    s3: { region: env.S3_REGION, ...(env.S3_ENDPOINT ? { endpoint: env.S3_ENDPOINT } : {}), forcePathStyle: env.S3_FORCE_PATH_STYLE },
+    localDir: env.ARTIFACTS_DIR,
+  });
 }

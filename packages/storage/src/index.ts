@@ -5,11 +5,15 @@ export {
   LocalArtifactStore,
   S3ArtifactStore,
   artifactKeys,
+  artifactStoreFromEnv,
   createArtifactStore,
+  type ArtifactStoreEnv,
   type ArtifactStore,
   type ArtifactStoreSettings,
   LIST_KEYS_MAX,
   type ListKeysOptions,
+  MULTIPART_MIN_PART_BYTES,
+  type MultipartPart,
 } from "./artifacts.js";
 export {
   RECORD_INDEX_ROOT,

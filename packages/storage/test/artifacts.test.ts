@@ -5,7 +5,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { text } from "node:stream/consumers";
 import { afterAll, describe, expect, it } from "vitest";
-import { LocalArtifactStore, S3ArtifactStore, createS3Client, deleteObject, type ArtifactStore } from "../src/index.js";
+import { LocalArtifactStore, MULTIPART_MIN_PART_BYTES, S3ArtifactStore, createS3Client, deleteObject, type ArtifactStore, type MultipartPart } from "../src/index.js";
 
 const endpoint = process.env.S3_ENDPOINT ?? "http://127.0.0.1:4569";
 const bucket = process.env.S3_BUCKET ?? "m1l0-builds";
@@ -26,6 +26,22 @@ const stores: Array<[string, ArtifactStore]> = [
 ];
 
 describe.each(stores)("ArtifactStore: %s", (_name, store) => {
+  it("assembles a multipart upload in part order; the object appears only at completion, and completing again is harmless", async () => {
+    written.push("logs/multi.log");
+    const parts = [Buffer.alloc(MULTIPART_MIN_PART_BYTES, "a"), Buffer.alloc(MULTIPART_MIN_PART_BYTES, "b"), Buffer.from("the end\n")];
+    const uploadId = await store.startMultipart("logs/multi.log", "text/plain");
+    const etags: MultipartPart[] = [];
+    for (const [index, body] of parts.entries()) etags.push({ partNumber: index + 1, etag: await store.putPart("logs/multi.log", uploadId, index + 1, body) });
+    // a part sent again (a retry after a lost answer) replaces itself
+    etags[1] = { partNumber: 2, etag: await store.putPart("logs/multi.log", uploadId, 2, parts[1]!) };
+    expect(await store.exists("logs/multi.log")).toBe(false);
+    await store.completeMultipart("logs/multi.log", uploadId, etags);
+    const stored = Buffer.from(await text((await store.get("logs/multi.log"))!));
+    expect(stored.equals(Buffer.concat(parts))).toBe(true);
+    await store.completeMultipart("logs/multi.log", uploadId, etags);
+    expect(await store.listKeys("logs/multi", { limit: 10 })).toEqual(["logs/multi.log"]);
+  });
+
   it("stores strings and streams, reports existence, and answers undefined for missing keys", async () => {
     written.push("logs/a.log", "contexts/abc.tar.gz");
     expect(await store.exists("logs/a.log")).toBe(false);

@@ -1,4 +1,5 @@
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { afterAll } from "vitest";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -20,8 +21,30 @@ export const CHAOS_WORKER_ENV: NodeJS.ProcessEnv = {
   PUSH_RETRY_DELAY_MS: "1000",
 };
 
-export function workDir(label: string): string {
-  return mkdtempSync(path.join(tmpdir(), `m1l0-chaos-${label}-`));
+export interface ChaosFile {
+  /** unique per run: build revisions, worker ids and markers carry it */
+  run: string;
+  /** run after the file's tests (source repos, temp files) */
+  cleanups: Array<() => void>;
+  /** a temp dir removed after the file's tests */
+  workDir(label: string): string;
+}
+
+/** A chaos test file's scaffolding; what it creates is removed after the file's tests. */
+export function chaosFile(): ChaosFile {
+  const cleanups: Array<() => void> = [];
+  afterAll(() => {
+    for (const cleanup of cleanups.splice(0)) cleanup();
+  });
+  return {
+    run: Date.now().toString(36),
+    cleanups,
+    workDir(label) {
+      const dir = mkdtempSync(path.join(tmpdir(), `m1l0-chaos-${label}-`));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      return dir;
+    },
+  };
 }
 
 export const seconds = (ms: number) => (ms / 1000).toFixed(1);

@@ -1,6 +1,5 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   auditRedisKeys,
@@ -21,20 +20,14 @@ import {
   apiFetch,
 } from "@m1l0/e2e";
 import { startHungServer, type HungServer } from "@m1l0/testkit";
-import { CHAOS_WORKER_ENV, seconds, workDir } from "../src/index.js";
+import { CHAOS_WORKER_ENV, seconds, chaosFile } from "../src/index.js";
 
 // (g) Cancel in each phase — queued, fetching, building, pushing — is `cancelled` within 5 s and
 // leaves nothing: no container, no work dir, the job removed (queued) or failed (running).
 // A hung git server and a hung registry (TCP servers that never answer) hold builds in
 // `fetching` and `pushing`. lifecycle.e2e covers cancel's API details (409, 404, no retry).
-const run = Date.now().toString(36);
-const cleanups: Array<() => void> = [];
+const { run, cleanups, workDir } = chaosFile();
 const work = workDir("cancel");
-
-afterAll(() => {
-  for (const cleanup of cleanups) cleanup();
-  rmSync(work, { recursive: true, force: true });
-});
 
 describe("chaos: cancel during each phase", () => {
   let stack: RunningStack;

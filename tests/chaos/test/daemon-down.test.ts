@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiFetch, reportFigures, sleeperRepo, startPrivateDockerd, startStack, submit, waitForBuild, waitUntil, type PrivateService, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
+import { CHAOS_WORKER_ENV, seconds, chaosFile } from "../src/index.js";
 
 // (c) The Docker daemon of the only worker (a private dockerd with its own socket, data and
 // bridge) stops mid-build: the build fails after its retries with an actionable error, and
 // the API stays healthy and keeps accepting builds.
-const run = Date.now().toString(36);
-const cleanups: Array<() => void> = [];
+const { run, cleanups } = chaosFile();
 
 describe("chaos: a worker's dockerd stops", () => {
   let dockerd: PrivateService;
@@ -18,7 +17,6 @@ describe("chaos: a worker's dockerd stops", () => {
   afterAll(async () => {
     await stack?.stop();
     await dockerd?.destroy();
-    for (const cleanup of cleanups) cleanup();
   });
 
   it("fails after retries with DAEMON_UNREACHABLE naming the socket; /healthz 200 and new submissions accepted meanwhile", async () => {

@@ -1,15 +1,15 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiFetch, auditRedisKeys, cachedImages, containersWith, eventually, reportFigures, services, startStack, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, FLEET_SOCKETS, requireFleet, seconds, workDir } from "../src/index.js";
+import { CHAOS_WORKER_ENV, FLEET_SOCKETS, requireFleet, seconds, chaosFile } from "../src/index.js";
 
 // (f) 1,000 queued tiny builds (each unique) drained by 3 workers on 3 daemons: none lost,
 // none run twice; afterwards no containers, no work dirs, a bounded image cache per daemon
 // and no orphaned Redis keys.
-const run = Date.now().toString(36);
+const { run, workDir } = chaosFile();
 const N = Number(process.env.CHAOS_DRAIN_BUILDS ?? 1_000);
 const CONCURRENCY = Number(process.env.CHAOS_DRAIN_CONCURRENCY ?? 4);
 const CACHE_MAX = 20;
@@ -17,11 +17,6 @@ const CACHE_MAX = 20;
 const DRAIN_LIMIT_MS = Math.max(420_000, N * 1_500);
 const sources = workDir("drain-src");
 const work = workDir("drain-work");
-
-afterAll(() => {
-  rmSync(sources, { recursive: true, force: true });
-  rmSync(work, { recursive: true, force: true });
-});
 
 describe("chaos: 1,000 queued builds drained by a 3-daemon fleet", () => {
   let stack: RunningStack;

@@ -2,12 +2,11 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiFetch, reportFigures, services, sleeperRepo, startStack, statusEvents, waitForBuild, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
+import { CHAOS_WORKER_ENV, seconds, chaosFile } from "../src/index.js";
 
 // (e) 200 concurrent identical submissions attach to one build: one id, one job, one docker build.
-const run = Date.now().toString(36);
+const { run, cleanups } = chaosFile();
 const N = 200;
-const cleanups: Array<() => void> = [];
 
 describe("chaos: 200 concurrent identical submissions", () => {
   let stack: RunningStack;
@@ -16,7 +15,6 @@ describe("chaos: 200 concurrent identical submissions", () => {
   });
   afterAll(async () => {
     await stack?.stop();
-    for (const cleanup of cleanups) cleanup();
   });
 
   it("all responses carry the same build id; exactly one BullMQ job; the worker ran one build", async () => {

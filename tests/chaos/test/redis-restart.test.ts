@@ -2,12 +2,11 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reportFigures, sleeperRepo, startPrivateRedis, startStack, submit, terminalEvents, waitForBuild, waitUntil, type PrivateService, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
+import { CHAOS_WORKER_ENV, seconds, chaosFile } from "../src/index.js";
 
 // (b) Redis (a private one, AOF on) restarted while N builds are queued: all finish, none lost.
-const run = Date.now().toString(36);
+const { run, cleanups } = chaosFile();
 const N = 10;
-const cleanups: Array<() => void> = [];
 
 describe("chaos: Redis restarted mid-queue", () => {
   let redis: PrivateService;
@@ -19,7 +18,6 @@ describe("chaos: Redis restarted mid-queue", () => {
   afterAll(async () => {
     await stack?.stop();
     await redis?.destroy();
-    for (const cleanup of cleanups) cleanup();
   });
 
   it(`${N} queued builds all finish after the restart; none lost, none answered twice`, async () => {

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getLog, reportFigures, services, sleeperRepo, startPrivateRegistry, startStack, submit, terminalEvents, waitForBuild, waitUntil, type PrivateService, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, seconds } from "../src/index.js";
+import { CHAOS_WORKER_ENV, seconds, chaosFile } from "../src/index.js";
 
 // (d) The registry (a private one) is down when the push starts and comes back: the push is
 // retried within the attempt and the build succeeds with the image in that registry.
-const run = Date.now().toString(36);
-const cleanups: Array<() => void> = [];
+const { run, cleanups } = chaosFile();
 
 describe("chaos: registry down during the push, then back", () => {
   let registry: PrivateService;
@@ -17,7 +16,6 @@ describe("chaos: registry down during the push, then back", () => {
   afterAll(async () => {
     await stack?.stop();
     await registry?.destroy();
-    for (const cleanup of cleanups) cleanup();
   });
 
   it("the build succeeds once the registry is back; the pushed digest is what the registry serves", async () => {

@@ -1,19 +1,12 @@
 import Docker from "dockerode";
-import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { containersWith, eventually, getBuild, reportFigures, sleeperRepo, startStack, statusEvents, submit, terminalEvents, waitForBuild, waitUntil, workEntriesOf, type RunningStack } from "@m1l0/e2e";
-import { CHAOS_WORKER_ENV, FLEET_SOCKETS, requireFleet, seconds, workDir } from "../src/index.js";
+import { CHAOS_WORKER_ENV, FLEET_SOCKETS, requireFleet, seconds, chaosFile } from "../src/index.js";
 
 // (a) SIGKILL the worker running a build (during `building`): a worker on another daemon takes
 // it over once the lock lapses and completes it; exactly one final answer is recorded.
-const run = Date.now().toString(36);
-const cleanups: Array<() => void> = [];
+const { run, cleanups, workDir } = chaosFile();
 const dir = workDir("kill");
-
-afterAll(() => {
-  for (const cleanup of cleanups) cleanup();
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe("chaos: a worker killed mid-build", () => {
   let stack: RunningStack;

@@ -103,6 +103,8 @@ export async function auditRedisKeys(redisUrl: string, keyPrefix: string, queueN
       const rest = key.slice(keyPrefix.length);
       const ttl = prefixedTtls[index]!;
       if (rest === "builds") return void count("index");
+      // builds whose uploads are unfinished: an entry leaves once its build is archived
+      if (rest === "uploads:pending") return void count("pending-uploads");
       const kind = /^build:[^:]+:events$/.test(rest) ? "events" : /^build:[^:]+$/.test(rest) ? "record" : `${rest.split(":")[0]}-key`;
       count(kind);
       if (ttl <= 0) orphans.push(`${key} (${kind} without TTL)`);

@@ -3,7 +3,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { freePort, services, stopChild as stopProcess, waitFor } from "@m1l0/testkit";
+import { withDeadline } from "@m1l0/config";
+import { ROOT_DIR, freePort, services, stopChild as stopProcess, waitFor } from "@m1l0/testkit";
 
 /**
  * Private instances of the services for tests that stop or restart one: each has its own
@@ -149,3 +150,54 @@ export async function startPrivateDockerd(images: string[] = [services.baseImage
   return service;
 }
 
+
+/**
+ * A free port below the ephemeral range: while a private service is stopped, clients keep
+ * connecting to its port, and an ephemeral-range port could be taken by one of those sockets.
+ */
+async function freeLowPort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer().once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+}
+
+/** An s3rver of the test's own with `bucket`, restartable on the same port and data (an S3 outage). */
+export async function startPrivateS3(bucket = services.s3Bucket): Promise<PrivateService & { endpoint: string; bucket: string; env: NodeJS.ProcessEnv }> {
+  const port = await freeLowPort();
+  const dir = mkdtempSync(path.join(tmpdir(), "m1l0-s3rver-"));
+  const endpoint = `http://127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  const answers = async () => {
+    try {
+      // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
+      const response = await withDeadline({ timeoutMs: 2_000 }, (signal) => fetch(`${endpoint}/${bucket}/probe-${randomBytes(6).toString("hex")}`, { method: "HEAD", signal }));
+      return response.status === 404;
+    } catch {
+      return false;
+    }
+  };
+  const service = {
+    address: `127.0.0.1:${port}`,
+    endpoint,
+    bucket,
+    /** what a worker or API needs to use it */
+    env: { S3_ENDPOINT: endpoint, S3_BUCKET: bucket, S3_FORCE_PATH_STYLE: "true", AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_REGION: "us-east-1" },
+    async start() {
+      child = spawn(path.join(ROOT_DIR, "node_modules/.bin/s3rver"), ["-d", dir, "-a", "127.0.0.1", "-p", String(port), "--silent", "--configure-bucket", bucket], { stdio: "ignore" });
+      await waitFor("own s3rver", 30_000, answers);
+    },
+    stop: () => stopChild(child),
+    async destroy() {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await service.start();
+  return service;
+}

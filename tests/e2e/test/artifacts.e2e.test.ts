@@ -3,17 +3,13 @@ import type { BuildRecord } from "@m1l0/config";
 import { recordIndexKeys } from "@m1l0/storage";
 import Docker from "dockerode";
 import { Redis } from "ioredis";
-import { withDeadline } from "@m1l0/config";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiFetch, registerApiToken, ROOT_DIR, createGitFixture, freePort, getLog, services, startStack, submit, waitForBuild, type RunningStack, type StackTokens } from "../src/index.js";
+import { apiFetch, registerApiToken, ROOT_DIR, createGitFixture, freePort, getLog, services, startPrivateS3, startStack, submit, waitForBuild, type RunningStack, type StackTokens } from "../src/index.js";
 
 /**
  * Archiving against a private s3rver (so the S3-outage test can stop it without touching the
@@ -22,12 +18,9 @@ import { apiFetch, registerApiToken, ROOT_DIR, createGitFixture, freePort, getLo
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const bucket = "m1l0-builds";
 const run = `${Date.now().toString(36)}-${randomUUID().slice(0, 6)}`;
-const s3Dir = mkdtempSync(path.join(tmpdir(), "m1l0-e2e-s3rver-"));
 const MARKERS = 200;
 
-let s3Port: number;
-let s3Endpoint: string;
-let s3rver: ChildProcess | undefined;
+let privateS3: Awaited<ReturnType<typeof startPrivateS3>>;
 let s3: S3Client;
 let stack: RunningStack;
 let apiA: SpawnedApi;
@@ -62,55 +55,7 @@ async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | f
   }
 }
 
-const s3rverOutput: string[] = [];
-
-async function startS3rver(): Promise<void> {
-  const child = spawn(path.join(ROOT_DIR, "node_modules/.bin/s3rver"), ["-d", s3Dir, "-a", "127.0.0.1", "-p", String(s3Port), "--silent", "--configure-bucket", bucket], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  child.stdout?.on("data", (chunk: Buffer) => s3rverOutput.push(chunk.toString()));
-  child.stderr?.on("data", (chunk: Buffer) => s3rverOutput.push(chunk.toString()));
-  s3rver = child;
-  let lastProbe = "";
-  const probe = async () => {
-    try {
-      // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
-      const response = await withDeadline({ timeoutMs: 2_000 }, (signal) => fetch(`${s3Endpoint}/${bucket}/probe-${randomUUID()}`, { method: "HEAD", signal }));
-      lastProbe = `HTTP ${response.status}`;
-      return response.status === 404;
-    } catch (error) {
-      lastProbe = String((error as Error).cause ?? error);
-      return false;
-    }
-  };
-  await waitUntil("s3rver", probe, 30_000, 100).catch((error: Error) => {
-    throw new Error(`${error.message} (last probe: ${lastProbe}): ${s3rverOutput.join("")}`);
-  });
-}
-
-/**
- * A free port below the ephemeral range: while s3rver is stopped, the worker keeps connecting
- * to its port, and an ephemeral-range port could be taken by one of those sockets (self-connect).
- */
-async function freeLowPort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
-    const free = await new Promise<boolean>((resolve) => {
-      const server = createServer().once("error", () => resolve(false));
-      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-}
-
-const s3Env = (): NodeJS.ProcessEnv => ({
-  S3_ENDPOINT: s3Endpoint,
-  S3_BUCKET: bucket,
-  S3_FORCE_PATH_STYLE: "true",
-  AWS_ACCESS_KEY_ID: "S3RVER",
-  AWS_SECRET_ACCESS_KEY: "S3RVER",
-  AWS_REGION: "us-east-1",
-});
+const s3Env = (): NodeJS.ProcessEnv => privateS3.env;
 
 /** One more API process on the stack's Redis and queue, reading artifacts from our s3rver. */
 async function startApi(queueName: string, keyPrefix: string, tokens: StackTokens): Promise<SpawnedApi> {
@@ -248,10 +193,8 @@ function fixture(name: string, extra = ""): string {
 const buildConfig = (source: string, tag: string) => ({ service: "dockerhub", repository: "m1l0/artifacts-e2e", source, revision: tag, dockerfile: "Dockerfile", ignores: ["data", "*.md"] });
 
 beforeAll(async () => {
-  s3Port = await freeLowPort();
-  s3Endpoint = `http://127.0.0.1:${s3Port}`;
-  await startS3rver();
-  s3 = new S3Client({ endpoint: s3Endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } });
+  privateS3 = await startPrivateS3(bucket);
+  s3 = new S3Client({ endpoint: privateS3.endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" } });
   const metricsPort = await freePort();
   workerMetricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   stack = await startStack({ workerEnv: { ...s3Env(), METRICS_PORT: String(metricsPort) } });
@@ -262,10 +205,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([apiA?.stop(), apiB?.stop(), stack?.stop()]);
-  if (s3rver) await stopChild(s3rver);
+  await privateS3?.destroy();
   s3?.destroy();
   redis?.disconnect();
-  rmSync(s3Dir, { recursive: true, force: true });
   for (const cleanup of cleanups) cleanup();
 });
 
@@ -367,7 +309,7 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
   it("S3 stopped during a build: the build still succeeds, the log is uploaded once S3 is back", async () => {
     const id = await submit(apiA.url, buildConfig(fixture("outage", "RUN sleep 2"), `outage-${run}`));
     await waitUntil("build to start", async () => ["fetching", "building"].includes((await record(apiA.url, id)).status), 120_000, 50);
-    await stopChild(s3rver!);
+    await privateS3.stop();
     const done = await waitForBuild(apiA.url, id);
     expect(done.status, stack.logs.join("\n")).toBe("succeeded");
     // the build finished while S3 was down: its artifacts wait, marked pending (the worker marks
@@ -377,7 +319,7 @@ describe("build artifacts in S3, live logs from any API replica, metrics", () =>
     await new Promise((resolve) => setTimeout(resolve, 2_000)); // at least one failed retry
     expect((await record(apiA.url, id)).artifacts?.log).toBe("pending");
 
-    await startS3rver();
+    await privateS3.start();
     const archived = await archivedEverything(apiA.url, id, 120_000);
     const s3Log = await s3Text(`logs/${id}.log`);
     expect(s3Log).toBe(await getLog(apiA.url, id));

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { runNode, type Finished } from "@m1l0/testkit";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -17,26 +17,10 @@ let artifactsDir: string | undefined;
 let configDir: string;
 let succeededBuildId: string | undefined;
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** Runs the built binary with piped stdio (so: not a terminal), like a script would. */
-function m1l0(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH, M1L0_API_URL: stack.apiUrl, M1L0_TOKEN: stack.token, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+function m1l0(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
+  return runNode([CLI, ...args], { env: { PATH: process.env.PATH, M1L0_API_URL: stack.apiUrl, M1L0_TOKEN: stack.token, ...env } });
 }
 
 function writeConfig(name: string, content: string | Record<string, unknown>): string {

@@ -7,6 +7,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TARGETS, startEgressTargets, startHostListeners, type EgressTargets } from "../src/egress-targets.js";
+import { firewallSnapshot } from "@m1l0/testkit";
 import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
 /**
@@ -34,16 +35,6 @@ let lanAddress: string | undefined;
 let before: string[];
 const bridges = new Set<string>();
 
-/** iptables-save and ip6tables-save without counters: what "the host's iptables" means here */
-function firewallSnapshot(): string[] {
-  return ["iptables-save", "ip6tables-save"].flatMap((command) =>
-    execFileSync(command)
-      .toString()
-      .split("\n")
-      .filter((line) => line && !line.startsWith("#"))
-      .map((line) => `${command} ${line.replace(/\[\d+:\d+\]/, "[0:0]")}`),
-  );
-}
 
 /** The host's address on a network's bridge (IPAM does not always name the default bridge's gateway; the interface always has it). */
 async function gatewayOf(name: string): Promise<string> {

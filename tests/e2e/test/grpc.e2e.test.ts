@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import type { BuildConfigMessage } from "@m1l0/proto";
 import { apiFetch, ROOT_DIR, getBuild, getLog, services, startStack, waitUntil, type RunningStack } from "../src/index.js";
 
 /*
@@ -65,20 +66,6 @@ message ServerReflectionResponse {
 service ServerReflection { rpc ServerReflectionInfo(stream ServerReflectionRequest) returns (stream ServerReflectionResponse); }
 `;
 
-interface BuildConfigMessage {
-  namespace?: string;
-  name?: string;
-  framework?: string;
-  version?: string;
-  pyversion?: string;
-  resource?: string;
-  entry?: string;
-  revision?: string;
-  source?: string;
-  service?: string;
-  repository?: string;
-  dockerfile?: string;
-}
 interface BuildRequest {
   id: string;
   config?: BuildConfigMessage;

@@ -4,7 +4,7 @@ import { createServer, connect, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { containersWith, createGitFixture, freePort, isTerminal, services, startStack, submit, terminalEvents, type RunningStack } from "../src/index.js";
+import { containersWith, createGitFixture, eventually, freePort, isTerminal, services, startStack, submit, terminalEvents, type RunningStack } from "../src/index.js";
 
 // Cancellation, timeouts, retries by cause and graceful shutdown, against the real stack.
 const run = Date.now().toString(36);
@@ -67,7 +67,8 @@ describe("cancellation and timeouts", () => {
     const cleanDeadline = Date.now() + 5_000;
     while ((await containersWith(marker)).length > 0 && Date.now() < cleanDeadline) await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await containersWith(marker)).toEqual([]);
-    expect(readdirSync(workDir).filter((name) => name.includes(id))).toEqual([]);
+    // the fetch dir at once; the log spool once the log is archived, moments later
+    await eventually(() => readdirSync(workDir).filter((name) => name.includes(id)).length === 0, 10_000, 100, `no work dir or spool of ${id}`);
 
     // not retried: still cancelled, one attempt, exactly one final answer
     await new Promise((resolve) => setTimeout(resolve, 3_000));

@@ -1,12 +1,14 @@
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { findNeedles, scanRedis as scanRedisOf, scanS3 as scanS3Of, type Finding } from "@m1l0/testkit";
+import { findNeedles, scanRedis as scanRedisOf, scanS3 as scanS3Of, startWebhookReceiver, type Finding, type WebhookReceiver } from "@m1l0/testkit";
+import { DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verifyWebhookSignature } from "@m1l0/webhooks";
 import { startEcrStandIn, type EcrStandIn } from "../src/ecr-standin.js";
 import { apiFetch, ROOT_DIR, createGitFixture, getBuild, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
 
@@ -14,6 +16,9 @@ const mnistDir = path.join(ROOT_DIR, "examples/mnist");
 const mnistConfig = parse(readFileSync(path.join(mnistDir, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
 const run = Date.now().toString(36);
 const AWS_SECRET_ACCESS_KEY = "S3RVER"; // s3rver accepts only this identity; the worker's ECR calls use it too
+const WEBHOOK_SECRET = `whsec-scan-${randomUUID()}`;
+const webhookDir = mkdtempSync(path.join(tmpdir(), "m1l0-secret-hooks-"));
+let receiver: WebhookReceiver;
 
 let standIn: EcrStandIn;
 let stack: RunningStack;
@@ -32,8 +37,15 @@ beforeAll(async () => {
     password: services.registryPassword,
     acceptedAccessKeyIds: ["S3RVER"],
   });
+  // webhooks on, signing with a secret the scan then looks for everywhere
+  receiver = await startWebhookReceiver();
+  writeFileSync(path.join(webhookDir, "hook.secret"), WEBHOOK_SECRET, { mode: 0o600 });
+  const webhooksFile = path.join(webhookDir, "webhooks.yaml");
+  writeFileSync(webhooksFile, `endpoints:\n  - name: scan\n    url: ${receiver.url}\n    secretFile: hook.secret\n    events: ["*"]\n`);
+  const webhookEnv = { WEBHOOKS_FILE: webhooksFile, WEBHOOK_ALLOW_HTTP: "true", WEBHOOK_HOST_ALLOWLIST: "127.0.0.0/8" };
   stack = await startStack({
     workerEnv: {
+      ...webhookEnv,
       AWS_ACCESS_KEY_ID: "S3RVER",
       AWS_SECRET_ACCESS_KEY,
       ECR_REGION: "us-east-1",
@@ -42,13 +54,15 @@ beforeAll(async () => {
       REGISTRY_CREDENTIALS: `${services.registryHost}=${services.registryUsername}:${services.registryPassword}`,
       LOG_LEVEL: "debug", // the most our processes ever log
     },
-    apiEnv: { REGISTRY_ALLOWLIST: services.registryHost, LOG_LEVEL: "debug" },
+    apiEnv: { ...webhookEnv, REGISTRY_ALLOWLIST: services.registryHost, LOG_LEVEL: "debug" },
   });
 });
 
 afterAll(async () => {
   await stack?.stop();
   await standIn?.close();
+  await receiver?.close();
+  rmSync(webhookDir, { recursive: true, force: true });
   redis?.disconnect();
   for (const cleanup of cleanups) cleanup();
 });
@@ -97,10 +111,20 @@ describe("credentials never leak", () => {
     for (const record of records) expect(record.status, `${record.id}: ${record.error?.message}`).toBe("succeeded");
     expect(standIn.issuedTokens.length).toBeGreaterThanOrEqual(1);
 
+    // every build's webhook went out, signed with the secret (so the secret was in use when we scan)
+    const deadline = Date.now() + 60_000;
+    const delivered = () => new Set(receiver.received.map((got) => (JSON.parse(got.body) as { build: { id: string } }).build.id));
+    while (!ids.every((id) => delivered().has(id)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(ids.filter((id) => !delivered().has(id))).toEqual([]);
+    for (const got of receiver.received) {
+      expect(verifyWebhookSignature(WEBHOOK_SECRET, { signature: got.headers[SIGNATURE_HEADER] as string, timestamp: got.headers[TIMESTAMP_HEADER] as string }, got.body), String(got.headers[DELIVERY_HEADER])).toBe(true);
+    }
+
     const ecrTokens = [...new Set(standIn.issuedTokens)];
     const secrets = [
       services.registryPassword,
       services.gitPrivateToken,
+      WEBHOOK_SECRET,
       AWS_SECRET_ACCESS_KEY,
       // the API tokens the builds were submitted with (e2e helpers send the admin one)
       stack.tokens.admin,
@@ -118,6 +142,7 @@ describe("credentials never leak", () => {
       findNeedles(`GET /builds/${id}`, JSON.stringify(await getBuild(stack.apiUrl, id)), secrets, findings);
     }
     findNeedles("api/worker process logs", stack.logs.join("\n"), secrets, findings);
+    findNeedles("GET /webhooks/deliveries", await (await apiFetch(`${stack.apiUrl}/webhooks/deliveries?limit=500`)).text(), secrets, findings);
     findings.push(...(await scanRedis(secrets)), ...(await scanS3(secrets)));
     expect(findings).toEqual([]);
     // the scan looked at real data: our builds' records and logs are in Redis

@@ -1,4 +1,4 @@
-import { BuilderError, matchApiToken, type ApiTokenEntry, type ApiTokenRole, type BuildRecord } from "@m1l0/config";
+import { BuilderError, apiTokenExpired, matchApiToken, type ApiTokenEntry, type ApiTokenRole, type BuildRecord } from "@m1l0/config";
 
 /** Who is calling: the name and role of the token presented (never the token). */
 export interface Principal {
@@ -21,13 +21,21 @@ export interface CredentialOptions {
 
 /**
  * Checks presented credentials against the operator's token hashes. Disabled (no tokens,
- * AUTH_DISABLED=true) every caller is ANONYMOUS_ADMIN.
+ * AUTH_DISABLED=true) every caller is ANONYMOUS_ADMIN. The entries can be replaced while
+ * serving (`replace`, from the tokens-file watcher): every check reads the current set.
  */
 export class Authenticator {
   private constructor(
-    private readonly entries: readonly ApiTokenEntry[],
+    private entries: readonly ApiTokenEntry[],
     readonly disabled: boolean,
   ) {}
+
+  /** Swaps in a new token set (a reloaded API_TOKENS_FILE); the next request is checked against it. */
+  replace(entries: readonly ApiTokenEntry[]): void {
+    if (this.disabled) throw new Error("authentication is disabled: there are no tokens to replace");
+    if (entries.length === 0) throw new Error("authentication needs at least one token (or disable it explicitly)");
+    this.entries = entries;
+  }
 
   static withTokens(entries: readonly ApiTokenEntry[]): Authenticator {
     if (entries.length === 0) throw new Error("authentication needs at least one token (or disable it explicitly)");
@@ -42,9 +50,10 @@ export class Authenticator {
     return this.entries.length;
   }
 
-  /** The role the token named `name` has now (undefined once it is gone from the configuration). */
+  /** The role the token named `name` has now (undefined once it is gone from the configuration or expired). */
   roleOf(name: string): ApiTokenRole | undefined {
-    return this.entries.find((entry) => entry.name === name)?.role;
+    const entry = this.entries.find((candidate) => candidate.name === name);
+    return entry && !apiTokenExpired(entry) ? entry.role : undefined;
   }
 
   /** The token carried by an Authorization header value (Bearer, or Basic when allowed); UNAUTHENTICATED otherwise. */
@@ -71,6 +80,8 @@ export class Authenticator {
     const token = this.extractToken(header, options);
     const entry = matchApiToken(this.entries, token);
     if (!entry) throw new BuilderError("UNAUTHENTICATED", "invalid API token");
+    // the caller holds this token, so naming it and its expiry tells nothing new
+    if (apiTokenExpired(entry)) throw new BuilderError("UNAUTHENTICATED", `API token ${entry.name} expired at ${entry.expiresAt}; ask the operator for a new one`);
     return { name: entry.name, role: entry.role };
   }
 }

@@ -33,6 +33,19 @@ export interface BuildEgress {
   prepare(): Promise<EgressPreparation>;
 }
 
+/**
+ * A network mode given outright, with no rules of ours: for builders that run nothing on a
+ * daemon (the fake in unit tests, a worker started with an injected builder).
+ */
+export class FixedNetworkEgress implements BuildEgress {
+  constructor(private readonly networkMode: string) {}
+
+  prepare(): Promise<EgressPreparation> {
+    const mode: EgressMode = this.networkMode === "none" ? "none" : "unrestricted";
+    return Promise.resolve({ mode, networkMode: this.networkMode, description: `egress: network mode ${this.networkMode} (no egress policy of ours)` });
+  }
+}
+
 /** A service of the worker (Redis, S3, a registry) that builds must not reach. */
 export interface ServiceEndpoint {
   name: string;

@@ -4,7 +4,7 @@ import { DockerBuildEgress, type ServiceEndpoint } from "./egress.js";
 import { IptablesFirewall, type Firewall } from "./firewall.js";
 import { parseDestinations, parseProxy, type EgressMode } from "./policy.js";
 
-export { DockerBuildEgress, effectiveMode, proxyArgs, type BuildEgress, type EgressPreparation, type ServiceEndpoint } from "./egress.js";
+export { DockerBuildEgress, FixedNetworkEgress, effectiveMode, proxyArgs, type BuildEgress, type EgressPreparation, type ServiceEndpoint } from "./egress.js";
 export { IptablesFirewall, reconcile, removeRules, type Firewall } from "./firewall.js";
 export * from "./policy.js";
 

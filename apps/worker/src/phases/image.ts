@@ -16,7 +16,7 @@ export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan)
   const { deps, buildId, target, signal } = attempt;
   const buildLog = (line: string) => void attempt.log.build(line);
   // checked (and repaired) right before the daemon is asked: a build never runs on a network whose rules are gone
-  const egress = deps.egress ? await deps.egress.prepare() : { networkMode: deps.buildNetwork, description: `egress: network mode ${deps.buildNetwork} (no egress policy configured)` };
+  const egress = await deps.egress.prepare();
   buildLog(egress.description);
   const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
   const packed = packContext(fetched.root, { filter: fetched.filter, extraFiles: plan.extraFiles });
