@@ -76,6 +76,7 @@ class Imports(ast.NodeVisitor):
 class Checker:
     def __init__(self, root):
         self.root = root
+        self.cwd = os.getcwd()
         self.seen = set()
         self.queue = []
         self.missing = []
@@ -86,7 +87,8 @@ class Checker:
         self.cache = {}
 
     def rel(self, path):
-        return os.path.relpath(path, self.root)
+        """As the user names it: relative to the working directory (where the entry is named from)."""
+        return os.path.relpath(path, self.cwd)
 
     def inside(self, path):
         return path is not None and os.path.abspath(path).startswith(self.root + os.sep)
@@ -164,7 +166,7 @@ class Checker:
             else:
                 self.check_absolute(path, line, module, names, guarded)
 
-    def run(self, entry):
+    def run(self):
         while self.queue:
             self.check_file(self.queue.pop(0))
 
@@ -182,7 +184,7 @@ def main():
         sys.path[:1] = [root]
         checker = Checker(root)
         checker.add_file(path)
-        checker.run(entry)
+        checker.run()
         report.update(
             files=checker.files,
             imports=checker.imports,
