@@ -30,7 +30,7 @@ describe("the import check before push", () => {
     expect(builder.calls.map((call) => call.method)).toEqual(["build", "run"]);
     expect(builder.registry.images.size).toBe(0);
     expect(await statuses(id)).not.toContain("pushing");
-    expect((await lines(id)).join("\n")).toMatch(/build: import check: failed, 1 missing module\(s\); 1 file\(s\), 2 import\(s\), python 3\.\d+(\.\d+)?; \d+ ms \(checker \d+ ms\); nothing is pushed/);
+    expect((await lines(id)).join("\n")).toMatch(/build: import check: failed, 1 missing module\(s\); 1 file\(s\), 2 import\(s\), python 3\.\d+(\.\d+)?; \d+ ms \(checker [\d.]+ ms\); nothing is pushed/);
   });
 
   it("passes a guarded optional import with a note, and pushes", async () => {
