@@ -5,8 +5,8 @@ import { runInProject } from "./support/host-python.js";
 
 // The checker the worker ships (src/import-check/check.py), run with the host's python3
 // against fixture projects, exactly as the worker runs it in an image: `python3 -B -c <checker> <entry>`.
-async function check(files: Record<string, string>, entry = "main.py"): Promise<ImportReport> {
-  const result = await runInProject(new Map(Object.entries(files)), importCheckCommand(entry), { env: { PYTHONDONTWRITEBYTECODE: "1" } });
+async function check(files: Record<string, string>, entry = "main.py", maxFiles?: number): Promise<ImportReport> {
+  const result = await runInProject(new Map(Object.entries(files)), importCheckCommand(entry, maxFiles), { env: { PYTHONDONTWRITEBYTECODE: "1" } });
   expect(result.exitCode, result.stderr).toBe(0);
   const report = parseImportReport(result.stdout);
   expect(report, result.stdout).toBeDefined();
@@ -74,6 +74,28 @@ describe("the import checker (check.py, host python3)", () => {
     expect(modules(report.missing)).toEqual(["main.py:15 handler_m1l0_absent"]);
   });
 
+  it("treats imports under a platform or Python version test as optional (the other branch may be this image's)", async () => {
+    const report = await check({
+      "main.py": [
+        "import os, sys",
+        "if sys.platform == 'win32':",
+        "    import winreg",
+        "if sys.version_info < (3, 8):",
+        "    import importlib_metadata_m1l0_absent as metadata",
+        "else:",
+        "    from importlib import metadata",
+        "if os.name == 'nt':",
+        "    import msvcrt",
+        "if len(sys.argv) > 1:",
+        "    import plain_if_m1l0_absent",
+        "",
+      ].join("\n"),
+    });
+    expect(modules(report.guarded)).toEqual(["main.py:3 winreg", "main.py:5 importlib_metadata_m1l0_absent", "main.py:9 msvcrt"]);
+    // an ordinary condition does not make an import optional
+    expect(modules(report.missing)).toEqual(["main.py:11 plain_if_m1l0_absent"]);
+  });
+
   it("never executes the project: a module that would write a file or exit is only parsed", async () => {
     const report = await check({
       "main.py": "import side\nraise SystemExit(3)\n",
@@ -88,6 +110,13 @@ describe("the import checker (check.py, host python3)", () => {
     expect(broken.notes.join("\n")).toMatch(/cannot parse helper\.py/);
     const absent = await check({ "app.py": "" }, "main.py");
     expect(absent.skipped).toMatch(/main\.py is not at/);
+  });
+
+  it("parses at most its file budget and says so", async () => {
+    const report = await check({ "main.py": "import a\nimport b\nimport c\n", "a.py": "", "b.py": "", "c.py": "import absent_m1l0\n" }, "main.py", 3);
+    expect(report.files).toBe(3);
+    expect(report.notes).toEqual(["stopped after 3 project files; 1 more reachable files are not checked"]);
+    expect(report.missing).toEqual([]);
   });
 
   it("checks an entry in a subfolder against that folder, as `python3 src/main.py` would", async () => {

@@ -1,6 +1,6 @@
 """The worker's import check: run inside a freshly built image, before it is pushed.
 
-Usage: python3 -B -c "<this file>" <entry>   (cwd: the image's working directory)
+Usage: python3 -B -c "<this file>" <entry> [max files]   (cwd: the image's working directory)
 
 Parses the entry script and the project's own modules reachable from it (ast; imports at
 module level and inside functions) and resolves every imported top-level module with
@@ -15,7 +15,8 @@ import os
 import sys
 import time
 
-LIMIT = 200  # entries per list in the report; the worker prints them all in the log
+LIMIT = 200  # entries per list in the report
+MAX_FILES = 5000  # project files parsed at most (a bound on the check's time)
 GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
@@ -38,6 +39,16 @@ def is_type_checking(test):
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+def is_environment_test(test):
+    """A test of the platform or the Python version (sys.platform, sys.version_info, os.name, platform.*)."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if (owner == "sys" and node.attr in ("platform", "version_info", "implementation")) or (owner == "os" and node.attr == "name") or owner == "platform":
+                return True
+    return False
+
+
 class Imports(ast.NodeVisitor):
     """Collects (line, module, level, names, guarded) of every import statement of one file."""
 
@@ -57,13 +68,17 @@ class Imports(ast.NodeVisitor):
     visit_TryStar = visit_Try
 
     def visit_If(self, node):
-        skipped = is_type_checking(node.test)
+        # either branch of a platform or version test may be the one this image never takes
+        conditional = is_environment_test(node.test)
+        skipped = conditional or is_type_checking(node.test)
         self.guard += skipped
         for child in node.body:
             self.visit(child)
         self.guard -= skipped
+        self.guard += conditional
         for child in node.orelse:
             self.visit(child)
+        self.guard -= conditional
 
     def visit_Import(self, node):
         for alias in node.names:
@@ -74,8 +89,9 @@ class Imports(ast.NodeVisitor):
 
 
 class Checker:
-    def __init__(self, root):
+    def __init__(self, root, max_files):
         self.root = root
+        self.max_files = max_files
         self.cwd = os.getcwd()
         self.seen = set()
         self.queue = []
@@ -168,12 +184,17 @@ class Checker:
 
     def run(self):
         while self.queue:
+            if self.files >= self.max_files:
+                # e.g. packages installed with `pip install --target` inside the project folder
+                self.notes.append("stopped after %d project files; %d more reachable files are not checked" % (self.files, len(self.queue)))
+                return
             self.check_file(self.queue.pop(0))
 
 
 def main():
     started = time.monotonic()
     entry = sys.argv[1] if len(sys.argv) > 1 else "main.py"
+    max_files = int(sys.argv[2]) if len(sys.argv) > 2 else MAX_FILES
     path = os.path.abspath(entry)
     report = {"python": sys.version.split()[0], "entry": entry}
     if not os.path.isfile(path):
@@ -182,7 +203,7 @@ def main():
         root = os.path.dirname(path)
         # as `python3 <entry>` would: the entry's folder first on sys.path (-c put the cwd there)
         sys.path[:1] = [root]
-        checker = Checker(root)
+        checker = Checker(root, max_files)
         checker.add_file(path)
         checker.run()
         report.update(

@@ -5,9 +5,9 @@ import { z } from "zod";
 /** The checker the worker ships (check.py next to this file; the build copies it to dist). */
 export const IMPORT_CHECK_SCRIPT = readFileSync(new URL("./check.py", import.meta.url), "utf8");
 
-/** `python3 -B -c <checker> <entry>`: the checker is passed in, the project's code never runs. */
-export function importCheckCommand(entry: string): string[] {
-  return ["python3", "-B", "-c", IMPORT_CHECK_SCRIPT, entry];
+/** `python3 -B -c <checker> <entry> [max files]`: the checker is passed in, the project's code never runs. */
+export function importCheckCommand(entry: string, maxFiles?: number): string[] {
+  return ["python3", "-B", "-c", IMPORT_CHECK_SCRIPT, entry, ...(maxFiles === undefined ? [] : [String(maxFiles)])];
 }
 
 const site = z.object({ file: z.string(), line: z.number().int(), module: z.string() });

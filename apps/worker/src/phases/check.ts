@@ -31,7 +31,7 @@ export async function importCheckPhase(attempt: Attempt): Promise<void> {
   if (report.skipped) return log(`skipped: ${report.skipped}`);
   const where = config.dockerfile ? "your Dockerfile" : "requirements.txt";
   for (const note of report.notes) log(`note: ${note}`);
-  for (const optional of report.guarded) log(`note: ${optional.file}:${optional.line} imports "${optional.module}" under a guard (try/except ImportError or TYPE_CHECKING); it is not installed, the project is expected to run without it`);
+  for (const optional of report.guarded) log(`note: ${optional.file}:${optional.line} imports "${optional.module}" under a guard (try/except ImportError, TYPE_CHECKING, or a platform or Python version test); it is not installed, the project is expected to run without it`);
   for (const missing of report.missing) log(describeMissing(missing, where));
   const summary = `${report.files} file(s), ${report.imports} import(s), python ${report.python}; ${ms} ms (checker ${report.ms.toFixed(1)} ms)`;
   if (report.missing.length) {
