@@ -1,5 +1,10 @@
 import { isBuilderError } from "@m1l0/config";
+import type { PendingUploads } from "@m1l0/queue";
+import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
+import { createPipelineDeps } from "../src/deps.js";
+import { FixedNetworkEgress } from "../src/egress/index.js";
+import { loadWorkerEnv } from "../src/env.js";
 import { runBuild } from "../src/pipeline.js";
 import { FakeImageBuilder } from "./support/fake-builder.js";
 import { hostPython } from "./support/host-python.js";
@@ -55,5 +60,17 @@ describe("the import check before push", () => {
     const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "import absent_m1l0\n" }) });
     await expect(runBuild(fixture.deps({ builder }), id, config)).resolves.toMatchObject({ kind: "succeeded" });
     expect(builder.calls.map((call) => call.method)).toEqual(["build", "push"]);
+  });
+});
+
+describe("IMPORT_CHECK, per deployment", () => {
+  const depsOf = (env: NodeJS.ProcessEnv) =>
+    createPipelineDeps(loadWorkerEnv(env), fixture.store, pino({ level: "silent" }), new FakeImageBuilder(), new FixedNetworkEgress("none"), {} as PendingUploads);
+
+  it("is on by default with a 30 s deadline, off with IMPORT_CHECK=false, and a bad deadline names the variable", () => {
+    expect(depsOf({}).importCheck).toEqual({ timeoutMs: 30_000 });
+    expect(depsOf({ IMPORT_CHECK_TIMEOUT_SECONDS: "5" }).importCheck).toEqual({ timeoutMs: 5_000 });
+    expect(depsOf({ IMPORT_CHECK: "false" }).importCheck).toBeUndefined();
+    expect(() => loadWorkerEnv({ IMPORT_CHECK_TIMEOUT_SECONDS: "0" })).toThrow(/IMPORT_CHECK_TIMEOUT_SECONDS/);
   });
 });
