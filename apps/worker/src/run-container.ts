@@ -1,5 +1,6 @@
 import { AbortScope, BuilderError, isBuilderError } from "@m1l0/config";
 import type Docker from "dockerode";
+import { randomBytes } from "node:crypto";
 import { RUN_OUTPUT_MAX_BYTES, type RunRequest, type RunResult } from "./builder.js";
 import { daemonAnswered, daemonCall, daemonError, daemonMessage } from "./daemon.js";
 
@@ -23,11 +24,19 @@ export async function runContainer(docker: Docker, limits: RunLimits, request: R
   if (!program) throw new BuilderError("INTERNAL", "run needs a command", { retryable: false });
   const call = <T>(what: string, work: (abortSignal: AbortSignal) => Promise<T>) =>
     daemonCall(limits.calls, `${what} of a run of ${request.image}`, work, request.signal).catch((cause: unknown) => {
+      // a cancelled build is not a daemon failure
+      if (request.signal?.aborted) throw request.signal.reason as unknown;
       throw isBuilderError(cause) ? cause : daemonAnswered(cause) ? new Error(`${what} of a run of ${request.image} failed: ${daemonMessage(cause)}`, { cause }) : daemonError(cause, limits.calls.endpoint);
     });
+  // named, so a create whose answer never came (a deadline, a cancel) can still be removed
+  const name = `m1l0-run-${randomBytes(8).toString("hex")}`;
+  const remove = (target: Docker.Container) =>
+    // its own deadline, not the build's signal: a cancelled build still removes its container
+    daemonCall(limits.calls, `remove of a run of ${request.image}`, (abortSignal) => target.remove({ abortSignal, force: true, v: true })).catch(() => undefined);
   const container = await call("create", (abortSignal) =>
     docker.createContainer({
       abortSignal,
+      name,
       Image: request.image,
       Entrypoint: [program],
       Cmd: args,
@@ -44,7 +53,10 @@ export async function runContainer(docker: Docker, limits: RunLimits, request: R
         ...(request.cpuQuota ? { CpuPeriod: 100_000, CpuQuota: request.cpuQuota } : {}),
       },
     } as Docker.ContainerCreateOptions),
-  );
+  ).catch(async (error: unknown) => {
+    await remove(docker.getContainer(name));
+    throw error;
+  });
   try {
     try {
       await call("start", (abortSignal) => container.start({ abortSignal }));
@@ -68,8 +80,7 @@ export async function runContainer(docker: Docker, limits: RunLimits, request: R
     const output = (await call("logs", (abortSignal) => container.logs({ abortSignal, stdout: true, stderr: true, follow: false }))) as unknown as Buffer;
     return { exitCode: timedOut ? -1 : exitCode, ...demux(output), timedOut };
   } finally {
-    // its own deadline, not the build's signal: a cancelled build still removes its container
-    await daemonCall(limits.calls, `remove of a run of ${request.image}`, (abortSignal) => container.remove({ abortSignal, force: true, v: true })).catch(() => undefined);
+    await remove(container);
   }
 }
 

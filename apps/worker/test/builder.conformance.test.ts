@@ -160,6 +160,14 @@ function conformance(name: string, makeAdapter: () => Adapter) {
         expect(await adapter.containersOf(image)).toBe(0);
       });
 
+      it("stops a run when its signal aborts (a cancelled build) and removes its container", async () => {
+        const controller = new AbortController();
+        const running = builder.run({ image, command: ["sh", "-c", "sleep 120"], timeoutMs: 60_000, signal: controller.signal });
+        setTimeout(() => controller.abort(new Error("cancelled by the test")), 500);
+        await expect(running).rejects.toThrow("cancelled by the test");
+        expect(await adapter.containersOf(image)).toBe(0);
+      });
+
       it("answers 127 for a program the image does not have", async () => {
         const result = await builder.run({ image, command: ["python3", "-c", "print(1)"], timeoutMs: 60_000 });
         expect(result.exitCode).toBe(127);

@@ -166,7 +166,13 @@ export class FakeImageBuilder implements ImageBuilder {
         else result.stdout += text;
         result.exitCode = 0;
       } else if (command === "sleep") {
-        if (Number(words[0]) * 1000 >= request.timeoutMs) return { ...result, exitCode: -1, timedOut: true };
+        const ms = Number(words[0]) * 1000;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(ms, request.timeoutMs));
+          request.signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+        });
+        request.signal?.throwIfAborted();
+        if (ms >= request.timeoutMs) return { ...result, exitCode: -1, timedOut: true };
         result.exitCode = 0;
       } else if (command === "touch") {
         const file = words[0] ?? "";
