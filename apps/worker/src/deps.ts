@@ -55,6 +55,7 @@ export function createPipelineDeps(
     workerId: env.WORKER_ID,
     egress,
     skipUnchanged: env.SKIP_UNCHANGED,
+    ...(env.IMPORT_CHECK ? { importCheck: { timeoutMs: env.IMPORT_CHECK_TIMEOUT_SECONDS * 1000 } } : {}),
     plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),

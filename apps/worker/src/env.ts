@@ -49,6 +49,10 @@ const envSchema = z.object({
   /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */
   SKIP_UNCHANGED: envBoolean(true),
   /** registry hosts the worker reads over plain HTTP (match the daemon's insecure-registries); loopback always is */
+  /** run the built image once (sandboxed) and fail with MISSING_DEPENDENCY when an import does not resolve, before the push */
+  IMPORT_CHECK: envBoolean(true),
+  /** the import check's deadline; past it the check is skipped (with a note), the container removed */
+  IMPORT_CHECK_TIMEOUT_SECONDS: z.coerce.number().min(1).max(600).default(30),
   INSECURE_REGISTRIES: z.string().default(""),
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
   BUILD_CPUS: z.coerce.number().min(0).default(0),

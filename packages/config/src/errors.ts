@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   DOCKERFILE_NOT_FOUND: { http: 422, retryable: false },
   DOCKERFILE_ERROR: { http: 422, retryable: false },
   DEPENDENCY_INSTALL_FAILED: { http: 422, retryable: false },
+  /** the import check: the entry (or a project module it reaches) imports a module the built image lacks */
+  MISSING_DEPENDENCY: { http: 422, retryable: false },
   BASE_IMAGE_UNAVAILABLE: { http: 422, retryable: false },
   BUILD_FAILED: { http: 422, retryable: false },
   /** a RUN step hit the per-build process limit (BUILD_PIDS_LIMIT) */
