@@ -3,7 +3,10 @@
 # nothing can be pulled from a registry on these machines:
 #   $BASE_IMAGE_PYTHON   Debian bookworm minbase + python3, numpy, pip (debootstrap)
 #   $BASE_IMAGE_BUSYBOX  busybox-static in a scratch image, for fast tests
-# The debootstrap rootfs tarball is cached in $M1L0_CACHE_DIR so later runs only import.
+#   $BASE_IMAGE_NODE     Debian bookworm minbase + this host's Node 20 (node, npm), laid out
+#                        like the public node:20-bookworm-slim (/usr/local, user node 1000)
+#   $BASE_IMAGE_STANDINS the same plus Debian's redis-server and docker-registry
+# The debootstrap rootfs tarballs are cached in $M1L0_CACHE_DIR so later runs only import.
 source "$(dirname "$0")/lib.sh"
 need_root
 
@@ -38,4 +41,38 @@ if ! image_exists "$BASE_IMAGE_BUSYBOX"; then
   tar -C "$dir" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["sh"]' - "$BASE_IMAGE_BUSYBOX" >/dev/null
   rm -rf "$dir"
 fi
-log "base images ready: $BASE_IMAGE_PYTHON, $BASE_IMAGE_BUSYBOX"
+# node_image IMAGE NAME PACKAGES: a minbase rootfs with PACKAGES (cached) plus this host's Node
+# 20 (node, npm) in /usr/local and a user node (1000), as the public node images have them.
+# The rootfs is cached without Node, so a Node upgrade on the host needs no new debootstrap.
+node_image() {
+  local image="$1" name="$2" include="$3"
+  image_exists "$image" && return 0
+  local node_bin npm_dir tarball work
+  node_bin="$(readlink -f "$(command -v node)")"
+  "$node_bin" -e 'process.exit(process.versions.node.split(".")[0] === "20" ? 0 : 1)' \
+    || die "the node stand-in needs this host's Node to be 20 (found $("$node_bin" --version))"
+  npm_dir="$(npm root -g)/npm"
+  [ -f "$npm_dir/bin/npm-cli.js" ] || die "npm not found at $npm_dir"
+  tarball="$(debootstrap_cached "$name" "$include")"
+  log "importing $image (Debian rootfs + this host's Node $("$node_bin" --version))"
+  work="$(mktemp -d)"
+  tar -C "$work" -xf "$tarball"
+  mkdir -p "$work/usr/local/bin" "$work/usr/local/lib/node_modules" "$work/home/node"
+  cp "$node_bin" "$work/usr/local/bin/node"
+  cp -a "$npm_dir" "$work/usr/local/lib/node_modules/npm"
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$work/usr/local/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$work/usr/local/bin/npx"
+  echo 'node:x:1000:1000::/home/node:/bin/bash' >>"$work/etc/passwd"
+  echo 'node:x:1000:' >>"$work/etc/group"
+  chown 1000:1000 "$work/home/node"
+  tar -C "$work" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' -c 'ENV NODE_VERSION='"$("$node_bin" -p process.versions.node)" \
+    -c 'CMD ["node"]' - "$image" >/dev/null
+  rm -rf "$work"
+}
+
+node_image "$BASE_IMAGE_NODE" node ca-certificates
+# base of the redis/minio/registry stand-ins (deploy/local/Dockerfile adds s3rver from npm)
+node_image "$BASE_IMAGE_STANDINS" node-services ca-certificates,redis-server,docker-registry
+log "base images ready: $BASE_IMAGE_PYTHON, $BASE_IMAGE_BUSYBOX, $BASE_IMAGE_NODE, $BASE_IMAGE_STANDINS"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a Debian machine, idempotently:
-# Debian packages (docker engine, redis, registry, htpasswd, debootstrap, busybox, dpkg-dev),
+# Debian packages (docker engine, docker-compose, redis, registry, htpasswd, debootstrap, busybox, dpkg-dev),
 # pnpm, the workspace's dependencies, and a build of every package.
 source "$(dirname "$0")/lib.sh"
 need_root
 
-APT_PACKAGES=(docker.io iptables dpkg-dev redis-server docker-registry apache2-utils debootstrap busybox-static iproute2 git curl ca-certificates chromium)
+APT_PACKAGES=(docker.io docker-compose iptables dpkg-dev redis-server docker-registry apache2-utils debootstrap busybox-static iproute2 git curl ca-certificates chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -28,6 +28,9 @@ export GIT_PRIVATE_USERNAME="${GIT_PRIVATE_USERNAME:-m1l0-bot}"
 export GIT_PRIVATE_TOKEN="${GIT_PRIVATE_TOKEN:-m1l0-local-git-token}"
 export BASE_IMAGE_PYTHON="${BASE_IMAGE_PYTHON:-m1l0-local/python:3.11-bookworm}"
 export BASE_IMAGE_BUSYBOX="${BASE_IMAGE_BUSYBOX:-m1l0-local/busybox:latest}"
+# stand-in for the public node:20-bookworm-slim, the base of the service's own images
+export BASE_IMAGE_NODE="${BASE_IMAGE_NODE:-m1l0-local/node:20-bookworm-slim}"
+export BASE_IMAGE_STANDINS="${BASE_IMAGE_STANDINS:-m1l0-local/node-services:bookworm}"
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 warn() { printf '\033[1;33mwarn:\033[0m %s\n' "$*" >&2; }
@@ -43,6 +46,32 @@ wait_for() {
   done
 }
 
+# debootstrap_cached NAME PACKAGES: prints the path of a Debian bookworm minbase rootfs tarball
+# with PACKAGES, made once and cached in $M1L0_CACHE_DIR (debootstrap takes 30-90 s)
+debootstrap_cached() {
+  local name="$1" include="$2" tarball="$M1L0_CACHE_DIR/$1-bookworm-rootfs.tar"
+  mkdir -p "$M1L0_CACHE_DIR"
+  if [ ! -s "$tarball" ]; then
+    log "debootstrapping a Debian bookworm $name rootfs (once; cached in $tarball)"
+    local rootfs; rootfs="$(mktemp -d)"
+    debootstrap --variant=minbase --include="$include" \
+      bookworm "$rootfs" http://deb.debian.org/debian >"$M1L0_CACHE_DIR/debootstrap-$name.log" 2>&1 \
+      || { tail -20 "$M1L0_CACHE_DIR/debootstrap-$name.log" >&2; die "debootstrap failed"; }
+    # what a slim image leaves out: package caches, docs, man pages, locales
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+      "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+    tar -C "$rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  printf '%s\n' "$tarball"
+}
+
 need_root() {
   [ "$(id -u)" = 0 ] || die "run as root: the scripts install Debian packages and start dockerd"
 }
+
+# the service's own images (root Dockerfile, targets api and worker), built on $BASE_IMAGE_NODE
+export M1L0_API_IMAGE="${M1L0_API_IMAGE:-m1l0-local/api:dev}"
+export M1L0_WORKER_IMAGE="${M1L0_WORKER_IMAGE:-m1l0-local/worker:dev}"
+# stand-ins for the public redis, minio and registry images (deploy/local/Dockerfile)
+export M1L0_STANDIN_IMAGE="${M1L0_STANDIN_IMAGE:-m1l0-local/stand-ins:dev}"

@@ -1,12 +1,16 @@
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { readFileSync } from "node:fs";
-import { BuilderError, envBoolean, envList, parseRegistryAllowlist } from "@m1l0/config";
+import { BuilderError, envBoolean, envList, parseRegistryAllowlist, resolveFileVariables } from "@m1l0/config";
 import { z } from "zod";
 
 const bool = envBoolean();
 
+/** secrets that may also come from a file named by `<NAME>_FILE` (API_TOKENS_FILE and the TLS key are files already) */
+export const API_FILE_VARIABLES = ["REDIS_URL"] as const;
+
 const envSchema = z.object({
+  /** may carry a password (redis://:pw@host:6379): prefer REDIS_URL_FILE */
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
   /** namespace of build records and event streams; lets stacks share one Redis */
   REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/).default("m1l0:"),
@@ -62,7 +66,7 @@ const envSchema = z.object({
 export type ApiEnv = z.output<typeof envSchema>;
 
 export function loadApiEnv(source: NodeJS.ProcessEnv = process.env): ApiEnv {
-  const result = envSchema.safeParse(source);
+  const result = envSchema.safeParse(resolveFileVariables(source, API_FILE_VARIABLES, (file) => readFileSync(file, "utf8")));
   if (!result.success) {
     throw new Error(`invalid API environment: ${result.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   }

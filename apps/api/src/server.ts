@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { catalogFromEnv } from "@m1l0/catalog";
+import { AWS_SECRET_VARIABLES, resolveFileVariables } from "@m1l0/config";
+import { readFileSync } from "node:fs";
 import { BUILD_QUEUE_NAME, BuildStore, createRedis, type BuildJobData } from "@m1l0/queue";
 import { artifactStoreFromEnv } from "@m1l0/storage";
 import { Queue } from "bullmq";
@@ -14,6 +16,8 @@ import { loadApiEnv, restTls } from "./env.js";
 import { WebhookDeliveryStore, WebhookNotifier, loadWebhookSettings, webhookQueueName } from "@m1l0/webhooks";
 import { startGrpcServer } from "./grpc/server.js";
 
+// the AWS SDK's default chain reads process.env: AWS_*_FILE secrets are resolved into it
+Object.assign(process.env, resolveFileVariables(process.env, AWS_SECRET_VARIABLES, (file) => readFileSync(file, "utf8")));
 const env = loadApiEnv();
 const auth = authenticatorFromEnv(env); // throws (the process exits) when no token is configured and auth is not disabled
 const redis = createRedis(env.REDIS_URL, "producer");

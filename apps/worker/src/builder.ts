@@ -33,6 +33,37 @@ export interface PushRequest {
   onLine: (line: string) => void;
 }
 
+/**
+ * One short, sandboxed run of a program in an image (the import check). The builder always
+ * runs it with no network, a read-only root filesystem (a small /tmp), no capabilities and the
+ * build's memory, CPU and process limits, and removes the container whatever happens.
+ */
+export interface RunRequest {
+  /** an image this daemon holds */
+  image: string;
+  /** the program and its arguments: replaces the image's entrypoint and command */
+  command: string[];
+  env?: Record<string, string>;
+  /** the run is killed after this long (the result says `timedOut`) */
+  timeoutMs: number;
+  memoryBytes?: number;
+  cpuQuota?: number;
+  signal?: AbortSignal;
+}
+
+export interface RunResult {
+  /** the program's exit status; 127 when the program is not in the image */
+  exitCode: number;
+  /** each capped at RUN_OUTPUT_MAX_BYTES */
+  stdout: string;
+  stderr: string;
+  /** the deadline fired and the container was killed */
+  timedOut: boolean;
+}
+
+/** The most output of one stream a run returns (the rest is dropped). */
+export const RUN_OUTPUT_MAX_BYTES = 1024 * 1024;
+
 /** What the builder's daemon knows about an image it holds. */
 export interface LocalImage {
   /**
@@ -60,6 +91,8 @@ export interface ImageBuilder {
   pull(request: PullRequest): Promise<void>;
   /** the image this daemon holds under `reference`, or undefined when it holds none */
   inspect(reference: string): Promise<LocalImage | undefined>;
+  /** runs a program once in an image it holds, sandboxed (RunRequest); rejects when the image is not here or the daemon fails */
+  run(request: RunRequest): Promise<RunResult>;
 }
 
 /** Passes every call on to `inner`; a decorator extends it and overrides only what it changes. */
@@ -84,5 +117,9 @@ export class ForwardingBuilder implements ImageBuilder {
 
   inspect(reference: string): Promise<LocalImage | undefined> {
     return this.inner.inspect(reference);
+  }
+
+  run(request: RunRequest): Promise<RunResult> {
+    return this.inner.run(request);
   }
 }

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { ArtifactArchiver } from "./artifacts.js";
 import { allowedBaseRegistries } from "./base-images.js";
+import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
 import type { BuildEgress } from "./egress/index.js";
 import { imageCacheLabels } from "./cleanup.js";
@@ -21,6 +22,7 @@ export function createPipelineDeps(
   builder: ImageBuilder,
   egress: BuildEgress,
   uploads: PendingUploads,
+  notifier: BuildNotifier,
   metrics?: WorkerMetrics,
   lastImages?: LastImageStore,
 ): PipelineDeps {
@@ -28,6 +30,7 @@ export function createPipelineDeps(
   return {
     store,
     builder,
+    notifier,
     imageLabels: imageCacheLabels(env.IMAGE_CACHE_SCOPE),
     registry: createRegistryResolvers(env),
     catalog,
@@ -52,6 +55,7 @@ export function createPipelineDeps(
     workerId: env.WORKER_ID,
     egress,
     skipUnchanged: env.SKIP_UNCHANGED,
+    ...(env.IMPORT_CHECK ? { importCheck: { timeoutMs: env.IMPORT_CHECK_TIMEOUT_SECONDS * 1000 } } : {}),
     plainHttpRegistries: splitList(env.INSECURE_REGISTRIES).map((host) => host.toLowerCase()),
     buildKeyClaimMs: (env.BUILD_TIMEOUT_MAX_SECONDS + 300) * 1000,
     ...(env.BUILD_MEMORY_MB ? { buildMemoryBytes: env.BUILD_MEMORY_MB * 1024 * 1024 } : {}),

@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { BuilderError, isBuilderError } from "@m1l0/config";
 import { classifyPushError } from "@m1l0/registry";
 import Docker from "dockerode";
-import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "./builder.js";
+import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest, RunRequest, RunResult } from "./builder.js";
+import { runContainer } from "./run-container.js";
 import { createBuildCgroup, type BuildCgroup } from "./cgroup.js";
 import { LineJoiner, collapseCarriageReturns, stripAnsi } from "./log-lines.js";
 import {
@@ -18,7 +19,7 @@ import {
   type SignalledCalls,
 } from "./daemon.js";
 
-export type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "./builder.js";
+export type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest, RunRequest, RunResult } from "./builder.js";
 export { ForwardingBuilder } from "./builder.js";
 export { DAEMON_CALL_TIMEOUT_MS, classifyBuildError, daemonCall } from "./daemon.js";
 
@@ -209,6 +210,11 @@ export class DockerImageBuilder implements ImageBuilder {
     if (failure) throw failure;
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
+  }
+
+  /** A sandboxed run (run-container.ts); the container's own PidsLimit is the build's BUILD_PIDS_LIMIT. */
+  run(request: RunRequest): Promise<RunResult> {
+    return runContainer(this.docker, { calls: this.calls, pidsLimit: this.#pidsLimit }, request);
   }
 
   async pull(request: PullRequest): Promise<void> {

@@ -1,8 +1,9 @@
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { parseRegistryAllowlist, parseRegistryCredentials, type RegistryCredential } from "@m1l0/registry";
-import { envBoolean, envList, splitList } from "@m1l0/config";
+import { envBoolean, envList, resolveFileVariables, splitList } from "@m1l0/config";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { EGRESS_MODES } from "./egress/policy.js";
@@ -14,11 +15,16 @@ import { loadWebhookSettings, type WebhookSettings } from "@m1l0/webhooks";
 const bool = envBoolean();
 
 /** Every variable the worker reads, parsed once at start-up (documented in .env.example). */
+/** secrets that may also come from a file named by `<NAME>_FILE` (git, Docker Hub and registry credentials have their own _FILE forms below) */
+export const WORKER_FILE_VARIABLES = ["REDIS_URL"] as const;
+
 const envSchema = z.object({
+  /** may carry a password (redis://:pw@host:6379): prefer REDIS_URL_FILE */
   REDIS_URL: z.string().default("redis://127.0.0.1:6379"),
   /** namespace of build records and event streams; lets stacks share one Redis */
   REDIS_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/).default("m1l0:"),
-  WORKER_ID: z.string().default(`${hostname()}-${process.pid}`),
+  /** shown in records; in a container every replica is pid 1 and host-networked ones share the hostname, so pid 1 gets a random suffix */
+  WORKER_ID: z.string().default(`${hostname()}-${process.pid === 1 ? randomBytes(4).toString("hex") : process.pid}`),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
   BUILD_QUEUE_NAME: z.string().optional(),
   DOCKER_SOCKET: z.string().default("/var/run/docker.sock"),
@@ -50,6 +56,10 @@ const envSchema = z.object({
   /** skip-if-unchanged: finish as `cached` when the target tag already holds an image with the same build key */
   SKIP_UNCHANGED: envBoolean(true),
   /** registry hosts the worker reads over plain HTTP (match the daemon's insecure-registries); loopback always is */
+  /** run the built image once (sandboxed) and fail with MISSING_DEPENDENCY when an import does not resolve, before the push */
+  IMPORT_CHECK: envBoolean(true),
+  /** the import check's deadline; past it the check is skipped (with a note), the container removed */
+  IMPORT_CHECK_TIMEOUT_SECONDS: z.coerce.number().min(1).max(600).default(30),
   INSECURE_REGISTRIES: z.string().default(""),
   BUILD_MEMORY_MB: z.coerce.number().int().min(0).default(4096),
   BUILD_CPUS: z.coerce.number().min(0).default(0),
@@ -83,6 +93,9 @@ const envSchema = z.object({
   /** bucket for build logs, context archives and final records; unset → ARTIFACTS_DIR on local disk */
   S3_BUCKET: z.string().optional(),
   ARTIFACTS_DIR: z.string().default(path.join(tmpdir(), "m1l0-artifacts")),
+  /** a file the worker rewrites every HEALTH_INTERVAL_SECONDS while Redis and its daemon answer (for a container HEALTHCHECK); unset = none */
+  HEALTH_FILE: z.string().optional(),
+  HEALTH_INTERVAL_SECONDS: z.coerce.number().min(1).default(10),
   /** events of a build kept in its Redis stream (the live tail; the archived log is complete) */
   LOG_TAIL_EVENTS: z.coerce.number().int().min(100).max(100_000).default(LOG_TAIL_EVENTS_DEFAULT),
   /** log lines longer than this (UTF-8 bytes) are cut there, with a marker saying so */
@@ -161,7 +174,7 @@ function parseGitCredentials(text: string): WorkerEnv["gitCredentials"] {
 }
 
 export function loadWorkerEnv(source: NodeJS.ProcessEnv = process.env): WorkerEnv {
-  const result = envSchema.safeParse(source);
+  const result = envSchema.safeParse(resolveFileVariables(source, WORKER_FILE_VARIABLES, (file) => readFileSync(file, "utf8")));
   if (!result.success) {
     const problems = result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`).join("; ");
     throw new Error(`invalid worker environment: ${problems}`);

@@ -25,7 +25,7 @@ export interface FinishContext {
   /** told where the build ended up (the job's progress) */
   onSettled?: (status: BuildStatus) => Promise<void>;
   /** told of the record once it is terminal (enqueues the completion webhooks) */
-  notifier?: Pick<BuildNotifier, "buildEnded">;
+  notifier: Pick<BuildNotifier, "buildEnded">;
 }
 
 /**
@@ -100,7 +100,7 @@ export async function finishBuild(ctx: FinishContext, outcome: BuildOutcome): Pr
 /** The webhooks hear of the end; a failure to enqueue them must not change how the build ended. */
 async function notifyEnded(ctx: FinishContext, record: BuildRecord): Promise<void> {
   if (!isTerminal(record.status)) return;
-  await ctx.notifier?.buildEnded(record).catch((error: Error) => ctx.logger.error({ err: { message: error.message } }, "could not enqueue the build's webhooks"));
+  await ctx.notifier.buildEnded(record).catch((error: Error) => ctx.logger.error({ err: { message: error.message } }, "could not enqueue the build's webhooks"));
 }
 
 async function recordFailedAttempt(ctx: FinishContext, error: BuilderError, willRetry: boolean): Promise<void> {

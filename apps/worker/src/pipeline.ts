@@ -12,6 +12,7 @@ import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
 import { fetchPhase, withWorkDir } from "./phases/fetch.js";
 import { identify } from "./phases/identify.js";
+import { importCheckPhase } from "./phases/check.js";
 import { buildPhase, pushPhase, targetImage } from "./phases/image.js";
 import { planPhase } from "./phases/plan.js";
 
@@ -39,7 +40,7 @@ export interface PipelineDeps {
   /** archives the context, log and record (S3 or a local folder); absent → nothing archived */
   artifacts?: ArtifactArchiver;
   /** told when a build ends (the completion webhooks); absent without WEBHOOKS_FILE */
-  notifier?: BuildNotifier;
+  notifier: BuildNotifier;
   /** last pushed image per repository, for cache-from across workers; absent → no registry cache */
   lastImages?: Pick<LastImageStore, "get" | "set">;
   /** registry hosts reached over plain HTTP besides loopback ones (the daemon's insecure-registries) */
@@ -50,6 +51,8 @@ export interface PipelineDeps {
   skipUnchanged?: boolean;
   /** how long a build may hold its build key before another build with the same key may go ahead */
   buildKeyClaimMs?: number;
+  /** the import check before push (IMPORT_CHECK; phases/check.ts); absent → no check */
+  importCheck?: { timeoutMs: number };
 }
 
 /**
@@ -71,7 +74,7 @@ export type BuildOutcome =
 
 /**
  * One attempt at one build, as its phases: identify (build key; cached?) → fetch → plan
- * (generated or user Dockerfile) → build → push. Each phase reports its status and log lines
+ * (generated or user Dockerfile) → build → import check → push. Each phase reports its status and log lines
  * through the store; the terminal state is recorded by finishBuild (finish.ts).
  */
 export async function runBuild(deps: PipelineDeps, buildId: string, config: BuildConfig, signal?: AbortSignal): Promise<Extract<BuildOutcome, { kind: "succeeded" | "cached" }>> {
@@ -96,6 +99,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         ...(fetched.buildKey ? { buildKey: fetched.buildKey } : {}),
       });
       await buildPhase(attempt, fetched, plan);
+      await importCheckPhase(attempt);
       // the target is recorded before the push so gRPC Build can answer `imagename: <ref>` as soon as the build phase ends
       await store.transition(buildId, "pushing", { image: targetImage(attempt) });
       const { digest } = await pushPhase(attempt);

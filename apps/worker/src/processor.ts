@@ -30,7 +30,7 @@ async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, me
   const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
   const finish = (outcome: BuildOutcome) =>
     finishBuild(
-      { store: workerDeps.store, buildId, attempt, logger, job, ...(token ? { token } : {}), ...(metrics ? { metrics } : {}), ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), ...(deps.notifier ? { notifier: deps.notifier } : {}), onSettled: (status) => progress.report(status) },
+      { store: workerDeps.store, buildId, attempt, logger, job, ...(token ? { token } : {}), ...(metrics ? { metrics } : {}), ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), notifier: deps.notifier, onSettled: (status) => progress.report(status) },
       outcome,
     ).then(answerJob);
 

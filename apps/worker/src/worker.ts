@@ -10,7 +10,7 @@ import { createPipelineDeps } from "./deps.js";
 import { DockerImageBuilder } from "./docker.js";
 import { FixedNetworkEgress, createBuildEgress, type BuildEgress, type DockerBuildEgress } from "./egress/index.js";
 import type { WorkerEnv } from "./env.js";
-import { WebhookDeliveryStore, WebhookMetrics, WebhookNotifier, startWebhookDeliveryWorker, webhookQueueName, type WebhookSettings } from "@m1l0/webhooks";
+import { NO_WEBHOOKS, WebhookDeliveryStore, WebhookMetrics, WebhookNotifier, startWebhookDeliveryWorker, webhookQueueName, type WebhookSettings } from "@m1l0/webhooks";
 import { finishBuild } from "./finish.js";
 import { BuildAborted, BuildLifecycle } from "./lifecycle.js";
 import { WorkerMetrics, startMetricsServer } from "./metrics.js";
@@ -23,6 +23,8 @@ export { createBuildProcessor } from "./processor.js";
 
 export interface BuildWorker {
   worker: Worker<BuildJobData>;
+  /** the Redis connection the worker and its store use (health checks ping it) */
+  connection: Redis;
   deps: PipelineDeps;
   metrics: WorkerMetrics;
   /** running builds' abort controllers: cancel, timeout, shutdown */
@@ -86,7 +88,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   }
   const queueName = env.BUILD_QUEUE_NAME ?? BUILD_QUEUE_NAME;
   const webhooks = env.webhooks ? startWebhooks(env.webhooks, connection, queueName, env.REDIS_KEY_PREFIX, metrics, logger) : undefined;
-  const deps = { ...createPipelineDeps(env, store, logger, builder, buildEgress, uploads, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX)), ...(webhooks ? { notifier: webhooks.notifier } : {}) };
+  const deps = createPipelineDeps(env, store, logger, builder, buildEgress, uploads, webhooks?.notifier ?? NO_WEBHOOKS, metrics, new LastImageStore(connection, env.REDIS_KEY_PREFIX));
   const metricsServer: Server | undefined = env.METRICS_PORT
     ? startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST, (error) => logger.error({ err: error }, "metrics listener failed"))
     : undefined;
@@ -131,7 +133,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
       const message = `the build's worker stopped responding ${env.WORKER_MAX_STALLED_COUNT + 1} times (killed or cut off from Redis); not retried further`;
       const progress = new JobProgress(job, buildId, env.WORKER_ID, logger);
       void finishBuild(
-        { store, buildId, attempt: job.attemptsMade, logger, ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), ...(deps.notifier ? { notifier: deps.notifier } : {}), onSettled: (status) => progress.report(status) },
+        { store, buildId, attempt: job.attemptsMade, logger, ...(deps.artifacts ? { artifacts: deps.artifacts } : {}), notifier: deps.notifier, onSettled: (status) => progress.report(status) },
         { kind: "failed", cause: "stalled", error: new BuilderError("INTERNAL", message) },
       )
         .catch((cause: Error) => logger.warn({ err: cause, buildId }, "could not record a stalled build's failure"));
@@ -150,6 +152,7 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   deps.artifacts?.startSweeper();
   return {
     worker,
+    connection,
     deps,
     metrics,
     lifecycle,

@@ -1,7 +1,7 @@
 import { isBuilderError } from "@m1l0/config";
 import { tarOf } from "@m1l0/testkit";
 import { randomUUID } from "node:crypto";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ImageBuilder } from "../src/builder.js";
 import { DockerImageBuilder } from "../src/docker.js";
 import { FakeImageBuilder } from "./support/fake-builder.js";
@@ -17,6 +17,8 @@ interface Adapter {
   builder: ImageBuilder;
   /** drops a tag from the daemon (not part of the port: the image cache does it for real) */
   forget(reference: string): Promise<void>;
+  /** containers (running or not) of `image` on the daemon: runs must leave none */
+  containersOf(image: string): Promise<number>;
   cleanup(): Promise<void>;
 }
 
@@ -30,13 +32,16 @@ function realAdapter(): Adapter {
     push: (request) => builder.push(request),
     pull: (request) => (tags.add(request.reference), builder.pull(request)),
     build: (request) => (tags.add(request.tag), builder.build(request)),
+    run: (request) => builder.run(request),
   };
-  return { builder: tracked, forget, cleanup: async () => void (await Promise.all([...tags].map(forget))) };
+  const containersOf = async (image: string) => (await builder.docker.listContainers({ all: true, filters: { ancestor: [image] } })).length;
+  return { builder: tracked, forget, containersOf, cleanup: async () => void (await Promise.all([...tags].map(forget))) };
 }
 
 function fakeAdapter(): Adapter {
   const builder = new FakeImageBuilder({ baseImages: [BASE] });
-  return { builder, forget: async (reference) => void builder.images.delete(reference), cleanup: async () => undefined };
+  // the fake keeps no containers: a run leaves nothing behind by construction
+  return { builder, forget: async (reference) => void builder.images.delete(reference), containersOf: async () => 0, cleanup: async () => undefined };
 }
 
 const noop = () => undefined;
@@ -121,6 +126,58 @@ function conformance(name: string, makeAdapter: () => Adapter) {
 
     it("fails a pull of an image the registry does not have", async () => {
       await expect(builder.pull({ reference: tag("never-pushed"), auth })).rejects.toThrow(/pull of .* failed/);
+    });
+
+    describe("run: one sandboxed program in an image it holds", () => {
+      const image = tag("runs");
+      const sh = (script: string, extra: { timeoutMs?: number; env?: Record<string, string> } = {}) =>
+        builder.run({ image, command: ["sh", "-c", script], timeoutMs: extra.timeoutMs ?? 60_000, ...(extra.env ? { env: extra.env } : {}) });
+      beforeAll(() => build(image, `FROM ${BASE}\nLABEL run=${run}-runs\n`));
+
+      it("returns the exit status, stdout and stderr apart, with the env it was given, and leaves no container", async () => {
+        const result = await sh("echo out $GREETING; echo err >&2; exit 3", { env: { GREETING: "hello" } });
+        expect(result).toEqual({ exitCode: 3, stdout: "out hello\n", stderr: "err\n", timedOut: false });
+        expect(await adapter.containersOf(image)).toBe(0);
+      });
+
+      it("has no network: the loopback interface only", async () => {
+        const result = await sh("ls /sys/class/net");
+        expect(result.stdout.split(/\s+/).filter(Boolean)).toEqual(["lo"]);
+      });
+
+      it("has a read-only root filesystem and a writable /tmp", async () => {
+        const result = await sh("touch /tmp/probe; echo tmp-ok; touch /probe");
+        expect(result.stdout).toBe("tmp-ok\n");
+        expect(result.stderr).toMatch(/Read-only file system/);
+        expect(result.exitCode).toBe(1);
+      });
+
+      it("kills a run at its deadline and removes its container", async () => {
+        const started = Date.now();
+        const result = await sh("sleep 120", { timeoutMs: 1_500 });
+        expect(result.timedOut).toBe(true);
+        expect(Date.now() - started).toBeLessThan(60_000);
+        expect(await adapter.containersOf(image)).toBe(0);
+      });
+
+      it("stops a run when its signal aborts (a cancelled build) and removes its container", async () => {
+        const controller = new AbortController();
+        const running = builder.run({ image, command: ["sh", "-c", "sleep 120"], timeoutMs: 60_000, signal: controller.signal });
+        setTimeout(() => controller.abort(new Error("cancelled by the test")), 500);
+        await expect(running).rejects.toThrow("cancelled by the test");
+        expect(await adapter.containersOf(image)).toBe(0);
+      });
+
+      it("answers 127 for a program the image does not have", async () => {
+        const result = await builder.run({ image, command: ["python3", "-c", "print(1)"], timeoutMs: 60_000 });
+        expect(result.exitCode).toBe(127);
+        expect(result.timedOut).toBe(false);
+        expect(await adapter.containersOf(image)).toBe(0);
+      });
+
+      it("refuses an image it does not hold", async () => {
+        await expect(builder.run({ image: tag("never-built-run"), command: ["sh", "-c", "true"], timeoutMs: 60_000 })).rejects.toThrow();
+      });
     });
   });
 }

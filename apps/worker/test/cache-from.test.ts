@@ -21,6 +21,7 @@ function fakes(options: { last?: string; origin?: "absent" | "built" | "pulled";
     build: async () => ({ imageId: "sha256:x" }),
     push: async () => ({ digest: "sha256:y" }),
     ping: async () => undefined,
+    run: async () => ({ exitCode: 0, stdout: "", stderr: "", timedOut: false }),
     inspect: async () => (options.origin && options.origin !== "absent" ? { origin: options.origin, contentId: "sha256:c" } : undefined),
     pull: async (request) => {
       pulls.push(request);

@@ -30,6 +30,7 @@ afterAll(async () => {
   await egress?.remove().catch(() => undefined);
   await docker.getNetwork(network).remove().catch(() => undefined);
   await docker.getNetwork(`${network}-icc`).remove().catch(() => undefined);
+  for (const info of await docker.listNetworks({ filters: JSON.stringify({ name: [`${network}-dup`] }) })) await docker.getNetwork(info.Id).remove().catch(() => undefined);
 });
 
 describe("the build network", () => {
@@ -57,6 +58,25 @@ describe("the build network", () => {
     expect(egress.bridge).toBe(newBridge);
     expect(rulesOf(newBridge).some((line) => line.includes("DOCKER-USER"))).toBe(true);
     expect(rulesOf(oldBridge)).toEqual([]);
+  });
+
+  it("two workers sharing a daemon agree on one network when the name was created twice", async () => {
+    // what two workers starting at once leave: the daemon's duplicate check is not atomic
+    const name = `${network}-dup`;
+    const options = { Name: name, Driver: "bridge", Options: { "com.docker.network.bridge.enable_icc": "false" }, Labels: { "dev.m1l0.egress": "build" } };
+    await docker.createNetwork(options);
+    await docker.createNetwork({ ...options, CheckDuplicate: false });
+    const env = loadWorkerEnv({ BUILD_NETWORK: name, BUILD_EGRESS_DNS: "10.255.255.53" });
+    const [a, b] = [createBuildEgress(env, docker, logger), createBuildEgress(env, docker, logger)];
+    try {
+      const prepared = await Promise.all([a.prepare(), b.prepare()]);
+      expect(prepared.map((entry) => entry.networkMode)).toEqual([name, name]);
+      const left = (await docker.listNetworks({ filters: JSON.stringify({ name: [name] }) })).filter((info) => info.Name === name);
+      expect(left).toHaveLength(1);
+      expect([a.bridge, b.bridge]).toEqual([`br-${left[0]!.Id.slice(0, 12)}`, `br-${left[0]!.Id.slice(0, 12)}`]);
+    } finally {
+      await a.remove().catch(() => undefined);
+    }
   });
 
   it("refuses a network of that name that lets containers talk to each other", async () => {

@@ -114,6 +114,11 @@ describe("a hung Docker daemon", () => {
     expectDeadlineError(settled, "DAEMON_UNREACHABLE", /inspect of team\/app:latest got no answer/);
   });
 
+  it("ends a sandboxed run (the import check) at its deadline", async () => {
+    const settled = await underPressure(() => daemon().run({ image: "team/app:latest", command: ["python3", "-c", "pass"], timeoutMs: 60_000 }));
+    expectDeadlineError(settled, "DAEMON_UNREACHABLE", /create of a run of team\/app:latest got no answer within 0.5 s/);
+  });
+
   it("ends an image-cache collection at its deadline (it holds this worker's builds back)", async () => {
     const builder = daemon();
     const cache = new ImageCache(builder.docker, { scope: "hung", maxImages: 1, maxBytes: 1, danglingMinAgeSeconds: 1 }, pino({ level: "silent" }), builder.calls);

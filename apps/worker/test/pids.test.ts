@@ -87,3 +87,15 @@ describe("per-build pids limit (BUILD_PIDS_LIMIT)", () => {
     expect(output).toContain("spawned 200");
   });
 });
+
+describe("the sandboxed run (the import check) under the same BUILD_PIDS_LIMIT", () => {
+  it("cannot fork past the limit, and runs normally below it", async () => {
+    const limited = new DockerImageBuilder({ pidsLimit: 48 });
+    const forked = await limited.run({ image: BUSYBOX, command: ["sh", "-c", FORK_200], timeoutMs: 60_000 });
+    expect(forked.timedOut).toBe(false);
+    expect(forked.stdout).not.toContain("spawned 200");
+    expect(forked.stderr).toMatch(/can't fork|Resource temporarily unavailable/);
+    const free = await new DockerImageBuilder({ pidsLimit: 0 }).run({ image: BUSYBOX, command: ["sh", "-c", FORK_200], timeoutMs: 60_000 });
+    expect(free.stdout).toContain("spawned 200");
+  });
+});

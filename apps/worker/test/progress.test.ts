@@ -11,6 +11,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ImageBuildRequest } from "../src/builder.js";
+import { NO_WEBHOOKS } from "@m1l0/webhooks";
 import { FixedNetworkEgress } from "../src/egress/index.js";
 import type { PipelineDeps } from "../src/pipeline.js";
 import { createBuildProcessor } from "../src/worker.js";
@@ -60,6 +61,7 @@ function deps(): PipelineDeps {
     workDir: dir,
     workerId: "w-progress",
     egress: new FixedNetworkEgress("none"),
+    notifier: NO_WEBHOOKS,
     skipUnchanged: false,
     logger: pino({ level: "silent" }),
   };

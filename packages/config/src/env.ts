@@ -36,3 +36,29 @@ export function normaliseRegistryHost(host: string): string {
 export function parseRegistryAllowlist(text: string): string[] {
   return splitList(text, /[,\s]+/).map(normaliseRegistryHost).filter(Boolean);
 }
+
+/**
+ * Resolves `NAME_FILE` variables: for each name, when `NAME_FILE` is set, `NAME` becomes the
+ * file's contents (trailing newline trimmed), so secrets can come from mounted secret files
+ * (Docker/Swarm secrets, Kubernetes secret volumes) instead of the environment. Setting both
+ * is refused: which one wins would be a guess. Returns a new object; `source` is not changed.
+ */
+export function resolveFileVariables(source: NodeJS.ProcessEnv, names: readonly string[], read: (file: string) => string): NodeJS.ProcessEnv {
+  const resolved: NodeJS.ProcessEnv = { ...source };
+  for (const name of names) {
+    const file = source[`${name}_FILE`];
+    if (!file) continue;
+    if (source[name]) throw new Error(`set either ${name} or ${name}_FILE, not both`);
+    let text: string;
+    try {
+      text = read(file);
+    } catch (cause) {
+      throw new Error(`cannot read ${name}_FILE (${file}): ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    }
+    resolved[name] = text.replace(/\r?\n$/, "");
+  }
+  return resolved;
+}
+
+/** The AWS SDK's default chain reads these from process.env; entry points resolve their `_FILE` forms into it. */
+export const AWS_SECRET_VARIABLES = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] as const;

@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   INVALID_DEPENDENCY_FILE: { http: 422, retryable: false },
   /** the source's layout cannot be built on its base (environment.yml without conda) */
   UNSUPPORTED_LAYOUT: { http: 422, retryable: false },
+  /** the import check: the entry (or a project module it reaches) imports a module the built image lacks */
+  MISSING_DEPENDENCY: { http: 422, retryable: false },
   BASE_IMAGE_UNAVAILABLE: { http: 422, retryable: false },
   BUILD_FAILED: { http: 422, retryable: false },
   /** a RUN step hit the per-build process limit (BUILD_PIDS_LIMIT) */

@@ -7,4 +7,5 @@ export { firewallSnapshot } from "./firewall.js";
 export { apiFetch, authHeaders, registerApiToken } from "./api.js";
 export { createGitFixture } from "./git.js";
 export { createStackTokens, startStack, type RunningStack, type StackOptions, type StackTokens } from "./stack.js";
+export { findNeedles, scanRedis, scanS3, type Finding } from "./secret-scan.js";
 export { startWebhookReceiver, type ReceivedWebhook, type ReceiverAnswer, type WebhookReceiver } from "./webhook-receiver.js";

@@ -13,6 +13,12 @@ export interface BuildNotifier {
   close(): Promise<void>;
 }
 
+/** A deployment with no webhook endpoints: builds end and nobody is told (the choice is made once, at start). */
+export const NO_WEBHOOKS: BuildNotifier = {
+  buildEnded: () => Promise.resolve(),
+  close: () => Promise.resolve(),
+};
+
 /** What a delivery job carries: the endpoint's name (its URL and secret stay in the config) and the body. */
 export interface WebhookJobData {
   endpoint: string;

@@ -82,6 +82,8 @@ describe("examples/mnist end to end (real git server, docker, registry)", () => 
     expect(log).toMatch(/\[fetch\] resolved commit [0-9a-f]{40}/);
     expect(log).toMatch(/\[build\] Step \d+\/\d+ : RUN python3 -m pip install/);
     expect(log).toMatch(/\[push\] pushed .*@sha256:/);
+    // the import check ran on the image before the push: numpy and the project's model.py resolve
+    expect(log).toMatch(/\[build\] import check: passed, 2 file\(s\), \d+ import\(s\), python 3\.11/);
   });
 
   it("a code-only change reuses the dependency layer", async () => {

@@ -220,11 +220,36 @@ export class DockerBuildEgress implements BuildEgress {
     }
   }
 
+  /**
+   * The build network by name, after workers sharing this daemon raced to create it: the
+   * daemon's CheckDuplicate is not atomic, so two creates can both succeed and the name then
+   * matches two networks (every lookup by name fails as ambiguous). Every worker keeps the
+   * oldest (then the lowest id) and removes the others, so all of them agree on one.
+   */
+  async #oneNetwork(): Promise<NetworkInfo> {
+    const network = this.options.network;
+    const listed = (await this.options.docker.listNetworks({ filters: JSON.stringify({ name: [network] }) })) as NetworkInfo[];
+    const named = listed.filter((candidate) => candidate.Name === network).sort((a, b) => (a.Created ?? "").localeCompare(b.Created ?? "") || a.Id.localeCompare(b.Id));
+    const [keep, ...duplicates] = named;
+    if (!keep) throw new Error(`build network "${network}" was created but cannot be found`);
+    for (const duplicate of duplicates) {
+      // gone already when another worker removed it first
+      await this.options.docker
+        .getNetwork(duplicate.Id)
+        .remove()
+        .catch(() => undefined);
+      this.options.logger.warn({ network, removed: duplicate.Id, kept: keep.Id }, "removed a duplicate build network another worker created at the same time");
+    }
+    return (await this.options.docker.getNetwork(keep.Id).inspect()) as NetworkInfo;
+  }
+
   /** The build network, created when missing: a bridge, no IPv6, no traffic between its containers. */
   async #ensureNetwork(): Promise<string> {
     const network = this.options.network;
-    let info: NetworkInfo | undefined = await (this.options.docker.getNetwork(network).inspect() as Promise<NetworkInfo>).catch((error: { statusCode?: number }) => {
+    let info: NetworkInfo | undefined = await (this.options.docker.getNetwork(network).inspect() as Promise<NetworkInfo>).catch((error: { statusCode?: number; message?: string }) => {
       if (error.statusCode === 404) return undefined;
+      // duplicates from an earlier race (see #oneNetwork)
+      if (/ambiguous/.test(error.message ?? "")) return this.#oneNetwork();
       throw error;
     });
     if (!info) {
@@ -240,7 +265,7 @@ export class DockerBuildEgress implements BuildEgress {
         .catch((error: { statusCode?: number }) => {
           if (error.statusCode !== 409) throw error; // another worker on this daemon made it first
         });
-      info = (await this.options.docker.getNetwork(network).inspect()) as NetworkInfo;
+      info = await this.#oneNetwork();
       this.options.logger.info({ network, bridge: bridgeOf(info) }, "created the build network");
     }
     if (info.Driver !== "bridge") throw new Error(`build network "${network}" exists with driver ${info.Driver}; it must be a bridge network (remove it and let the worker create it)`);
@@ -292,6 +317,8 @@ type EventStream = NodeJS.ReadableStream & { destroy?: () => void };
 
 interface NetworkInfo {
   Id: string;
+  Name?: string;
+  Created?: string;
   Driver?: string;
   Options?: Record<string, string>;
 }

@@ -1,7 +1,7 @@
 import { BuilderError } from "@m1l0/config";
 import { untar } from "@m1l0/testkit";
 import { createHash } from "node:crypto";
-import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest } from "../../src/builder.js";
+import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest, RunRequest, RunResult } from "../../src/builder.js";
 
 /**
  * A fake of the image builder port for unit tests: an in-memory daemon that reads the
@@ -44,6 +44,13 @@ export class FakeImageBuilder implements ImageBuilder {
   failNextPush: BuilderError | undefined;
   /** holds every build until it is released (to observe a build in progress, or abort it) */
   gate: Promise<void> | undefined;
+  /**
+   * what `python3` does in a run (the import check); unset: the image has no python3 (exit 127).
+   * Gets the image's context files, as the generated Dockerfile copies them to its workdir.
+   */
+  python: ((request: RunRequest, files: ReadonlyMap<string, Buffer>) => RunResult | Promise<RunResult>) | undefined;
+  /** the context files of each image built here */
+  readonly files = new Map<string, ReadonlyMap<string, Buffer>>();
 
   private readonly anyBase: boolean;
 
@@ -118,6 +125,7 @@ export class FakeImageBuilder implements ImageBuilder {
     labels = { ...labels, ...request.labels };
     const id = sha256(`${content}\n${JSON.stringify(labels)}`);
     this.images.set(request.tag, { id, origin: "built", contentId: content, labels });
+    this.files.set(request.tag, files);
     return { imageId: id };
   }
 
@@ -134,6 +142,53 @@ export class FakeImageBuilder implements ImageBuilder {
     this.registry.images.set(request.reference, { ...image, digest });
     request.onLine(`${request.reference.split(":").at(-1)}: digest: ${digest}`);
     return { digest };
+  }
+
+  /** Runs `sh -c` scripts of echo, exit, sleep, touch and `ls /sys/class/net` as busybox would in the sandbox; python3 through `python`. */
+  async run(request: RunRequest): Promise<RunResult> {
+    this.checkUp();
+    this.calls.push({ method: "run", reference: request.image });
+    request.signal?.throwIfAborted();
+    if (!this.images.has(request.image)) throw new Error(`create of a run of ${request.image} failed: No such image: ${request.image}`);
+    const [program = "", ...args] = request.command;
+    if (program === "python3" && this.python) return this.python(request, this.files.get(request.image) ?? new Map());
+    const notFound = { exitCode: 127, stdout: "", stderr: `exec: "${program}": executable file not found in $PATH`, timedOut: false };
+    if (program !== "sh" || args[0] !== "-c" || args[1] === undefined) return notFound;
+    const result = { exitCode: 0, stdout: "", stderr: "", timedOut: false };
+    const env = request.env ?? {};
+    for (const statement of args[1].split(";").map((text) => text.trim().replace(/\$(\w+)/g, (_, name: string) => env[name] ?? ""))) {
+      const [command = "", ...words] = statement.split(/\s+/);
+      if (command === "exit") return { ...result, exitCode: Number(words[0] ?? "0") };
+      if (command === "echo") {
+        const toStderr = words.at(-1) === ">&2";
+        const text = `${(toStderr ? words.slice(0, -1) : words).join(" ").replace(/^["']|["']$/g, "")}\n`;
+        if (toStderr) result.stderr += text;
+        else result.stdout += text;
+        result.exitCode = 0;
+      } else if (command === "sleep") {
+        const ms = Number(words[0]) * 1000;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(ms, request.timeoutMs));
+          request.signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+        });
+        request.signal?.throwIfAborted();
+        if (ms >= request.timeoutMs) return { ...result, exitCode: -1, timedOut: true };
+        result.exitCode = 0;
+      } else if (command === "touch") {
+        const file = words[0] ?? "";
+        const writable = file.startsWith("/tmp/");
+        if (!writable) result.stderr += `touch: ${file}: Read-only file system\n`;
+        result.exitCode = writable ? 0 : 1;
+      } else if (command === "ls" && words[0] === "/sys/class/net") {
+        // the sandbox has no network: the loopback interface only
+        result.stdout += "lo\n";
+        result.exitCode = 0;
+      } else {
+        result.stderr += `sh: ${command}: not found\n`;
+        result.exitCode = 127;
+      }
+    }
+    return result;
   }
 
   async pull(request: PullRequest): Promise<void> {

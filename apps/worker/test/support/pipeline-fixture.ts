@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pino } from "pino";
+import { NO_WEBHOOKS } from "@m1l0/webhooks";
 import { FixedNetworkEgress } from "../../src/egress/index.js";
 import type { PipelineDeps } from "../../src/pipeline.js";
 import { FakeImageBuilder } from "./fake-builder.js";
@@ -63,6 +64,7 @@ export function pipelineFixture(): PipelineFixture {
         workDir: dir,
         workerId: "w-unit",
         egress: new FixedNetworkEgress("none"),
+        notifier: NO_WEBHOOKS,
         logger: pino({ level: "silent" }),
         ...overrides,
       };
