@@ -1,3 +1,4 @@
+import { NO_WEBHOOKS } from "@m1l0/webhooks";
 import { isBuilderError } from "@m1l0/config";
 import type { PendingUploads } from "@m1l0/queue";
 import { pino } from "pino";
@@ -65,7 +66,7 @@ describe("the import check before push", () => {
 
 describe("IMPORT_CHECK, per deployment", () => {
   const depsOf = (env: NodeJS.ProcessEnv) =>
-    createPipelineDeps(loadWorkerEnv(env), fixture.store, pino({ level: "silent" }), new FakeImageBuilder(), new FixedNetworkEgress("none"), {} as PendingUploads);
+    createPipelineDeps(loadWorkerEnv(env), fixture.store, pino({ level: "silent" }), new FakeImageBuilder(), new FixedNetworkEgress("none"), {} as PendingUploads, NO_WEBHOOKS);
 
   it("is on by default with a 30 s deadline, off with IMPORT_CHECK=false, and a bad deadline names the variable", () => {
     expect(depsOf({}).importCheck).toEqual({ timeoutMs: 30_000 });
