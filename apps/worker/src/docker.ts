@@ -186,7 +186,7 @@ export class DockerImageBuilder implements ImageBuilder {
     let imageId = "";
     let currentStep = "";
     const recent: string[] = [];
-    let failure: BuilderError | undefined;
+    let error: { text: string; step: string } | undefined;
     // the daemon's chunks are not line-aligned: whole lines only, progress bars at their last state
     const output = new LineJoiner((line) => {
       if (/^Step \d+\/\d+ : /.test(line)) {
@@ -204,10 +204,12 @@ export class DockerImageBuilder implements ImageBuilder {
         output.end();
         const text = message.errorDetail?.message ?? message.error ?? "unknown error";
         request.onLine(`ERROR: ${text}`);
-        failure ??= classifyBuildError(text, currentStep, recent);
+        error ??= { text, step: currentStep };
       }
     }).finally(() => output.end());
-    if (failure) throw failure;
+    // classified once the stream has ended: the RUN container's last output (apt's "E: …") can
+    // reach the stream after the daemon's error message
+    if (error) throw classifyBuildError(error.text, error.step, recent);
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
     return { imageId };
   }

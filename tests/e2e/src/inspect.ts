@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { appendFileSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { apiFetch, type BuildRecordView } from "./client.js";
+import { scanKeys } from "./images.js";
 import { ROOT_DIR } from "./stack.js";
 
 /** What tests look at after builds: final answers, leftovers on daemons, disks and Redis. */
@@ -79,16 +80,7 @@ const BULL_QUEUE_KEYS = new Set(["meta", "events", "completed", "failed", "wait"
 export async function auditRedisKeys(redisUrl: string, keyPrefix: string, queueName: string): Promise<KeyAudit> {
   const redis = new Redis(redisUrl);
   try {
-    const scan = async (pattern: string) => {
-      const keys: string[] = [];
-      let cursor = "0";
-      do {
-        const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-        cursor = next;
-        keys.push(...batch);
-      } while (cursor !== "0");
-      return keys;
-    };
+    const scan = (pattern: string) => scanKeys(redis, pattern);
     const counts: Record<string, number> = {};
     const orphans: string[] = [];
     const count = (kind: string) => (counts[kind] = (counts[kind] ?? 0) + 1);

@@ -22,11 +22,29 @@ export interface PrivateService {
 /** Private services stop when asked, without SIGKILL: a test that restarts one wants its clean shutdown (AOF, registry storage). */
 const stopChild = (child: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, { signal, killAfterMs: 0 });
 
+/** A service the test runs as a child process: restartable on the same port and data; destroy removes `dir`. */
+async function startChildService(options: { address: string; what: string; command: string; args: string[]; dir: string; readyMs: number; ready: () => boolean | Promise<boolean> }): Promise<PrivateService> {
+  let child: ChildProcess | undefined;
+  const service: PrivateService = {
+    address: options.address,
+    async start() {
+      child = spawn(options.command, options.args, { stdio: "ignore" });
+      await waitFor(options.what, options.readyMs, options.ready);
+    },
+    stop: () => stopChild(child),
+    async destroy() {
+      await stopChild(child);
+      rmSync(options.dir, { recursive: true, force: true });
+    },
+  };
+  await service.start();
+  return service;
+}
+
 /** A redis-server of the test's own (AOF on, noeviction), restartable on the same port and data. */
 export async function startPrivateRedis(): Promise<PrivateService> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "m1l0-redis-"));
-  let child: ChildProcess | undefined;
   const ping = () => {
     try {
       return execFileSync("redis-cli", ["-p", String(port), "ping"], { stdio: ["ignore", "pipe", "ignore"] }).toString().includes("PONG");
@@ -34,20 +52,15 @@ export async function startPrivateRedis(): Promise<PrivateService> {
       return false;
     }
   };
-  const service: PrivateService = {
+  return startChildService({
     address: `redis://127.0.0.1:${port}`,
-    async start() {
-      child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--dir", dataDir, "--save", ""], { stdio: "ignore" });
-      await waitFor("own redis-server", 10_000, ping);
-    },
-    stop: () => stopChild(child),
-    async destroy() {
-      await stopChild(child);
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-  await service.start();
-  return service;
+    what: "own redis-server",
+    command: "redis-server",
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--appendonly", "yes", "--maxmemory-policy", "noeviction", "--dir", dataDir, "--save", ""],
+    dir: dataDir,
+    readyMs: 10_000,
+    ready: ping,
+  });
 }
 
 /** A docker-registry (distribution) of the test's own with the shared registry's credentials. */
@@ -67,7 +80,6 @@ export async function startPrivateRegistry(): Promise<PrivateService> {
       "",
     ].join("\n"),
   );
-  let child: ChildProcess | undefined;
   const up = async () => {
     try {
       return (await fetch(`http://127.0.0.1:${port}/v2/`)).status === 401;
@@ -75,20 +87,7 @@ export async function startPrivateRegistry(): Promise<PrivateService> {
       return false;
     }
   };
-  const service: PrivateService = {
-    address: `127.0.0.1:${port}`,
-    async start() {
-      child = spawn("docker-registry", ["serve", path.join(dir, "config.yml")], { stdio: "ignore" });
-      await waitFor("own registry", 20_000, up);
-    },
-    stop: () => stopChild(child),
-    async destroy() {
-      await stopChild(child);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await service.start();
-  return service;
+  return startChildService({ address: `127.0.0.1:${port}`, what: "own registry", command: "docker-registry", args: ["serve", path.join(dir, "config.yml")], dir, readyMs: 20_000, ready: up });
 }
 
 /**
@@ -172,7 +171,6 @@ export async function startPrivateS3(bucket = services.s3Bucket): Promise<Privat
   const port = await freeLowPort();
   const dir = mkdtempSync(path.join(tmpdir(), "m1l0-s3rver-"));
   const endpoint = `http://127.0.0.1:${port}`;
-  let child: ChildProcess | undefined;
   const answers = async () => {
     try {
       // a HEAD of a missing key: listing can answer 500 after a stop that cut an upload short
@@ -182,22 +180,15 @@ export async function startPrivateS3(bucket = services.s3Bucket): Promise<Privat
       return false;
     }
   };
-  const service = {
+  const service = await startChildService({
     address: `127.0.0.1:${port}`,
-    endpoint,
-    bucket,
-    /** what a worker or API needs to use it */
-    env: { S3_ENDPOINT: endpoint, S3_BUCKET: bucket, S3_FORCE_PATH_STYLE: "true", AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_REGION: "us-east-1" },
-    async start() {
-      child = spawn(path.join(ROOT_DIR, "node_modules/.bin/s3rver"), ["-d", dir, "-a", "127.0.0.1", "-p", String(port), "--silent", "--configure-bucket", bucket], { stdio: "ignore" });
-      await waitFor("own s3rver", 30_000, answers);
-    },
-    stop: () => stopChild(child),
-    async destroy() {
-      await stopChild(child);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await service.start();
-  return service;
+    what: "own s3rver",
+    command: path.join(ROOT_DIR, "node_modules/.bin/s3rver"),
+    args: ["-d", dir, "-a", "127.0.0.1", "-p", String(port), "--silent", "--configure-bucket", bucket],
+    dir,
+    readyMs: 30_000,
+    ready: answers,
+  });
+  /** env: what a worker or API needs to use it */
+  return { ...service, endpoint, bucket, env: { S3_ENDPOINT: endpoint, S3_BUCKET: bucket, S3_FORCE_PATH_STYLE: "true", AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_REGION: "us-east-1" } };
 }

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGitFixture, eventually, getBuild, getLog, reportFigures, services, startPrivateS3, startStack, submit, waitForBuild, type PrivateService, type RunningStack } from "../src/index.js";
+import { createGitFixture, eventually, getBuild, getLog, reportFigures, services, startPrivateS3, startStack, submit, waitForBuild, type PrivateService, type RunningStack, scanKeys } from "../src/index.js";
 
 /**
  * Complete logs whatever their length, and uploads that outlive their worker, on the real
@@ -43,12 +43,7 @@ async function s3Text(key: string): Promise<string> {
 async function redisBytesOf(id: string): Promise<{ bytes: number; keys: string[] }> {
   const keys: string[] = [];
   for (const pattern of [`${stack.keyPrefix}*${id}*`, `bull:${stack.queueName}:${id}*`]) {
-    let cursor = "0";
-    do {
-      const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== "0");
+    keys.push(...(await scanKeys(redis, pattern)));
   }
   let bytes = 0;
   for (const key of keys) bytes += Number((await redis.call("MEMORY", "USAGE", key, "SAMPLES", "0")) ?? 0);

@@ -1,4 +1,4 @@
-import { apiFetch, waitUntil as waitFor, type BuildRecordView as RecordView } from "../src/index.js";
+import { apiFetch, waitUntil as waitFor, type BuildRecordView as RecordView, registryDigest } from "../src/index.js";
 import Docker from "dockerode";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,17 +19,6 @@ function sleeperConfig(marker: string, seconds: number) {
   return { service: "dockerhub", repository: "m1l0/e2e-fleet", revision: `${run}-${marker}`, source: fixture.url, dockerfile: "Dockerfile" };
 }
 
-/** The manifest digest the registry itself serves for a tag (what a puller gets). */
-async function registryDigest(repository: string, tag: string): Promise<string | null> {
-  const response = await fetch(`http://${services.registryHost}/v2/${repository}/manifests/${tag}`, {
-    method: "HEAD",
-    headers: {
-      authorization: `Basic ${Buffer.from(`${services.registryUsername}:${services.registryPassword}`).toString("base64")}`,
-      accept: "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-    },
-  });
-  return response.ok ? response.headers.get("docker-content-digest") : null;
-}
 
 afterAll(() => {
   for (const cleanup of cleanups) cleanup();

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, registryDigest } from "../src/index.js";
 
 /**
  * The import check before push, on the real stack: the worker runs the built image once (no
@@ -33,18 +33,6 @@ const config = (source: string, marker: string, extra: Record<string, unknown> =
   ...extra,
 });
 
-/** The manifest digest the registry serves for a tag, or null when it has none. */
-async function registryDigest(repository: string, tag: string): Promise<string | null> {
-  const response = await fetch(`http://${services.registryHost}/v2/${repository}/manifests/${tag}`, {
-    method: "HEAD",
-    headers: {
-      authorization: `Basic ${Buffer.from(`${services.registryUsername}:${services.registryPassword}`).toString("base64")}`,
-      accept: "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-    },
-  });
-  if (response.status !== 404 && !response.ok) throw new Error(`registry answered ${response.status}`);
-  return response.ok ? response.headers.get("docker-content-digest") : null;
-}
 
 /** containers of an image left on the daemon (the check's must be removed) */
 const containersOf = async (image: string) => (await docker.listContainers({ all: true, filters: { ancestor: [image] } })).length;

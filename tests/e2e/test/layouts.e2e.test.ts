@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT_DIR, createGitFixture, gatewayOf, getLog, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { ROOT_DIR, createGitFixture, gatewayOf, getLog, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf } from "../src/index.js";
 
 /**
  * Each layout the generated Dockerfile installs, built for real: the worker on the host daemon,
@@ -62,23 +62,7 @@ function serveRepository(dir: string, host: string): Promise<{ server: Server; u
   });
 }
 
-async function runImage(reference: string): Promise<string> {
-  const container = await docker.createContainer({ Image: reference, Tty: true, HostConfig: { NetworkMode: "none" } });
-  try {
-    await container.start();
-    await container.wait();
-    return (await container.logs({ stdout: true, stderr: true })).toString("utf8");
-  } finally {
-    await container.remove({ force: true });
-  }
-}
 
-/** When and by what the layer of the step matching `createdBy` was made (a reused layer keeps both). */
-async function layerOf(reference: string, createdBy: RegExp): Promise<string | undefined> {
-  const history = (await docker.getImage(reference).history()) as Array<{ Created: number; CreatedBy: string }>;
-  const entry = history.find((item) => createdBy.test(item.CreatedBy));
-  return entry ? `${entry.Created} ${entry.CreatedBy}` : undefined;
-}
 
 /** `pyproject.toml` of this run: the daemon keeps layers between runs, and the first build must make its own. */
 const pyproject = `${readFileSync(path.join(fixtures, "pyproject/pyproject.toml"), "utf8")}# run ${run}\n`;

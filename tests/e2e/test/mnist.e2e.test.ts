@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack } from "../src/index.js";
+import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf } from "../src/index.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
 const auth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
@@ -19,28 +19,7 @@ async function pull(reference: string): Promise<void> {
   await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (error) => (error ? reject(error) : resolve())));
 }
 
-async function runImage(reference: string): Promise<string> {
-  const container = await docker.createContainer({ Image: reference, Tty: true, HostConfig: { NetworkMode: "none" } });
-  try {
-    await container.start();
-    await container.wait();
-    const output = await container.logs({ stdout: true, stderr: true });
-    return output.toString("utf8");
-  } finally {
-    await container.remove({ force: true });
-  }
-}
 
-/**
- * The history entry of the step that made a layer: when it was created and by what. A reused
- * layer keeps both; the local image Id does not identify it (a daemon may hold several
- * equivalent images, e.g. one restored from a pulled image through cache-from).
- */
-async function layerOf(reference: string, createdBy: RegExp): Promise<string | undefined> {
-  const history = (await docker.getImage(reference).history()) as Array<{ Created: number; CreatedBy: string }>;
-  const entry = history.find((item) => createdBy.test(item.CreatedBy));
-  return entry ? `${entry.Created} ${entry.CreatedBy}` : undefined;
-}
 
 beforeAll(async () => {
   stack = await startStack();
@@ -72,7 +51,7 @@ describe("examples/mnist end to end (real git server, docker, registry)", () => 
     expect(output).toMatch(/^accuracy: 0\.\d{4}$/m);
 
     // ignores are applied: data/ and *.md are not in the image; the generated Dockerfile neither
-    const listing = await runImageCommand(record.image!.reference, ["python3", "-c", "import os; print(sorted(os.listdir('/app')))"]);
+    const listing = await runImage(record.image!.reference, { entrypoint: ["python3", "-c", "import os; print(sorted(os.listdir('/app')))"] });
     expect(listing).toContain("main.py");
     expect(listing).not.toContain("data");
     expect(listing).not.toContain("README.md");
@@ -147,14 +126,3 @@ describe("failures say why", () => {
     expect(await runImage(record.image!.reference)).toContain("custom dockerfile used");
   });
 });
-
-async function runImageCommand(reference: string, cmd: string[]): Promise<string> {
-  const container = await docker.createContainer({ Image: reference, Entrypoint: cmd, Tty: true, HostConfig: { NetworkMode: "none" } });
-  try {
-    await container.start();
-    await container.wait();
-    return (await container.logs({ stdout: true, stderr: true })).toString("utf8");
-  } finally {
-    await container.remove({ force: true });
-  }
-}
