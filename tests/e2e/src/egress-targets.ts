@@ -127,10 +127,11 @@ export async function startEgressTargets(): Promise<EgressTargets> {
     ip("-n", namespace, "link", "set", nsVeth, "up");
     ip("-n", namespace, "route", "add", "default", "via", HOST_SIDE);
     ip("-n", namespace, "-6", "route", "add", "default", "dev", nsVeth);
-    for (const address of v4) ip("route", "add", `${address}/32`, "via", NS_SIDE, "dev", hostVeth);
+    // replace, not add: a route an interrupted run left behind (its veth gone) must not stop this one
+    for (const address of v4) ip("route", "replace", `${address}/32`, "via", NS_SIDE, "dev", hostVeth);
     // a host-side IPv6 address on the veth: the namespace answers it on-link (it would not find the LAN address)
     ip("-6", "addr", "add", `${HOST_SIDE_V6}/128`, "dev", hostVeth, "nodad");
-    ip("-6", "route", "add", `${TARGETS.metadataV6}/128`, "dev", hostVeth, "src", HOST_SIDE_V6);
+    ip("-6", "route", "replace", `${TARGETS.metadataV6}/128`, "dev", hostVeth, "src", HOST_SIDE_V6);
     writeFileSync(path.join(dir, "server.mjs"), SERVER);
     server = spawn("ip", ["netns", "exec", namespace, process.execPath, path.join(dir, "server.mjs"), TARGETS.resolver, TARGETS.proxy, TARGETS.public], { stdio: ["ignore", "pipe", "pipe"] });
     const child = server;
