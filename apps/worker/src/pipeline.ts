@@ -99,7 +99,7 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         ...(fetched.buildKey ? { buildKey: fetched.buildKey } : {}),
       });
       await buildPhase(attempt, fetched, plan);
-      await importCheckPhase(attempt);
+      await importCheckPhase(attempt, plan.layouts);
       // the target is recorded before the push so gRPC Build can answer `imagename: <ref>` as soon as the build phase ends
       await store.transition(buildId, "pushing", { image: targetImage(attempt) });
       const { digest } = await pushPhase(attempt);

@@ -1,6 +1,6 @@
 import { isBuilderError } from "@m1l0/config";
 import { describe, expect, it } from "vitest";
-import { importCheckCommand, missingDependencyError, parseImportReport, type ImportReport } from "../src/import-check/index.js";
+import { dependencyFileOf, importCheckCommand, missingDependencyError, parseImportReport, type ImportReport } from "../src/import-check/index.js";
 import { runInProject } from "./support/host-python.js";
 
 // The checker the worker ships (src/import-check/check.py), run with the host's python3
@@ -137,6 +137,16 @@ describe("MISSING_DEPENDENCY", () => {
   it("names the distribution when it differs from the import, and counts the others", () => {
     const error = missingDependencyError(report([{ file: "a.py", line: 1, module: "cv2" }, { file: "b.py", line: 2, module: "x" }]), "your Dockerfile");
     expect(error.message).toBe('a.py:1 imports "cv2", which is not installed in the image; install opencv-python (the package that provides cv2) in your Dockerfile (and 1 more: b.py:2 "x")');
+  });
+
+  it("points at the file the project declares its packages in: its Dockerfile, else requirements.txt, pyproject.toml or setup.py", () => {
+    expect(dependencyFileOf(true, ["requirements.txt"])).toBe("your Dockerfile");
+    expect(dependencyFileOf(false, ["apt.txt", "requirements.txt", "pyproject.toml"])).toBe("requirements.txt");
+    expect(dependencyFileOf(false, ["pyproject.toml"])).toBe("pyproject.toml's [project] dependencies");
+    expect(dependencyFileOf(false, ["setup.py"])).toBe("setup.py's install_requires");
+    expect(dependencyFileOf(false, ["apt.txt"])).toBe("requirements.txt");
+    const error = missingDependencyError(report([{ file: "main.py", line: 2, module: "torchaudio" }]), dependencyFileOf(false, ["pyproject.toml"]));
+    expect(error.message).toBe('main.py:2 imports "torchaudio", which is not installed in the image; add it to pyproject.toml\'s [project] dependencies');
   });
 
   it("reads only a well-formed report", () => {

@@ -55,14 +55,26 @@ const DISTRIBUTIONS: Record<string, string> = {
 };
 
 /** `main.py:3 imports "torchvision", which is not installed in the image; add it to requirements.txt` */
-export function describeMissing(missing: ImportSite, where: "requirements.txt" | "your Dockerfile"): string {
+export function describeMissing(missing: ImportSite, where: DependencyFile): string {
   const distribution = DISTRIBUTIONS[missing.module];
   const what = distribution ? `${distribution} (the package that provides ${missing.module})` : "it";
-  const fix = where === "requirements.txt" ? `add ${what} to requirements.txt` : `install ${what} in your Dockerfile`;
+  const fix = where === "your Dockerfile" ? `install ${what} in your Dockerfile` : `add ${what} to ${where}`;
   return `${missing.file}:${missing.line} imports "${missing.module}", which is not installed in the image; ${fix}`;
 }
 
-export function missingDependencyError(report: ImportReport, where: "requirements.txt" | "your Dockerfile"): BuilderError {
+/** Where a user declares what the image installs: the file the fix goes in. */
+export type DependencyFile = "requirements.txt" | "pyproject.toml's [project] dependencies" | "setup.py's install_requires" | "your Dockerfile";
+
+/** The dependency file of a build: its own Dockerfile, else the layout that lists Python packages (requirements.txt when none does). */
+export function dependencyFileOf(customDockerfile: boolean, layouts: readonly string[] = []): DependencyFile {
+  if (customDockerfile) return "your Dockerfile";
+  if (layouts.includes("requirements.txt")) return "requirements.txt";
+  if (layouts.includes("pyproject.toml")) return "pyproject.toml's [project] dependencies";
+  if (layouts.includes("setup.py")) return "setup.py's install_requires";
+  return "requirements.txt";
+}
+
+export function missingDependencyError(report: ImportReport, where: DependencyFile): BuilderError {
   const [first, ...rest] = report.missing;
   if (!first) throw new Error("missingDependencyError needs at least one missing import");
   const more = rest.length ? ` (and ${rest.length} more: ${rest.map((item) => `${item.file}:${item.line} "${item.module}"`).join(", ")})` : "";

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { describeMissing, importCheckCommand, missingDependencyError, parseImportReport } from "../import-check/index.js";
+import { dependencyFileOf, describeMissing, importCheckCommand, missingDependencyError, parseImportReport } from "../import-check/index.js";
 import { withSignal, type Attempt } from "./attempt.js";
 
 /**
@@ -9,7 +9,7 @@ import { withSignal, type Attempt } from "./attempt.js";
  * When the check cannot run (no python3 in the image, the entry not in it, its deadline) the
  * log says so and the build goes on: the check is a safety net, not a second build.
  */
-export async function importCheckPhase(attempt: Attempt): Promise<void> {
+export async function importCheckPhase(attempt: Attempt, layouts: readonly string[] | undefined): Promise<void> {
   const { deps, config, target, signal } = attempt;
   if (!deps.importCheck) return;
   const log = (line: string) => void attempt.log.build(`import check: ${line}`);
@@ -29,7 +29,7 @@ export async function importCheckPhase(attempt: Attempt): Promise<void> {
   const report = parseImportReport(result.stdout);
   if (!report) return log(`skipped: python3 in the image exited ${result.exitCode} without a report: ${lastLine(result.stderr)}`);
   if (report.skipped) return log(`skipped: ${report.skipped}`);
-  const where = config.dockerfile ? "your Dockerfile" : "requirements.txt";
+  const where = dependencyFileOf(Boolean(config.dockerfile), layouts);
   for (const note of report.notes) log(`note: ${note}`);
   for (const optional of report.guarded) log(`note: ${optional.file}:${optional.line} imports "${optional.module}" under a guard (try/except ImportError, TYPE_CHECKING, or a platform or Python version test); it is not installed, the project is expected to run without it`);
   for (const missing of report.missing) log(describeMissing(missing, where));
