@@ -53,8 +53,8 @@ export function watchTokensFile(auth: Authenticator, env: TokenSources, logger: 
   last = JSON.stringify(safeEntries(env, options.readFile));
   const watcher = options.fsWatch === false ? undefined : watchFolderOf(file, () => reload("file changed"));
   const poll = pollFile(file, pollIntervalMs, () => reload("file changed (poll)"));
-  const onSignal = () => reload(options.signal ?? "signal");
   const signal = "signal" in options ? options.signal : "SIGHUP";
+  const onSignal = () => reload(signal ?? "signal");
   if (signal) process.on(signal, onSignal);
   return {
     reload,
