@@ -6,7 +6,11 @@
 #   $BASE_IMAGE_NODE     Debian bookworm minbase + this host's Node 20 (node, npm), laid out
 #                        like the public node:20-bookworm-slim (/usr/local, user node 1000)
 #   $BASE_IMAGE_STANDINS the same plus Debian's redis-server and docker-registry
+#   $BASE_IMAGE_PYTORCH  Debian bookworm minbase + python3-torch 1.13.1 (CPU), numpy, pip; only with
+#                        the argument `pytorch` (its rootfs is ~450 packages, 1.2 GB: the demo skips it)
 # The debootstrap rootfs tarballs are cached in $M1L0_CACHE_DIR so later runs only import.
+#   bash scripts/base-images.sh            # the images every build and test needs
+#   bash scripts/base-images.sh pytorch    # those plus the PyTorch base (examples/pytorch-mnist)
 source "$(dirname "$0")/lib.sh"
 need_root
 
@@ -75,4 +79,14 @@ node_image() {
 node_image "$BASE_IMAGE_NODE" node ca-certificates
 # base of the redis/minio/registry stand-ins (deploy/local/Dockerfile adds s3rver from npm)
 node_image "$BASE_IMAGE_STANDINS" node-services ca-certificates,redis-server,docker-registry
+if [ "${1:-}" = pytorch ] && ! image_exists "$BASE_IMAGE_PYTORCH"; then
+  started=$SECONDS
+  tarball="$(debootstrap_cached pytorch python3,python3-torch,python3-pip,ca-certificates)"
+  log "importing $BASE_IMAGE_PYTORCH"
+  docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' -c 'ENV LANG=C.UTF-8' \
+    -c 'CMD ["python3"]' "$tarball" "$BASE_IMAGE_PYTORCH" >/dev/null
+  log "$BASE_IMAGE_PYTORCH ready in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE_PYTORCH" | awk '{printf "%.0f MB", $1/1e6}'))"
+fi
 log "base images ready: $BASE_IMAGE_PYTHON, $BASE_IMAGE_BUSYBOX, $BASE_IMAGE_NODE, $BASE_IMAGE_STANDINS"

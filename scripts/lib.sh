@@ -27,6 +27,8 @@ export GIT_FIXTURES_DIR="${GIT_FIXTURES_DIR:-${M1L0_STATE_DIR}/git}"
 export GIT_PRIVATE_USERNAME="${GIT_PRIVATE_USERNAME:-m1l0-bot}"
 export GIT_PRIVATE_TOKEN="${GIT_PRIVATE_TOKEN:-m1l0-local-git-token}"
 export BASE_IMAGE_PYTHON="${BASE_IMAGE_PYTHON:-m1l0-local/python:3.11-bookworm}"
+# Debian's python3-torch 1.13.1 for python 3.11 (packages/catalog/local-additions.yaml)
+export BASE_IMAGE_PYTORCH="${BASE_IMAGE_PYTORCH:-m1l0-local/pytorch:1.13.1-py3.11}"
 export BASE_IMAGE_BUSYBOX="${BASE_IMAGE_BUSYBOX:-m1l0-local/busybox:latest}"
 # stand-in for the public node:20-bookworm-slim, the base of the service's own images
 export BASE_IMAGE_NODE="${BASE_IMAGE_NODE:-m1l0-local/node:20-bookworm-slim}"

@@ -31,6 +31,7 @@ case "${1:-up}" in
     # the local git server listens on loopback: allowlist it (sources are otherwise refused private addresses)
     export SOURCE_HOST_ALLOWLIST="${SOURCE_HOST_ALLOWLIST:-127.0.0.0/8,::1}"
     export CATALOG_OVERRIDES_FILE="$ROOT_DIR/packages/catalog/local-overrides.yaml"
+    export CATALOG_ADDITIONS_FILE="$ROOT_DIR/packages/catalog/local-additions.yaml"
     export DOCKERHUB_REGISTRY="$REGISTRY_HOST" DOCKERHUB_USERNAME="$REGISTRY_USERNAME"
     # the token reaches the worker through a file, the way production secrets do
     token_file="$M1L0_STATE_DIR/registry/token"

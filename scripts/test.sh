@@ -8,7 +8,7 @@ need_root
 
 bash "$ROOT_DIR/scripts/install.sh"
 bash "$ROOT_DIR/scripts/services.sh" up
-bash "$ROOT_DIR/scripts/base-images.sh"
+bash "$ROOT_DIR/scripts/base-images.sh" pytorch  # examples/pytorch-mnist e2e
 # tests/deploy: the service's own images (root Dockerfile) and the stand-ins, and the node
 # image of the swarm test (rootfs tarballs cached in $M1L0_CACHE_DIR, layers in Docker's cache)
 bash "$ROOT_DIR/scripts/service-images.sh"
@@ -17,6 +17,7 @@ bash "$ROOT_DIR/scripts/fleet.sh" up 3  # daemons 2 and 3 for the fleet e2e test
 
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1
 export CATALOG_OVERRIDES_FILE="$ROOT_DIR/packages/catalog/local-overrides.yaml"
+export CATALOG_ADDITIONS_FILE="$ROOT_DIR/packages/catalog/local-additions.yaml"
 cd "$ROOT_DIR"
 log "typechecking and linting"
 pnpm -s turbo run typecheck lint --output-logs=errors-only

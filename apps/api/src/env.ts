@@ -40,6 +40,7 @@ const envSchema = z.object({
   S3_FORCE_PATH_STYLE: bool,
   ARTIFACTS_DIR: z.string().default(path.join(tmpdir(), "m1l0-artifacts")),
   CATALOG_FILE: z.string().optional(),
+  CATALOG_ADDITIONS_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),
   /** largest `timeout` (seconds) a build request may ask for; keep equal to the workers' value */
   BUILD_TIMEOUT_MAX_SECONDS: z.coerce.number().int().min(1).default(4 * 3600),

@@ -148,6 +148,7 @@ const envSchema = z.object({
   /** untagged (dangling) images are removed once seen dangling this long (failed builds' leftovers, superseded tags); 0 = never */
   IMAGE_CACHE_DANGLING_MIN_AGE_SECONDS: z.coerce.number().int().min(0).default(600),
   CATALOG_FILE: z.string().optional(),
+  CATALOG_ADDITIONS_FILE: z.string().optional(),
   CATALOG_OVERRIDES_FILE: z.string().optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });

@@ -43,6 +43,8 @@ export interface ResolvedBase {
 export const DEFAULT_CATALOG_FILE = fileURLToPath(new URL("../catalog.yaml", import.meta.url));
 /** Overrides mapping public images to the stand-ins scripts/base-images.sh builds locally. */
 export const LOCAL_OVERRIDES_FILE = fileURLToPath(new URL("../local-overrides.yaml", import.meta.url));
+/** Entries served only by images built here (`scripts/base-images.sh pytorch`), added to the public catalog. */
+export const LOCAL_ADDITIONS_FILE = fileURLToPath(new URL("../local-additions.yaml", import.meta.url));
 
 /** A catalog or overrides file that cannot be read, parsed or validated. */
 export class CatalogFileError extends Error {
@@ -112,29 +114,37 @@ const entrySchema = z
     }
   });
 
+const entryKey = (entry: CatalogEntry, version: string, pyversion: string): string => [entry.framework, version, pyversion, entry.resource].join("\u0000");
+
+function describeKey(entry: CatalogEntry, version: string, pyversion: string): string {
+  return `${entry.framework} ${version === WILDCARD ? "(any version)" : version} with python ${pyversion} on ${entry.resource}`;
+}
+
+/** The first entry (index into `entries`) providing a combination an earlier entry already provides, with that earlier index. */
+function findDuplicate(entries: readonly CatalogEntry[]): { index: number; previous: number; what: string } | undefined {
+  const seen = new Map<string, number>();
+  for (const [index, entry] of entries.entries()) {
+    for (const version of entry.versions) {
+      for (const pyversion of entry.pyversions) {
+        const key = entryKey(entry, version, pyversion);
+        const previous = seen.get(key);
+        if (previous !== undefined && previous !== index) return { index, previous, what: describeKey(entry, version, pyversion) };
+        seen.set(key, index);
+      }
+    }
+  }
+  return undefined;
+}
+
 const catalogFileSchema = z
   .strictObject({
     entries: z.array(entrySchema, { error: "must be a list of entries" }).min(1, "must list at least one entry"),
   })
   .superRefine((file, ctx) => {
-    const seen = new Map<string, number>();
-    file.entries.forEach((entry, index) => {
-      for (const version of entry.versions) {
-        for (const pyversion of entry.pyversions) {
-          const key = [entry.framework, version, pyversion, entry.resource].join("\u0000");
-          const previous = seen.get(key);
-          if (previous !== undefined && previous !== index) {
-            ctx.addIssue({
-              code: "custom",
-              path: ["entries", index],
-              message: `${entry.framework} ${version === WILDCARD ? "(any version)" : version} with python ${pyversion} on ${entry.resource} is already provided by entries.${previous}`,
-            });
-            return;
-          }
-          seen.set(key, index);
-        }
-      }
-    });
+    const duplicate = findDuplicate(file.entries);
+    if (duplicate) {
+      ctx.addIssue({ code: "custom", path: ["entries", duplicate.index], message: `${duplicate.what} is already provided by entries.${duplicate.previous}` });
+    }
   });
 
 const overridesFileSchema = z
@@ -179,26 +189,22 @@ function validate<T>(schema: z.ZodType<T>, data: unknown, file: string, what: st
 /** The catalog settings API and worker read from their environment. */
 export interface CatalogEnv {
   CATALOG_FILE?: string | undefined;
+  CATALOG_ADDITIONS_FILE?: string | undefined;
   CATALOG_OVERRIDES_FILE?: string | undefined;
 }
 
-/** The one way a process loads its catalog: CATALOG_FILE (or the shipped one) plus CATALOG_OVERRIDES_FILE. */
+/** The one way a process loads its catalog: CATALOG_FILE (or the shipped one), plus CATALOG_ADDITIONS_FILE and CATALOG_OVERRIDES_FILE. */
 export function catalogFromEnv(env: CatalogEnv): Catalog {
   return loadCatalog({
     ...(env.CATALOG_FILE ? { catalogFile: env.CATALOG_FILE } : {}),
+    ...(env.CATALOG_ADDITIONS_FILE ? { additionsFile: env.CATALOG_ADDITIONS_FILE } : {}),
     ...(env.CATALOG_OVERRIDES_FILE ? { overridesFile: env.CATALOG_OVERRIDES_FILE } : {}),
   });
 }
 
-/**
- * Loads and validates the catalog: the shipped catalog.yaml, or `catalogFile` instead of it,
- * plus image overrides from `overridesFile` (none by default). Throws CatalogFileError naming
- * the file and each offending field.
- */
-export function loadCatalog(options: { catalogFile?: string; overridesFile?: string } = {}): Catalog {
-  const catalogFile = options.catalogFile ?? DEFAULT_CATALOG_FILE;
-  const parsed = validate(catalogFileSchema, readYaml(catalogFile, "catalog file"), catalogFile, "catalog file");
-  const entries: CatalogEntry[] = parsed.entries.map((entry) => {
+function readEntries(file: string, what: string): CatalogEntry[] {
+  const parsed = validate(catalogFileSchema, readYaml(file, what), file, what);
+  return parsed.entries.map((entry) => {
     const copy: CatalogEntry = {
       framework: entry.framework,
       versions: [...entry.versions],
@@ -209,6 +215,31 @@ export function loadCatalog(options: { catalogFile?: string; overridesFile?: str
     if (entry.note !== undefined) copy.note = entry.note;
     return copy;
   });
+}
+
+/** Additions may add combinations, never replace one the catalog has (that is what CATALOG_FILE or an override is for). */
+function addEntries(entries: CatalogEntry[], additions: CatalogEntry[], file: string): CatalogEntry[] {
+  const merged = [...entries, ...additions];
+  const duplicate = findDuplicate(merged);
+  if (duplicate) {
+    const field = `entries.${duplicate.index - entries.length}`;
+    const message = `${duplicate.what} is already provided by the catalog's entries.${duplicate.previous}; an addition may only add combinations`;
+    throw new CatalogFileError(file, `invalid catalog additions file ${file}: ${field} ${message}`, [{ field, message }]);
+  }
+  return merged;
+}
+
+/**
+ * Loads and validates the catalog: the shipped catalog.yaml, or `catalogFile` instead of it,
+ * then the entries of `additionsFile` (same format; none by default), plus image overrides from `overridesFile` (none by default). Throws CatalogFileError naming
+ * the file and each offending field.
+ */
+export function loadCatalog(options: { catalogFile?: string; additionsFile?: string; overridesFile?: string } = {}): Catalog {
+  const catalogFile = options.catalogFile ?? DEFAULT_CATALOG_FILE;
+  let entries = readEntries(catalogFile, "catalog file");
+  if (options.additionsFile !== undefined) {
+    entries = addEntries(entries, readEntries(options.additionsFile, "catalog additions file"), options.additionsFile);
+  }
 
   const imageOverrides: Record<string, string> = {};
   if (options.overridesFile !== undefined) {

@@ -2,6 +2,7 @@ export {
   CatalogFileError,
   catalogFromEnv,
   DEFAULT_CATALOG_FILE,
+  LOCAL_ADDITIONS_FILE,
   LOCAL_OVERRIDES_FILE,
   loadCatalog,
   resolveBaseImage,

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   CatalogFileError,
   DEFAULT_CATALOG_FILE,
+  LOCAL_ADDITIONS_FILE,
   LOCAL_OVERRIDES_FILE,
   isImageReference,
   loadCatalog,
@@ -174,6 +175,36 @@ describe("overrides", () => {
     expect(error.file).toBe(bad);
     expect(error.message).toContain(bad);
     expect(error.issues[0]?.field).toBe("images.python:3.11-slim");
+  });
+});
+
+describe("additions", () => {
+  const torch = { framework: "pytorch", version: "1.13.1", resource: "cpu" } as const;
+
+  it("the shipped local addition serves pytorch 1.13.1 / 3.11 / cpu from the image built here; the public entries stay", () => {
+    const local = loadCatalog({ additionsFile: LOCAL_ADDITIONS_FILE, overridesFile: LOCAL_OVERRIDES_FILE });
+    expect(resolveBaseImage(local, { ...torch, pyversion: "3.11" })).toEqual({ image: "m1l0-local/pytorch:1.13.1-py3.11", publicImage: "m1l0-local/pytorch:1.13.1-py3.11" });
+    expect(resolveBaseImage(local, { ...torch, pyversion: "3.10" }).image).toBe("pytorch/pytorch:1.13.1-cuda11.6-cudnn8-runtime");
+    expect(local.entries.length).toBe(catalog.entries.length + 1);
+    // without the addition the combination is refused, naming what the public catalog has
+    const error = rejection(() => resolveBaseImage(catalog, { ...torch, pyversion: "3.11" }));
+    expect(error.issues).toEqual([{ field: "pyversion", message: 'python "3.11" is not available for pytorch 1.13.1 (available: 3.10)' }]);
+  });
+
+  it("may not replace a combination the catalog already has", () => {
+    const file = writeYaml('entries:\n  - { framework: pytorch, versions: ["1.13.1"], pyversions: ["3.10"], resource: cpu, image: "mirror.example/pytorch:1.13.1" }\n');
+    const error = fileRejection(() => loadCatalog({ additionsFile: file }));
+    expect(error.file).toBe(file);
+    expect(error.issues).toEqual([
+      { field: "entries.0", message: expect.stringMatching(/^pytorch 1\.13\.1 with python 3\.10 on cpu is already provided by the catalog's entries\.\d+; an addition may only add combinations$/) },
+    ]);
+  });
+
+  it("is validated like the catalog", () => {
+    const file = writeYaml('entries:\n  - { framework: pytorch, versions: ["1.13.1"], pyversions: [3.11], resource: cpu, image: "x" }\n');
+    const error = fileRejection(() => loadCatalog({ additionsFile: file }));
+    expect(error.message).toContain(`invalid catalog additions file ${file}`);
+    expect(error.issues[0]?.field).toBe("entries.0.pyversions.0");
   });
 });
 

@@ -99,6 +99,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     ALLOW_HTTP_SOURCES: "true",
     // the local git server is on loopback, which sources may only use when allowlisted (API and workers alike)
     SOURCE_HOST_ALLOWLIST: "127.0.0.0/8,::1",
+    CATALOG_ADDITIONS_FILE: path.join(ROOT_DIR, "packages/catalog/local-additions.yaml"),
     CATALOG_OVERRIDES_FILE: path.join(ROOT_DIR, "packages/catalog/local-overrides.yaml"),
     LOG_LEVEL: options.logLevel ?? "info",
   };

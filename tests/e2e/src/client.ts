@@ -9,6 +9,8 @@ export interface BuildRecordView {
   status: string;
   commit?: string;
   buildKey?: string;
+  /** the image the build started FROM (after catalog overrides) */
+  baseImage?: string;
   /** the layouts the generated Dockerfile installed */
   layouts?: string[];
   attempts: number;
