@@ -4,6 +4,14 @@ import { services } from "@m1l0/testkit";
 
 const DEFAULT_SOCKET = "/var/run/docker.sock";
 
+/** Pulls `reference` from the local registry with its test credentials (proves the image came from the registry). */
+export async function pullFromRegistry(reference: string, socketPath = DEFAULT_SOCKET): Promise<void> {
+  const docker = new Docker({ socketPath });
+  const authconfig = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
+  const stream = await docker.pull(reference, { authconfig });
+  await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (error) => (error ? reject(error) : resolve())));
+}
+
 /** Runs an image once with no network (its own entry, or `entrypoint`) and returns what it printed; the container is removed. */
 export async function runImage(reference: string, options: { entrypoint?: string[]; socketPath?: string } = {}): Promise<string> {
   const docker = new Docker({ socketPath: options.socketPath ?? DEFAULT_SOCKET });

@@ -3,10 +3,9 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf } from "../src/index.js";
+import { ROOT_DIR, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf, pullFromRegistry } from "../src/index.js";
 
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
-const auth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
 const mnistDir = path.join(ROOT_DIR, "examples/mnist");
 const mnistConfig = parse(readFileSync(path.join(mnistDir, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
 const run = Date.now().toString(36);
@@ -14,10 +13,6 @@ const run = Date.now().toString(36);
 let stack: RunningStack;
 const cleanups: Array<() => void> = [];
 
-async function pull(reference: string): Promise<void> {
-  const stream = await docker.pull(reference, { authconfig: auth });
-  await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (error) => (error ? reject(error) : resolve())));
-}
 
 
 
@@ -43,7 +38,7 @@ describe("examples/mnist end to end (real git server, docker, registry)", () => 
 
     // the image must come from the registry, not the worker's local copy
     await docker.getImage(record.image!.reference).remove({ force: true });
-    await pull(record.image!.reference);
+    await pullFromRegistry(record.image!.reference);
     const pulled = await docker.getImage(record.image!.reference).inspect();
     expect(pulled.RepoDigests).toContain(`${services.registryHost}/m1l0/mnist@${record.image!.digest}`);
     expect(pulled.Config.Labels).toMatchObject({ "org.opencontainers.image.revision": record.commit, "ai.m1l0.build-id": id, "ai.m1l0.tag.Project": "mnist" });

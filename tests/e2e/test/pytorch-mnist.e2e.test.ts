@@ -3,12 +3,11 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { ROOT_DIR, apiFetch, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf } from "../src/index.js";
+import { ROOT_DIR, apiFetch, createGitFixture, getLog, services, startStack, submit, waitForBuild, type RunningStack, runImage, layerOf, pullFromRegistry } from "../src/index.js";
 
 // examples/pytorch-mnist on the PyTorch base built here (scripts/base-images.sh pytorch) and
 // offered by packages/catalog/local-additions.yaml, which the test kit's stack loads.
 const docker = new Docker({ socketPath: "/var/run/docker.sock" });
-const auth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
 const exampleDir = path.join(ROOT_DIR, "examples/pytorch-mnist");
 const config = parse(readFileSync(path.join(exampleDir, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
 const TORCH_BASE = "m1l0-local/pytorch:1.13.1-py3.11";
@@ -18,10 +17,6 @@ const BUILD_DEADLINE_MS = 240_000;
 let stack: RunningStack;
 const cleanups: Array<() => void> = [];
 
-async function pull(reference: string): Promise<void> {
-  const stream = await docker.pull(reference, { authconfig: auth });
-  await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (error) => (error ? reject(error) : resolve())));
-}
 
 beforeAll(async () => {
   stack = await startStack();
@@ -49,7 +44,7 @@ describe("examples/pytorch-mnist end to end (PyTorch base built here)", () => {
     console.info(`pytorch-mnist: build + push ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
     await docker.getImage(record.image!.reference).remove({ force: true });
-    await pull(record.image!.reference);
+    await pullFromRegistry(record.image!.reference);
     const pulled = await docker.getImage(record.image!.reference).inspect();
     expect(pulled.RepoDigests).toContain(`${services.registryHost}/m1l0/pytorch-mnist@${record.image!.digest}`);
     console.info(`pytorch-mnist: image ${(pulled.Size / 1e6).toFixed(0)} MB`);
