@@ -44,28 +44,37 @@ export interface CachedImageLookup {
 }
 
 /**
- * The image at the target tag when it was built with this key; undefined when the tag is
- * absent, holds another build, or the registry cannot tell (then the build simply runs).
+ * The image the target tag holds now; undefined when the tag is absent or the registry cannot
+ * tell (then the build simply runs). Needs no build key, so it can run while the key is worked out.
  */
-export async function findCachedImage(lookup: CachedImageLookup, buildKey: string): Promise<RemoteImage | undefined> {
+export async function readTargetImage(lookup: CachedImageLookup): Promise<RemoteImage | undefined> {
   const { target } = lookup;
-  const auth = await target.auth();
   try {
-    const remote = await lookupRemoteImage(target, {
+    const auth = await target.auth();
+    return await lookupRemoteImage(target, {
       ...(auth ? { auth } : {}),
       plainHttp: isLoopbackRegistry(target.registry) || lookup.plainHttpRegistries.includes(target.registry.toLowerCase()),
       ...(lookup.signal ? { signal: lookup.signal } : {}),
     });
-    if (!remote) return undefined;
-    if (remote.labels[BUILD_KEY_LABEL] === buildKey) return remote;
-    lookup.log(`${target.reference} exists but was built from something else; building`);
-    return undefined;
   } catch (error) {
     if (lookup.signal?.aborted) throw lookup.signal.reason ?? error;
     if (!(error instanceof ImageLookupError)) throw error;
     lookup.log(`could not check ${target.reference} for an identical image (${error.message}); building`);
     return undefined;
   }
+}
+
+/** `remote` when it was built with this key; otherwise undefined (and a log line if the tag holds another build). */
+export function matchBuildKey(lookup: CachedImageLookup, remote: RemoteImage | undefined, buildKey: string): RemoteImage | undefined {
+  if (!remote) return undefined;
+  if (remote.labels[BUILD_KEY_LABEL] === buildKey) return remote;
+  lookup.log(`${lookup.target.reference} exists but was built from something else; building`);
+  return undefined;
+}
+
+/** The image at the target tag when it was built with this key (readTargetImage, then matchBuildKey). */
+export async function findCachedImage(lookup: CachedImageLookup, buildKey: string): Promise<RemoteImage | undefined> {
+  return matchBuildKey(lookup, await readTargetImage(lookup), buildKey);
 }
 
 /** Waits until build `holder` has finished, is gone, or no longer holds the key (e.g. it failed and awaits a retry). */

@@ -10,7 +10,7 @@ import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
 import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
-import { fetchPhase, withWorkDir } from "./phases/fetch.js";
+import { fetchPhase, SourceFetch, withWorkDir } from "./phases/fetch.js";
 import { identify } from "./phases/identify.js";
 import { importCheckPhase } from "./phases/check.js";
 import { buildPhase, pushPhase, targetImage } from "./phases/image.js";
@@ -83,14 +83,19 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
   await store.transition(buildId, "fetching", { worker: deps.workerId });
   const attempt: Attempt = { deps, buildId, config, target: await resolveTarget(deps, config), signal, logger, log: phaseLogs(deps, buildId, logger) };
 
-  const identity = await identify(attempt);
-  if (identity.cached && identity.key) {
-    const { buildKey, commit } = identity.key;
-    return { kind: "cached", buildKey, ...(commit ? { commit } : {}), image: targetImage(attempt, identity.cached.digest) };
-  }
-  try {
-    return await withWorkDir(attempt, async (workDir) => {
-      const fetched = await fetchPhase(attempt, workDir, identity);
+  return withWorkDir(attempt, async (workDir) => {
+    const source = new SourceFetch(attempt, workDir);
+    const identity = await identify(attempt, { tagAbsent: () => source.start() }).catch(async (error: unknown) => {
+      await source.drop();
+      throw error;
+    });
+    if (identity.cached && identity.key) {
+      await source.drop();
+      const { buildKey, commit } = identity.key;
+      return { kind: "cached" as const, buildKey, ...(commit ? { commit } : {}), image: targetImage(attempt, identity.cached.digest) };
+    }
+    try {
+      const fetched = await fetchPhase(attempt, source, identity);
       const plan = await planPhase(attempt, fetched);
       await store.transition(buildId, "building", {
         ...(fetched.commit ? { commit: fetched.commit } : {}),
@@ -104,10 +109,10 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
       await store.transition(buildId, "pushing", { image: targetImage(attempt) });
       const { digest } = await pushPhase(attempt);
       return { kind: "succeeded" as const, image: targetImage(attempt, digest) };
-    });
-  } finally {
-    await identity.release();
-  }
+    } finally {
+      await identity.release();
+    }
+  });
 }
 
 async function resolveTarget(deps: PipelineDeps, config: BuildConfig) {
