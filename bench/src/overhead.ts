@@ -8,7 +8,7 @@ import { parse as parseYaml } from "yaml";
 import { measureResubmitFloors, type ResubmitFloors } from "./floors.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type Services } from "./stack.js";
-import { formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
+import { formatMs, formatRatio, formatSummary, ratio, summarize, type Summary } from "./stats.js";
 import { apiFetch, between, createGitFixture, postBuild, runCommand, shortId, waitForTerminal } from "./util.js";
 
 const MNIST_DIR = path.join(ROOT_DIR, "examples/mnist");
@@ -36,6 +36,8 @@ interface Sample {
   resubmitPhases?: Array<Record<string, number | undefined>>;
   /** ours: the resubmit's floors, measured alone right after each resubmit */
   floors?: ResubmitFloors[];
+  /** ours: `git clone --depth 1` of the same URL from a shell, right after the build (a floor the CLI, given a local dir, never pays) */
+  cloneFloorMs?: number;
   phases: Record<string, number | undefined>;
   /** instructions of the steps the daemon served from cache during the cold build */
   cachedSteps: string[];
@@ -99,8 +101,11 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
       floors.push(await measureResubmitFloors(services, fixture.url, { repository: String(input.repository), tag: String(input.revision) }));
     }
     await runCommand("docker", ["rmi", "-f", record.image?.reference ?? "", firstImage]).catch(() => undefined);
+    const cloneDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-clone-"));
+    const cloneFloor = await runCommand("git", ["clone", "-q", "--depth", "1", fixture.url, path.join(cloneDir, "repo")]).finally(() => rmSync(cloneDir, { recursive: true, force: true }));
     return {
       totalMs,
+      cloneFloorMs: cloneFloor.ms,
       resubmitMs: resubmits,
       resubmitPhases,
       floors,
@@ -173,6 +178,18 @@ function phaseRows(samples: Sample[]): string[][] {
   });
 }
 
+/** The source fetch the CLI does not pay (its context is a local dir): `git clone --depth 1` of the same URL, and the ratio with it added to the CLI. */
+function cloneFloorRows(ours: Summary, cli: Summary, cloneMs: number[]): string[][] {
+  if (cloneMs.length === 0) return [];
+  const clone = summarize(cloneMs);
+  const withClone = ratio(ours.median, cli.median + clone.median);
+  return [
+    ["floor, measured alone after each of our builds:", "", "", "", "", ""],
+    ["  `git clone --depth 1` of the same URL (shell)", "", formatSummary(clone, formatMs), "", "", ""],
+    ["  docker CLI + that clone (medians added)", formatMs(ours.median), formatMs(cli.median + clone.median), formatRatio(withClone), "(informative)", ""],
+  ];
+}
+
 function floorRows(floors: ResubmitFloors[]): string[][] {
   const row = (name: string, values: number[]) => [name, values.length ? formatSummary(summarize(values), formatMs) : "–", "", "", "", ""];
   return [
@@ -243,6 +260,7 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
       ...phaseRows(oursSamples).map(([name, value]) => [name!, value!, "", "", "", ""]),
       ["docker CLI, by command:", "", "", "", "", ""],
       ...phaseRows(cliSamples).map(([name, value]) => [name!, "", value!, "", "", ""]),
+      ...cloneFloorRows(oursTotal, cliTotal, oursSamples.flatMap((sample) => (sample.cloneFloorMs === undefined ? [] : [sample.cloneFloorMs]))),
     ],
     notes: [
       "Same daemon, same registry (127.0.0.1:5000), same generated Dockerfile (@m1l0/dockerfile with the local catalog overrides), same ignores, `--network none` and a 4 GiB memory limit for both; the CLI runs the classic builder (`DOCKER_BUILDKIT=0`) like the worker.",
