@@ -10,10 +10,10 @@ import type { BuildNotifier } from "@m1l0/webhooks";
 import type { ImageBuilder } from "./builder.js";
 import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
-import { fetchPhase, SourceFetch, withWorkDir } from "./phases/fetch.js";
+import { fetchPhase, sourceFetch, withWorkDir } from "./phases/fetch.js";
 import { identify } from "./phases/identify.js";
 import { importCheckPhase } from "./phases/check.js";
-import { buildPhase, pushPhase, targetImage } from "./phases/image.js";
+import { buildPhase, cachePull, pushPhase, targetImage } from "./phases/image.js";
 import { planPhase } from "./phases/plan.js";
 
 export { GENERATED_DOCKERFILE } from "./phases/plan.js";
@@ -84,17 +84,26 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
   const attempt: Attempt = { deps, buildId, config, target: await resolveTarget(deps, config), signal, logger, log: phaseLogs(deps, buildId, logger) };
 
   return withWorkDir(attempt, async (workDir) => {
-    const source = new SourceFetch(attempt, workDir);
-    const identity = await identify(attempt, { tagAbsent: () => source.start() }).catch(async (error: unknown) => {
-      await source.drop();
+    // both start while identify runs once the target tag is known absent (the answer cannot be `cached`), else after it
+    const source = sourceFetch(attempt, workDir);
+    const cache = cachePull(attempt);
+    const dropAll = (why: string) => Promise.all([source.drop(why), cache.drop(why)]);
+    const identity = await identify(attempt, {
+      tagAbsent: () => {
+        source.start();
+        cache.start();
+      },
+    }).catch(async (error: unknown) => {
+      await dropAll("the build key lookup failed");
       throw error;
     });
     if (identity.cached && identity.key) {
-      await source.drop();
+      await dropAll("the target already holds this build");
       const { buildKey, commit } = identity.key;
       return { kind: "cached" as const, buildKey, ...(commit ? { commit } : {}), image: targetImage(attempt, identity.cached.digest) };
     }
     try {
+      cache.start();
       const fetched = await fetchPhase(attempt, source, identity);
       const plan = await planPhase(attempt, fetched);
       await store.transition(buildId, "building", {
@@ -103,13 +112,15 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         ...(plan.layouts ? { layouts: plan.layouts } : {}),
         ...(fetched.buildKey ? { buildKey: fetched.buildKey } : {}),
       });
-      await buildPhase(attempt, fetched, plan);
+      await buildPhase(attempt, fetched, plan, cache);
       await importCheckPhase(attempt, plan.layouts);
       // the target is recorded before the push so gRPC Build can answer `imagename: <ref>` as soon as the build phase ends
       await store.transition(buildId, "pushing", { image: targetImage(attempt) });
       const { digest } = await pushPhase(attempt);
       return { kind: "succeeded" as const, image: targetImage(attempt, digest) };
     } finally {
+      // a failed fetch or plan leaves the cache pull running: stop it (no-op once it has been used)
+      await cache.drop("the build ended before it needed the cache image");
       await identity.release();
     }
   });

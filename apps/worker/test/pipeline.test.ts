@@ -66,7 +66,15 @@ describe("runBuild", () => {
     // another worker (another daemon, the same registry) builds the next revision
     const other = new FakeImageBuilder({ anyBase: true, registry: builder.registry });
     const second = await fixture.submit({ source, revision: "v2" });
+    // the pull overlaps the fetch: it starts before the build leaves `fetching`, not in the build phase
+    const statusAtPull: string[] = [];
+    const pull = other.pull.bind(other);
+    other.pull = async (request) => {
+      statusAtPull.push((await fixture.store.require(second.id)).status);
+      return pull(request);
+    };
     await runBuild(fixture.deps({ builder: other, lastImages }), second.id, second.config);
+    expect(statusAtPull).toEqual(["fetching"]);
     expect(other.calls.map((call) => call.method)).toEqual(["pull", "build", "push"]);
     expect(other.calls.find((call) => call.method === "build")?.cacheFrom).toEqual(["registry.test/m1l0/unit:v1"]);
     expect(await lines(second.id)).toContain("build: cache from registry.test/m1l0/unit:v1");

@@ -4,6 +4,7 @@ import { prepareCacheFrom, rememberPushedImage } from "../cache-from.js";
 import { withSignal, type Attempt } from "./attempt.js";
 import type { Fetched } from "./fetch.js";
 import type { Plan } from "./plan.js";
+import { Prefetch } from "./prefetch.js";
 
 /** The target as the record names it (a digest only once pushed). */
 export function targetImage(attempt: Attempt, digest?: string): PushedImage {
@@ -11,14 +12,20 @@ export function targetImage(attempt: Attempt, digest?: string): PushedImage {
   return { registry, repository, tag, reference, ...(digest ? { digest } : {}) };
 }
 
+/** The image this build may reuse layers from, pulled if this daemon lacks it; a Prefetch so the pull overlaps the fetch. */
+export function cachePull(attempt: Attempt): Prefetch<string | undefined> {
+  const buildLog = (line: string) => void attempt.log.build(line);
+  return new Prefetch((signal) => prepareCacheFrom(attempt.deps, attempt.target, buildLog, signal), attempt.signal);
+}
+
 /** Streams the packed context to the daemon and builds the image, tagged as the target. */
-export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan): Promise<{ imageId: string }> {
+export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan, cache: Prefetch<string | undefined>): Promise<{ imageId: string }> {
   const { deps, buildId, target, signal } = attempt;
   const buildLog = (line: string) => void attempt.log.build(line);
   // checked (and repaired) right before the daemon is asked: a build never runs on a network whose rules are gone
   const egress = await deps.egress.prepare();
   buildLog(egress.description);
-  const cacheFrom = await prepareCacheFrom(deps, target, buildLog, signal);
+  const cacheFrom = await cache.result();
   const packed = packContext(fetched.root, { filter: fetched.filter, extraFiles: plan.extraFiles });
   // the archive is a tee of what Docker reads, so it is exactly the context that was built
   const capture = deps.artifacts?.captureContext(buildId, packed);
