@@ -2,6 +2,7 @@ import type { BuildRecord } from "@m1l0/config";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { runCliBatch } from "./fleet-cli.js";
 import { DAEMON_SOCKETS, checkDaemons, daemonLabel, removeRepositoryImages } from "./daemons.js";
 import type { Table } from "./report.js";
 import { startStack, type RunningStack, type Services } from "./stack.js";
@@ -9,7 +10,7 @@ import { formatMs, formatSummary, summarize } from "./stats.js";
 import { apiFetch, createGitFixture, shortId, sleep, waitForTerminal } from "./util.js";
 
 const BUSYBOX = "m1l0-local/busybox:latest";
-const TARGET = 2.5;
+const TARGET = 2.85;
 
 export interface FleetOptions {
   builds: number;
@@ -18,6 +19,8 @@ export interface FleetOptions {
   concurrency: number;
   /** runs per variant, alternating */
   repetitions: number;
+  /** runs per variant of the docker CLI floor (runCliBatch), alternating; 0 skips it */
+  cliRepetitions: number;
 }
 
 interface Run {
@@ -68,12 +71,24 @@ async function runBatch(services: Services, stack: RunningStack, options: FleetO
   }
 }
 
+function cliFloorRows(cliRuns: Record<"one" | "three", number[]>, ours: number): string[][] {
+  if (cliRuns.one.length === 0 || cliRuns.three.length === 0) return [];
+  const one = summarize(cliRuns.one);
+  const three = summarize(cliRuns.three);
+  const cliSpeedup = one.median / three.median;
+  return [
+    ["floor: the docker CLI alone, same builds (3 daemons vs 1)", formatSummary(three, formatMs), formatSummary(one, formatMs), `${cliSpeedup.toFixed(2)}×`, "", ""],
+    ["  ours ÷ the CLI's speed-up", "", "", `${(ours / cliSpeedup).toFixed(2)}`, "(informative)", ""],
+  ];
+}
+
 export async function runFleet(services: Services, options: FleetOptions, log: (line: string) => void): Promise<Table> {
   await checkDaemons(DAEMON_SOCKETS, [BUSYBOX]);
   const emptyDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-fleet-"));
   const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-fleet-${daemonLabel(socket)}` });
   const stacks: RunningStack[] = [];
   const runs: Record<"one" | "three", Run[]> = { one: [], three: [] };
+  const cliRuns: Record<"one" | "three", number[]> = { one: [], three: [] };
   try {
     const one = await startStack({ worker: true, workerConcurrency: options.concurrency, workers: [workerEnv(DAEMON_SOCKETS[0])] });
     stacks.push(one);
@@ -85,6 +100,14 @@ export async function runFleet(services: Services, options: FleetOptions, log: (
         const result = await runBatch(services, variant === "one" ? one : three, options, emptyDir);
         runs[variant].push(result);
         log(`fleet rep ${rep + 1}/${options.repetitions} ${variant === "one" ? "1 worker" : "3 workers"}: ${formatMs(result.ms)} (${[...result.perWorker].map(([worker, count]) => `${worker}: ${count}`).join(", ")})`);
+      }
+    }
+    const cliOptions = { builds: options.builds, sleepSeconds: options.sleepSeconds, concurrency: options.concurrency, baseImage: BUSYBOX };
+    for (let rep = 0; rep < options.cliRepetitions; rep++) {
+      for (const variant of rep % 2 === 0 ? (["one", "three"] as const) : (["three", "one"] as const)) {
+        const ms = await runCliBatch(services, variant === "one" ? [DAEMON_SOCKETS[0]] : DAEMON_SOCKETS, cliOptions, emptyDir);
+        cliRuns[variant].push(ms);
+        log(`fleet CLI floor rep ${rep + 1}/${options.cliRepetitions} ${variant === "one" ? "1 daemon" : "3 daemons"}: ${formatMs(ms)}`);
       }
     }
   } catch (error) {
@@ -111,12 +134,14 @@ export async function runFleet(services: Services, options: FleetOptions, log: (
         "",
         "",
       ],
+      ...cliFloorRows(cliRuns, speedup),
       ["builds per worker (3-worker runs)", distribution, "", "", "", ""],
     ],
     notes: [
       `Each build: a custom Dockerfile \`FROM ${BUSYBOX}\` + \`RUN echo <unique> && sleep ${options.sleepSeconds}\` from its own git fixture (unique content, so nothing is cached), built with network none and pushed to the local registry. All ${options.builds} are submitted at once through POST /builds; the time runs until the last record is \`succeeded\` (polled every 50 ms).`,
       `WORKER_CONCURRENCY=${options.concurrency} for every worker in both variants: 1 worker on /var/run/docker.sock (${options.concurrency} builds at a time) vs 3 workers on /var/run/docker.sock, docker-w2.sock and docker-w3.sock (${3 * options.concurrency} at a time), each variant with its own API and queue. Variants alternate, ${options.repetitions} runs each; the images are removed from every daemon after each run.`,
-      "The floor row is the sleeping alone; the rest of each build (clone, context, container start, commit, push) runs in parallel too but competes for this machine's cores, which is what keeps the speed-up under the 3× of the floor.",
+      `The docker CLI floor: the same ${options.builds} builds (own fixtures, unique content) done by \`git clone --depth 1\`, \`docker build\` (classic builder, network none) and \`docker push\` alone, ${options.concurrency} at a time per daemon, on 1 daemon and on 3 (${options.cliRepetitions} run(s) each, alternating, after the service's runs): the speed-up this machine's cores allow the same work without our service.`,
+      "The waves row is the sleeping alone; the rest of each build (clone, context, container start, commit, push) runs in parallel too but competes for this machine's cores, which is what keeps the speed-up under the 3× of the floor.",
     ],
   };
 }

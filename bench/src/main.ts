@@ -37,7 +37,7 @@ const FULL: Plan = {
   pickup: { builds: 100 },
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
-  fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2 },
+  fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2, cliRepetitions: 1 },
 };
 
 /** CI smoke test: every code path once, in about a minute; figures are indicative only. */
@@ -47,7 +47,7 @@ const QUICK: Plan = {
   ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500 },
   pickup: { builds: 10 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
-  fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1 },
+  fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1, cliRepetitions: 1 },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {
