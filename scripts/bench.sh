@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (issue 8) against real services, installing and starting whatever is
+# Runs the benchmarks (issues 8 and 17) against real services, installing and starting whatever is
 # missing first, like scripts/test.sh. A full run writes BENCHMARKS.md (~10 min);
 #   bash scripts/bench.sh --quick     # CI smoke test (< ~2 min), prints the tables only
 #   bash scripts/bench.sh --only overhead,codechange,packing,ingress,pickup,fleet
