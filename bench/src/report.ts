@@ -95,7 +95,7 @@ export function renderReport(input: ReportInput): string {
     ...(input.setup ?? []).map((line) => `- ${line}`),
     "- Figures are medians with (min–max, n) over repetitions; compared variants alternate within one run.",
     "  Ratios are ours ÷ baseline (for times lower is better, for throughput higher is better).",
-    "  Targets come from issues 8 and 17 (this round's) and are reported, never asserted; a "no" comes with the measured floor or profile that explains it.",
+    "  Targets come from issues 8 and 17 (this round's) and are reported, never asserted; a 'no' comes with the measured floor or profile that explains it.",
     "",
     ...input.sections,
   ].join("\n");
