@@ -113,7 +113,8 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
       phases: {
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
         "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
-        "building → pushing (context + docker build)": between(record, "building", "pushing"),
+        "building → pushing (context + docker build + import check)": between(record, "building", "pushing"),
+        "  of which the import check (runs the image once; the CLI has none)": importCheckMs(log),
         "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
       },
     };
@@ -188,6 +189,12 @@ function cloneFloorRows(ours: Summary, cli: Summary, cloneMs: number[]): string[
     ["  `git clone --depth 1` of the same URL (shell)", "", formatSummary(clone, formatMs), "", "", ""],
     ["  docker CLI + that clone (medians added)", formatMs(ours.median), formatMs(cli.median + clone.median), formatRatio(withClone), "(informative)", ""],
   ];
+}
+
+/** The import check's own time, from its log line (`import check: passed, …; 212 ms (checker …)`). */
+function importCheckMs(log: string): number | undefined {
+  const match = /import check: passed, .*; (\d+) ms \(checker/.exec(log);
+  return match?.[1] === undefined ? undefined : Number(match[1]);
 }
 
 function floorRows(floors: ResubmitFloors[]): string[][] {
