@@ -2,6 +2,7 @@ import type fs from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { readBlob, readTree, type GitProgressEvent } from "isomorphic-git";
+import { PackReader } from "./pack.js";
 
 /** Files written at once: enough to keep the disk and the inflating busy, few enough that memory stays flat. */
 const CHECKOUT_CONCURRENCY = 8;
@@ -49,14 +50,28 @@ export async function checkoutCommit(options: {
       }
     }
   }
+  const pack = await PackReader.open(path.join(dir, ".git"));
+  try {
+    await writeFiles(files, { gitFs, pack, read: (oid) => readBlob({ fs: gitFs, dir, oid, cache }).then((result) => result.blob), onProgress: options.onProgress });
+  } finally {
+    await pack.close();
+  }
+}
+
+async function writeFiles(
+  files: FileToWrite[],
+  options: { gitFs: typeof fs; pack: PackReader; read: (oid: string) => Promise<Uint8Array>; onProgress: (event: GitProgressEvent) => void },
+): Promise<void> {
+  const { gitFs, pack } = options;
   let next = 0;
   let written = 0;
   let failure: { error: unknown } | undefined;
-  const writeFiles = async () => {
+  const writer = async () => {
     while (!failure && next < files.length) {
       const { file, oid, mode } = files[next++]!;
       try {
-        const { blob } = await readBlob({ fs: gitFs, dir, oid, cache });
+        // objects outside the fetched packs (none in a clone, but cheap to allow) through isomorphic-git
+        const blob = (await pack.read(oid)) ?? (await options.read(oid));
         if (mode === SYMLINK) await gitFs.promises.symlink(Buffer.from(blob).toString("utf8"), file);
         else await gitFs.promises.writeFile(file, blob, { flag: "wx", mode: mode === EXECUTABLE ? 0o777 : 0o666 });
       } catch (error) {
@@ -67,6 +82,6 @@ export async function checkoutCommit(options: {
     }
   };
   // every writer settles before this returns, so nothing lands in `dir` afterwards
-  await Promise.all(Array.from({ length: CHECKOUT_CONCURRENCY }, writeFiles));
+  await Promise.all(Array.from({ length: CHECKOUT_CONCURRENCY }, writer));
   if (failure) throw failure.error;
 }
