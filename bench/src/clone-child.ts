@@ -13,6 +13,8 @@ export interface CloneChildResult {
   /** VmHWM after the fetch minus RSS before it (VmHWM reset first when the kernel allows) */
   peakGrowthBytes: number;
   hwmReset: boolean;
+  /** at each progress line (the end of a phase): seconds since the start and VmHWM growth so far */
+  phases: Array<{ line: string; ms: number; peakGrowthBytes: number }>;
 }
 
 function vmHwmBytes(): number {
@@ -34,8 +36,10 @@ try {
 const rssStartBytes = process.memoryUsage.rss();
 const started = performance.now();
 // the worker's policy for a local git server (ALLOW_HTTP_SOURCES, SOURCE_HOST_ALLOWLIST), default caps
-const fetched = await fetchSource({ source, workDir, policy: { allowHttp: true, allowDir: false, hostAllowlist: ["127.0.0.0/8", "::1"] } });
+const phases: CloneChildResult["phases"] = [];
+const onLog = (line: string) => void phases.push({ line: line.replace(/:.*$/, ""), ms: performance.now() - started, peakGrowthBytes: vmHwmBytes() - rssStartBytes });
+const fetched = await fetchSource({ source, workDir, onLog, policy: { allowHttp: true, allowDir: false, hostAllowlist: ["127.0.0.0/8", "::1"] } });
 const ms = performance.now() - started;
 
-const result: CloneChildResult = { ms, commit: fetched.commit ?? "", rssStartBytes, peakGrowthBytes: vmHwmBytes() - rssStartBytes, hwmReset };
+const result: CloneChildResult = { ms, commit: fetched.commit ?? "", rssStartBytes, peakGrowthBytes: vmHwmBytes() - rssStartBytes, hwmReset, phases };
 process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -24,6 +24,8 @@ interface CloneRun {
   files: number;
   /** ours: VmHWM minus RSS before the fetch; git: the largest git process's peak RSS */
   rssBytes: number;
+  /** ours: the fetch's progress lines with time and peak RSS growth when each was logged */
+  phases?: CloneChildResult["phases"];
 }
 
 /** The working tree's bytes and files, without .git (which our fetch removes and git keeps). */
@@ -40,7 +42,7 @@ function checkedOut(dir: string): { bytes: number; files: number } {
 }
 
 /** Runs `clone` into a fresh temporary dir, measures what it left there, removes it. */
-async function inWorkDir(clone: (dir: string) => Promise<{ ms: number; rssBytes: number }>): Promise<CloneRun> {
+async function inWorkDir(clone: (dir: string) => Promise<Omit<CloneRun, "bytes" | "files">>): Promise<CloneRun> {
   const dir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-clone-run-"));
   try {
     const measured = await clone(dir);
@@ -88,6 +90,16 @@ function describeRepo(repo: RepoFixture, spec: RepoSpec): string {
   return `Repository: ${repo.treeFiles.toLocaleString("en")} files, ${(repo.treeBytes / 1e6).toFixed(0)} MB checked out (${formatBytes(repo.packBytes)} pack on the server), one commit ${repo.commit.slice(0, 12)}: weight files of ${weights} MiB (seeded random bytes, as trained weights barely compress) and ${spec.smallFiles.toLocaleString("en")} .py/.txt/.csv files of ${formatBytes(spec.smallBytes[0])}–${formatBytes(spec.smallBytes[1])} (seeded text). Generated once with the git CLI and repacked into one pack, served by the local git server (\`git http-backend\` behind scripts/git-server.mjs) at ${repo.url}.`;
 }
 
+/** Where the median run of ours spent its time and memory, from its progress lines. */
+function describePhases(ours: CloneRun[]): string {
+  const sorted = [...ours].sort((left, right) => left.ms - right.ms);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  // a line is logged when its phase ends, so each phase runs from the previous line to its own
+  const steps = (median.phases ?? []).filter((phase) => !phase.line.startsWith("cloning") && !phase.line.startsWith("resolved"));
+  const described = steps.map((phase, index) => `${phase.line} until ${formatMs(phase.ms)} (${formatMs(phase.ms - (steps[index - 1]?.ms ?? 0))}, peak RSS growth ${formatBytes(phase.peakGrowthBytes)} by then)`);
+  return `Phases of ours in its median run (${formatMs(median.ms)}), each ending when its progress line is logged: ${described.join("; ")}. isomorphic-git reports the server's "Compressing objects" until the whole pack has arrived, then "Receiving objects" while it indexes the pack in JavaScript (pako inflate, SHA-1 and CRC of every object), then "Resolving deltas"; "Updating workdir" is our checkout. Its fetch holds the whole response in memory before indexing it (index.cjs: \`Buffer.from(await collect(response.packfile))\`), which is where the peak RSS is reached; lowering it needs a fetch that streams the pack to disk.`;
+}
+
 export async function runClone(services: Services, options: CloneOptions, log: (line: string) => void): Promise<Table> {
   const repo = ensureRepo(services, options.spec, log);
   // untimed: the server's pack into the page cache for both variants
@@ -103,7 +115,7 @@ export async function runClone(services: Services, options: CloneOptions, log: (
           await inWorkDir(async (dir) => {
             const result = await oursClone(repo.url, dir);
             if (result.commit !== repo.commit) throw new Error(`our fetch resolved ${result.commit}, the repository's HEAD is ${repo.commit}`);
-            return { ms: result.ms, rssBytes: result.peakGrowthBytes };
+            return { ms: result.ms, rssBytes: result.peakGrowthBytes, phases: result.phases };
           }),
         );
       }
@@ -135,6 +147,7 @@ export async function runClone(services: Services, options: CloneOptions, log: (
       "Variants alternate, each into a fresh temporary dir (removed after), after one untimed git clone that puts the server's pack in the page cache. Both check out the same files (verified after every run); ours also removes .git, as the worker's fetch does.",
       "Ours: `fetchSource` of @m1l0/source, the function the worker's fetch phase calls, with the worker's policy for a local server (http allowed, 127.0.0.0/8 allow-listed) and default caps, in a child Node process timed from the call to its return. Git: `/usr/bin/time -v git clone -q --depth 1 <url>`, timed from spawn to exit.",
       `RSS: ours is VmHWM after the fetch minus RSS before it (after loading the modules, VmHWM reset through /proc/self/clear_refs first); git's is GNU time's maximum resident set size, the peak of the largest single process of the clone (git, git-remote-http, index-pack), start-up included, since git's baseline is a few MiB.`,
+      describePhases(ours),
       ...(profile.length > 0
         ? [`Top self time of ours (one extra run under \`node --cpu-prof\`): ${profile.map((entry) => `${entry.name} ${formatMs(entry.ms)} (${(entry.share * 100).toFixed(0)} %)`).join("; ")}.`]
         : []),
