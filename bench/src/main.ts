@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet] [--output FILE]`.
+ * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,clone] [--output FILE]`.
  * Runs each benchmark against the real local stack (scripts/services.sh), alternating the
  * compared variants, and writes BENCHMARKS.md (full runs) or prints the tables (--quick).
  */
@@ -8,6 +8,8 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { runClone, type CloneOptions } from "./clone.js";
+import { FULL_REPO, QUICK_REPO } from "./clone-repo.js";
 import { runCodeChange, type CodeChangeOptions } from "./codechange.js";
 import { loadServices } from "./env.js";
 import { runFleet, type FleetOptions } from "./fleet.js";
@@ -18,7 +20,7 @@ import { runPickup } from "./pickup.js";
 import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
 import { ROOT_DIR } from "./stack.js";
 
-const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet"] as const;
+const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "clone"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 interface Plan {
@@ -28,6 +30,7 @@ interface Plan {
   pickup: { builds: number };
   codechange: CodeChangeOptions;
   fleet: FleetOptions;
+  clone: CloneOptions;
 }
 
 const FULL: Plan = {
@@ -38,6 +41,7 @@ const FULL: Plan = {
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
   fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2, cliRepetitions: 1 },
+  clone: { spec: FULL_REPO, repetitions: 3, profile: true },
 };
 
 /** CI smoke test: every code path once, in about a minute; figures are indicative only. */
@@ -48,6 +52,7 @@ const QUICK: Plan = {
   pickup: { builds: 10 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1, cliRepetitions: 1 },
+  clone: { spec: QUICK_REPO, repetitions: 1, profile: false },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {
@@ -112,6 +117,9 @@ if (selected.has("ingress")) {
 }
 if (selected.has("packing")) {
   await attempt("4", "4. Context packing", async () => void tables.set("4", await runPacking(services, plan.packing, log)));
+}
+if (selected.has("clone")) {
+  await attempt("8", "8. Clone at real size", async () => void tables.set("8", await runClone(services, plan.clone, log)));
 }
 if (selected.has("overhead")) {
   await attempt("1", "1. Overhead", async () => {

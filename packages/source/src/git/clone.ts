@@ -2,9 +2,10 @@ import { BuilderError, isInside } from "@m1l0/config";
 import fs from "node:fs";
 import { readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { Errors, checkout, clone, currentBranch, fetch as gitFetch, readCommit, resolveRef, type GitAuth, type GitProgressEvent } from "isomorphic-git";
+import { Errors, clone, currentBranch, fetch as gitFetch, readCommit, resolveRef, type GitAuth, type GitProgressEvent } from "isomorphic-git";
 import { DEFAULT_CLONE_LIMITS, type FetchSourceOptions, type FetchedSource } from "../types.js";
 import { checkoutCappedFs } from "./caps.js";
+import { checkoutCommit } from "./checkout.js";
 import { errorCode, isFinal, toBuilderError } from "./errors.js";
 import { FULL_SHA, openSession } from "./session.js";
 
@@ -120,27 +121,29 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
         }
         if (!found) throw new BuilderError("SOURCE_NOT_FOUND", `commit ${sha} not found in ${shown}`);
       }
-      await checkout({ fs: gitFs, dir: ctx.dir, cache, ref: sha, force: true, onProgress: progress.onProgress });
+      commit = sha;
     } else {
       // isomorphic-git quirk: with noTags, a tag ref is fetched but never written locally, and the
       // checkout then fails with "Could not find origin/<tag>". Keep tags when a ref is named.
       const refOptions = parsed.ref === undefined ? { noTags: true } : { ref: parsed.ref, noTags: false };
       try {
-        await clone({ ...common, ...refOptions, singleBranch: true, depth: 1 });
+        await clone({ ...common, ...refOptions, singleBranch: true, depth: 1, noCheckout: true });
       } catch (error) {
         if (errorCode(error) !== Errors.RemoteCapabilityError.code) throw error;
         progress.flush();
         ctx.log("the server does not support shallow clones; fetching full history");
         await emptyDir(ctx.dir);
-        await clone({ ...common, ...refOptions, singleBranch: true });
+        await clone({ ...common, ...refOptions, singleBranch: true, noCheckout: true });
+      }
+      try {
+        commit = await resolveRef({ fs, dir: ctx.dir, ref: "HEAD" });
+      } catch (error) {
+        throw new BuilderError("SOURCE_NOT_FOUND", `${shown} has no commits`, { cause: error });
       }
     }
     progress.flush();
-    try {
-      commit = await resolveRef({ fs, dir: ctx.dir, ref: "HEAD" });
-    } catch (error) {
-      throw new BuilderError("SOURCE_NOT_FOUND", `${shown} has no commits`, { cause: error });
-    }
+    await checkoutCommit({ gitFs, dir: ctx.dir, cache, commit, onProgress: progress.onProgress });
+    progress.flush();
     ref ??= (await currentBranch({ fs, dir: ctx.dir })) ?? undefined;
     return { commit, ref };
   };

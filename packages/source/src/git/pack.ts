@@ -1,0 +1,159 @@
+import { open, readFile, readdir, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import zlib from "node:zlib";
+
+const OFS_DELTA = 6;
+const REF_DELTA = 7;
+/** Inflated delta bases kept for the next delta of the same chain (text files deltify against each other). */
+const BASE_CACHE_BYTES = 32 * 1024 * 1024;
+
+interface PackFile {
+  handle: FileHandle;
+  /** object id → offset of its entry in the pack */
+  offsets: Map<string, number>;
+  /** where each entry ends: the next entry's offset, or the trailer's */
+  ends: Map<number, number>;
+}
+
+/** Reads the object offsets of a version-2 pack index (what isomorphic-git and git write). */
+function parseIndex(index: Buffer): Map<string, number> {
+  if (index.readUInt32BE(0) !== 0xff744f63 || index.readUInt32BE(4) !== 2) throw new Error("unsupported pack index version");
+  const count = index.readUInt32BE(8 + 255 * 4);
+  const names = 8 + 256 * 4;
+  const smallOffsets = names + count * 20 + count * 4;
+  const largeOffsets = smallOffsets + count * 4;
+  const offsets = new Map<string, number>();
+  for (let entry = 0; entry < count; entry++) {
+    const small = index.readUInt32BE(smallOffsets + entry * 4);
+    const offset = small & 0x80000000 ? Number(index.readBigUInt64BE(largeOffsets + (small & 0x7fffffff) * 8)) : small;
+    offsets.set(index.toString("hex", names + entry * 20, names + entry * 20 + 20), offset);
+  }
+  return offsets;
+}
+
+/** Applies a git delta (copy and insert instructions) to its base. */
+function applyDelta(delta: Buffer, base: Buffer): Buffer {
+  let position = 0;
+  const varint = () => {
+    let value = 0;
+    let shift = 0;
+    let byte: number;
+    do {
+      byte = delta[position++]!;
+      value += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80);
+    return value;
+  };
+  if (varint() !== base.length) throw new Error("delta base size mismatch");
+  const result = Buffer.allocUnsafe(varint());
+  let written = 0;
+  while (position < delta.length) {
+    const op = delta[position++]!;
+    if (op & 0x80) {
+      let offset = 0;
+      let size = 0;
+      for (let bit = 0; bit < 4; bit++) if (op & (1 << bit)) offset += delta[position++]! * 2 ** (8 * bit);
+      for (let bit = 0; bit < 3; bit++) if (op & (1 << (4 + bit))) size += delta[position++]! * 2 ** (8 * bit);
+      if (size === 0) size = 0x10000;
+      written += base.copy(result, written, offset, offset + size);
+    } else if (op > 0) {
+      written += delta.copy(result, written, position, position + op);
+      position += op;
+    } else {
+      throw new Error("invalid delta instruction");
+    }
+  }
+  if (written !== result.length) throw new Error("delta result size mismatch");
+  return result;
+}
+
+/**
+ * Reads objects straight from the fetched pack files, inflating natively (node:zlib) and reading
+ * only each object's bytes: isomorphic-git's reader tries a loose object file and lists the pack
+ * directory for every object, inflates in JavaScript (pako) and hashes the result again, which
+ * the pack's indexing already did on receipt. Undefined for an object in no pack (the caller
+ * then asks isomorphic-git).
+ */
+export class PackReader {
+  private readonly bases = new Map<number, { type: number; data: Buffer }>();
+  private baseBytes = 0;
+
+  private constructor(private readonly packs: PackFile[]) {}
+
+  static async open(gitDir: string): Promise<PackReader> {
+    const dir = path.join(gitDir, "objects", "pack");
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const packs: PackFile[] = [];
+    for (const name of names.filter((entry) => entry.endsWith(".idx"))) {
+      const offsets = parseIndex(await readFile(path.join(dir, name)));
+      const handle = await open(path.join(dir, name.replace(/\.idx$/, ".pack")));
+      const trailer = (await handle.stat()).size - 20;
+      const sorted = [...offsets.values()].sort((left, right) => left - right);
+      const ends = new Map(sorted.map((offset, index) => [offset, sorted[index + 1] ?? trailer]));
+      packs.push({ handle, offsets, ends });
+    }
+    return new PackReader(packs);
+  }
+
+  async read(oid: string): Promise<Buffer | undefined> {
+    for (const pack of this.packs) {
+      const offset = pack.offsets.get(oid);
+      if (offset !== undefined) return (await this.readAt(pack, offset)).data;
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.packs.map((pack) => pack.handle.close()));
+  }
+
+  private async readAt(pack: PackFile, offset: number): Promise<{ type: number; data: Buffer }> {
+    const cached = this.bases.get(offset);
+    if (cached) return cached;
+    const end = pack.ends.get(offset);
+    if (end === undefined) throw new Error(`no pack entry at offset ${offset}`);
+    const entry = Buffer.allocUnsafe(end - offset);
+    await pack.handle.read(entry, 0, entry.length, offset);
+    let position = 0;
+    let byte = entry[position++]!;
+    const type = (byte >> 4) & 7;
+    let size = byte & 15;
+    for (let shift = 4; byte & 0x80; shift += 7) {
+      byte = entry[position++]!;
+      size += (byte & 0x7f) * 2 ** shift;
+    }
+    let base: { type: number; data: Buffer } | undefined;
+    if (type === OFS_DELTA) {
+      byte = entry[position++]!;
+      let distance = byte & 0x7f;
+      while (byte & 0x80) {
+        byte = entry[position++]!;
+        distance = (distance + 1) * 128 + (byte & 0x7f);
+      }
+      base = await this.readAt(pack, offset - distance);
+    } else if (type === REF_DELTA) {
+      const baseOid = entry.toString("hex", position, position + 20);
+      position += 20;
+      const baseOffset = pack.offsets.get(baseOid);
+      if (baseOffset === undefined) throw new Error(`delta base ${baseOid} is not in the pack`);
+      base = await this.readAt(pack, baseOffset);
+    }
+    const inflated = zlib.inflateSync(entry.subarray(position), { maxOutputLength: Math.max(size, 1) });
+    if (inflated.length !== size) throw new Error(`pack entry at offset ${offset} inflates to ${inflated.length} bytes, not ${size}`);
+    const object = base ? { type: base.type, data: applyDelta(inflated, base.data) } : { type, data: inflated };
+    if (object.data.length < BASE_CACHE_BYTES / 8) this.keepBase(offset, object);
+    return object;
+  }
+
+  /** Keeps an object as a possible delta base, dropping the oldest ones past the budget. */
+  private keepBase(offset: number, object: { type: number; data: Buffer }): void {
+    this.bases.set(offset, object);
+    this.baseBytes += object.data.length;
+    for (const [kept, value] of this.bases) {
+      if (this.baseBytes <= BASE_CACHE_BYTES) break;
+      this.bases.delete(kept);
+      this.baseBytes -= value.data.length;
+    }
+  }
+}
