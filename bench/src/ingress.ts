@@ -1,7 +1,8 @@
 import { createRedis } from "@m1l0/queue";
 import { Queue } from "bullmq";
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
@@ -10,6 +11,7 @@ import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type Services } from "./stack.js";
 import { formatMs, formatRatio, formatSummary, quantile, ratio, summarize } from "./stats.js";
 import { runCommand } from "./util.js";
+import { topSelfTime, type SelfTime } from "./cpu-profile.js";
 
 export interface IngressOptions {
   closedRepetitions: number;
@@ -18,6 +20,8 @@ export interface IngressOptions {
   openDurationMs: number;
   concurrency: number;
   ratePerSecond: number;
+  /** one extra closed-loop run against an API under `node --cpu-prof`, its top self time in the notes */
+  profile: boolean;
 }
 
 /** Must match BuildStore's default prefix (packages/queue/src/store.ts) to clean up the records the API created. */
@@ -58,6 +62,27 @@ async function obliterate(services: Services, queueName: string): Promise<void> 
 
 const perSecond = (value: number) => `${value.toFixed(0)}/s`;
 
+/** A closed-loop run against an API of its own under `node --cpu-prof`, not counted in the figures: where its time goes. */
+async function profileApi(services: Services, options: IngressOptions, input: Record<string, unknown>): Promise<{ top: SelfTime[]; rate: number }> {
+  const profileDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-ingress-prof-"));
+  const stack = await startStack({ worker: false, apiNodeArgs: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] });
+  let result: LoadResult | undefined;
+  try {
+    result = await runLoad({ apiUrl: stack.apiUrl, apiToken: stack.token, redisUrl: services.redisUrl, queueName: "unused", input, concurrency: options.concurrency, ratePerSecond: options.ratePerSecond, target: "http", shape: "closed", durationMs: options.closedDurationMs });
+  } finally {
+    await stack.stop(); // the profile is written when the API exits
+    if (result) await deleteRecords(services, result.ids).catch(() => undefined);
+    await obliterate(services, stack.queueName).catch(() => undefined);
+  }
+  try {
+    const file = readdirSync(profileDir).find((name) => name.endsWith(".cpuprofile"));
+    if (!file) throw new Error("the API under node --cpu-prof wrote no profile");
+    return { top: topSelfTime(path.join(profileDir, file), 12), rate: (result.completed / result.elapsedMs) * 1000 };
+  } finally {
+    rmSync(profileDir, { recursive: true, force: true });
+  }
+}
+
 export async function runIngress(services: Services, options: IngressOptions, log: (line: string) => void): Promise<Table> {
   const input = parseYaml(readFileSync(path.join(ROOT_DIR, "examples/mnist/m1l0.yaml"), "utf8")) as Record<string, unknown>;
   input.repository = "m1l0bench/ingress";
@@ -95,6 +120,8 @@ export async function runIngress(services: Services, options: IngressOptions, lo
     await obliterate(services, stack.queueName).catch((error: unknown) => log(`ingress: obliterate failed: ${String(error)}`));
     await obliterate(services, directQueue).catch((error: unknown) => log(`ingress: obliterate failed: ${String(error)}`));
   }
+  const profile = options.profile ? await profileApi(services, options, input) : undefined;
+  if (profile) log(`ingress: profiled run ${perSecond(profile.rate)}`);
   const throughput = (results: LoadResult[]) => summarize(results.map((result) => (result.completed / result.elapsedMs) * 1000));
   const latencies = (results: LoadResult[]) => results.flatMap((result) => result.latenciesMs);
   const errors = (results: LoadResult[]) => results.reduce((sum, result) => sum + result.errors, 0);
@@ -132,7 +159,12 @@ export async function runIngress(services: Services, options: IngressOptions, lo
     notes: [
       `Load from a separate Node process (bench/src/load-child.ts; node:http Agent with keepAlive). Closed loop: ${options.concurrency} senders for ${options.closedDurationMs / 1000} s × ${options.closedRepetitions} per variant (throughput median over runs, latencies pooled). Open loop: ${options.ratePerSecond} req/s for ${options.openDurationMs / 1000} s × ${options.openRepetitions} per variant, latency from each request's scheduled start (no coordinated omission). Variants alternate; a 300 ms untimed warm-up precedes each run.`,
       "Same payload: the mnist config, each request with its own revision (identical requests would attach to the build in flight). POST /builds validates it, checks the catalog, writes the build record, index entry, first event and in-flight marker in one Lua call and adds the job; the baseline is `queue.add` of the already-parsed payload with the same job options and a fresh jobId, from the same kind of process. API at LOG_LEVEL=info (one log line per request) with authentication on and the per-token submission limit counting in Redis (set far above the load), like production.",
-      "Why the gap (profiled on 2026-11-24 with `node --cpu-prof` on the API under the same closed-loop load, separately from this run): the API process was about a third idle, so it is not its own CPU that caps throughput; the largest self-time items were socket writes (to clients, Redis and the log), GC, zod validation and Redis reply parsing. Since the first profile, request logging went from two lines to one and the record, index, first event and in-flight marker are written in one Lua call (4 sequential Redis round trips before, 2 now: that call and the queue.add script). Each request also checks its bearer token (sha256) and counts against the per-token rate limit in Redis (one more round trip; the baseline has none of validation, auth, rate limit or the record). On this 2-core machine the API, Redis, the worker-less queue and the load generator share the same cores, which is the floor we measured against; spreading API replicas over cores or hosts raises throughput linearly (stateless API), but not the single-process ratio asked for here.",
+      ...(profile
+        ? [
+            `Where the API's time goes: one more closed-loop run (${perSecond(profile.rate)}, not counted above) against an API under \`node --cpu-prof\`, top self time (share of the profile's wall time): ${profile.top.map((entry) => `${entry.name} ${formatMs(entry.ms)} (${(entry.share * 100).toFixed(1)} %)`).join("; ")}.`,
+          ]
+        : []),
+      "Why the gap: a POST makes three Redis round trips one after another — the per-token rate-limit count (its own Lua script, before anything is written, so a refused request writes nothing), the record, index entry, first event and in-flight marker (one Lua call) and BullMQ's add script — where the baseline makes one; each request also parses JSON, validates with zod, checks its bearer token (sha256) and writes a log line; the API process is partly idle waiting for those round trips (the profile's (idle)), and the rest is socket writes, GC and the per-request work. On this 2-core machine the API, Redis, the worker-less queue and the load generator share the same cores, which is the floor we measured against; spreading API replicas over cores or hosts raises throughput linearly (stateless API), but not the single-process ratio asked for here.",
       "The API ran without a worker on a queue of its own; both queues were obliterated and the created build records deleted afterwards.",
       ...(backlog > 0 ? [`WARNING: ${backlog} open-loop requests were never sent because ${2_000} were already in flight (the target could not keep the rate).`] : []),
       ...(firstError ? [`First error: ${firstError}`] : []),

@@ -36,7 +36,7 @@ interface Plan {
 const FULL: Plan = {
   overhead: { repetitions: 5, warmup: true },
   packing: { spec: FULL_TREE, repetitions: 5 },
-  ingress: { closedRepetitions: 3, closedDurationMs: 8_000, openRepetitions: 2, openDurationMs: 10_000, concurrency: 16, ratePerSecond: 500 },
+  ingress: { closedRepetitions: 3, closedDurationMs: 8_000, openRepetitions: 2, openDurationMs: 10_000, concurrency: 16, ratePerSecond: 500, profile: true },
   pickup: { builds: 100 },
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
@@ -48,7 +48,7 @@ const FULL: Plan = {
 const QUICK: Plan = {
   overhead: { repetitions: 1, warmup: false },
   packing: { spec: QUICK_TREE, repetitions: 2 },
-  ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500 },
+  ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500, profile: false },
   pickup: { builds: 10 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1, cliRepetitions: 1 },

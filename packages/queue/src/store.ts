@@ -53,6 +53,8 @@ export type EventSink = (streamId: Promise<string>, event: BuildEvent) => void;
  * worker wrote: the record is one JSON value, the events one Redis stream per build (a
  * bounded live tail: the complete log is archived by the worker).
  */
+type RedisWithCreate = Redis & { m1l0CreateBuild(...keysAndArgs: Array<string | number>): Promise<unknown> };
+
 export class BuildStore {
   readonly logTailEvents: number;
   readonly logLineMaxBytes: number;
@@ -65,6 +67,8 @@ export class BuildStore {
   ) {
     this.logTailEvents = options.logTailEvents ?? LOG_TAIL_EVENTS_DEFAULT;
     this.logLineMaxBytes = options.logLineMaxBytes ?? LOG_LINE_MAX_BYTES_DEFAULT;
+    // EVALSHA (ioredis falls back to EVAL once per connection after a NOSCRIPT): every POST runs it, so it should not send the script's text each time
+    if (typeof (redis as RedisWithCreate).m1l0CreateBuild !== "function") redis.defineCommand("m1l0CreateBuild", { numberOfKeys: 4, lua: CREATE_SCRIPT });
   }
 
   /** Redis keys that hold one build (for memory accounting). */
@@ -113,9 +117,7 @@ export class BuildStore {
   async createOrAttach(record: BuildRecord): Promise<{ id: string; created: boolean; attached: boolean }> {
     const createdAt = Date.parse(record.createdAt);
     const event: BuildEvent = { type: "status", status: record.status, at: record.createdAt };
-    const reply = (await this.redis.eval(
-      CREATE_SCRIPT,
-      4,
+    const reply = (await (this.redis as RedisWithCreate).m1l0CreateBuild(
       this.recordKey(record.id),
       this.indexKey,
       this.eventsKey(record.id),

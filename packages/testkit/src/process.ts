@@ -27,8 +27,8 @@ export function lineCollector(lines: string[], label: string, maxLines?: number)
 }
 
 /** Runs a built script (apps/*\/dist) with `env`, its stdout and stderr collected as labelled lines. */
-export function spawnNode(script: string, env: NodeJS.ProcessEnv, lines: string[], label: string, maxLines?: number): ChildProcess {
-  const child = spawn(process.execPath, [script], { env, stdio: ["ignore", "pipe", "pipe"] });
+export function spawnNode(script: string, env: NodeJS.ProcessEnv, lines: string[], label: string, maxLines?: number, nodeArgs: readonly string[] = []): ChildProcess {
+  const child = spawn(process.execPath, [...nodeArgs, script], { env, stdio: ["ignore", "pipe", "pipe"] });
   for (const stream of [child.stdout, child.stderr]) {
     const collect = lineCollector(lines, label, maxLines);
     stream?.on("data", (chunk: Buffer) => collect.write(chunk));

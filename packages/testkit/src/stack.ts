@@ -39,6 +39,8 @@ export interface StackOptions {
   /** added to (or overriding) every worker's env */
   workerEnv?: NodeJS.ProcessEnv;
   apiEnv?: NodeJS.ProcessEnv;
+  /** node flags for the API process (the benchmarks' `--cpu-prof`, which NODE_OPTIONS refuses) */
+  apiNodeArgs?: string[];
   /** WORKER_CONCURRENCY [2] */
   concurrency?: number;
   /** the first worker's own env on top of workerEnv; false: an API alone (ingress benchmarks) [{}] */
@@ -107,7 +109,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
   // authentication on, as in production; the submission limit is out of the way unless a caller sets one
   const tokens = createStackTokens(options.label);
   const apiEnv: NodeJS.ProcessEnv = { ...common, API_TOKENS: tokens.apiTokensEnv, SUBMIT_RATE_LIMIT_MAX: "100000", HOST: "127.0.0.1", PORT: String(port), GRPC_HOST: "127.0.0.1", GRPC_PORT: String(grpcPort), ...options.apiEnv };
-  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), apiEnv, logs, "api", options.maxLogLines);
+  const api = spawnNode(path.join(ROOT_DIR, "apps/api/dist/server.js"), apiEnv, logs, "api", options.maxLogLines, options.apiNodeArgs);
   const workerEnv: NodeJS.ProcessEnv = {
     ...common,
     WORKER_CONCURRENCY: String(options.concurrency ?? 2),
