@@ -14,7 +14,7 @@ import { runFleet, type FleetOptions } from "./fleet.js";
 import { runIngress, type IngressOptions } from "./ingress.js";
 import { runOverhead, type OverheadOptions } from "./overhead.js";
 import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
-import { runPickup } from "./pickup.js";
+import { runPickup, type PickupOptions } from "./pickup.js";
 import { runPytorch, type PytorchOptions } from "./pytorch.js";
 import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
 import { ROOT_DIR } from "./stack.js";
@@ -26,7 +26,7 @@ interface Plan {
   overhead: OverheadOptions;
   packing: { spec: TreeSpec; repetitions: number };
   ingress: IngressOptions;
-  pickup: { builds: number };
+  pickup: PickupOptions;
   codechange: CodeChangeOptions;
   fleet: FleetOptions;
   pytorch: PytorchOptions;
@@ -36,7 +36,7 @@ const FULL: Plan = {
   overhead: { repetitions: 5, warmup: true },
   packing: { spec: FULL_TREE, repetitions: 5 },
   ingress: { closedRepetitions: 3, closedDurationMs: 8_000, openRepetitions: 2, openDurationMs: 10_000, concurrency: 16, ratePerSecond: 500 },
-  pickup: { builds: 100 },
+  pickup: { builds: 100, waiting: 10_000 },
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
   fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2 },
@@ -48,7 +48,7 @@ const QUICK: Plan = {
   overhead: { repetitions: 1, warmup: false },
   packing: { spec: QUICK_TREE, repetitions: 2 },
   ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500 },
-  pickup: { builds: 10 },
+  pickup: { builds: 10, waiting: 500 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1 },
   pytorch: { cold: { repetitions: 1, warmup: false, resubmits: 0 }, codeOnlyPairs: 1 },
