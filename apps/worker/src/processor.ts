@@ -26,7 +26,6 @@ async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, me
   logger.info({ jobId: job.id }, "processing");
   // every status change of this attempt also becomes the job's progress (the dashboard's view)
   const progress = new JobProgress(job, buildId, workerDeps.workerId, logger);
-  await progress.start(attempt);
   const deps: PipelineDeps = { ...workerDeps, store: progress.wrap(workerDeps.store) };
   const finish = (outcome: BuildOutcome) =>
     finishBuild(
@@ -34,8 +33,11 @@ async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, me
       outcome,
     ).then(answerJob);
 
-  const before = await deps.store.update(buildId, (record) => ({ ...record, attempts: attempt }));
-  if (lifecycle && (await lifecycle.cancelledBeforeStart(buildId))) return finish({ kind: "cancelled", when: "before-start" });
+  // Everything before `fetching` is pickup latency: the job's log line and the attempt count go
+  // out together, and the record the count was written to answers the cancel check (a cancel
+  // after it reaches the running build through the lifecycle's channel and poll).
+  const [, before] = await Promise.all([progress.start(attempt), deps.store.update(buildId, (record) => ({ ...record, attempts: attempt }))]);
+  if (lifecycle && lifecycle.cancelRequested(before)) return finish({ kind: "cancelled", when: "before-start" });
   // from here every event of this attempt is also spooled to disk (the complete archived log)
   await deps.artifacts?.openLog(buildId);
   try {
