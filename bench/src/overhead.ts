@@ -54,6 +54,8 @@ export interface Sample {
   cachedSteps: string[];
   /** ours: the pushed image's reference and its size on the daemon (uncompressed, with the base) */
   image?: { reference: string; bytes: number };
+  /** ours: the import check's container run after the build (worker log), part of building → pushing */
+  importCheckMs?: number;
 }
 
 /** Classic-builder output: "Step 3/9 : COPY …" followed by " ---> Using cache" for a cache hit. */
@@ -70,6 +72,11 @@ export function cachedSteps(output: string): string[] {
 
 /** Metadata-only steps before the salted COPY (ENV, WORKDIR) may come from any earlier build on the shared daemon; they cost nothing either way. */
 const isCostlyStep = (instruction: string) => ["COPY", "ADD", "RUN"].includes(instruction);
+
+function importCheckOf(log: string): { importCheckMs?: number } {
+  const ms = /import check: passed, .*?; (\d+) ms \(checker/.exec(log)?.[1];
+  return ms === undefined ? {} : { importCheckMs: Number(ms) };
+}
 
 export function projectInput(project: BenchProject): Record<string, unknown> {
   return parseYaml(readFileSync(path.join(ROOT_DIR, project.name, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
@@ -107,6 +114,7 @@ async function ours(project: BenchProject, apiUrl: string, resubmitCount: number
       resubmitPhases,
       cachedSteps: cachedSteps(log),
       image: { reference: record.image?.reference ?? "", bytes: Number(imageBytes) },
+      ...importCheckOf(log),
       phases: {
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
         "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
