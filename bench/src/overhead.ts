@@ -82,7 +82,7 @@ export function projectInput(project: BenchProject): Record<string, unknown> {
   return parseYaml(readFileSync(path.join(ROOT_DIR, project.name, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
 }
 
-async function ours(project: BenchProject, apiUrl: string, resubmitCount: number): Promise<Sample> {
+async function ours(project: BenchProject, services: Services, apiUrl: string, resubmitCount: number): Promise<Sample> {
   const salt = shortId();
   const fixture = createGitFixture(path.join(ROOT_DIR, project.name), project.salted(salt));
   try {
@@ -197,7 +197,7 @@ export async function measureColdBuilds(services: Services, project: BenchProjec
   const oursSamples: Sample[] = [];
   const cliSamples: Sample[] = [];
   const resubmitCount = options.resubmits ?? RESUBMITS;
-  const runVariant = (variant: "ours" | "cli") => (variant === "ours" ? ours(project, stack.apiUrl, resubmitCount) : dockerCli(project, services, dockerConfigDir, resubmitCount));
+  const runVariant = (variant: "ours" | "cli") => (variant === "ours" ? ours(project, services, stack.apiUrl, resubmitCount) : dockerCli(project, services, dockerConfigDir, resubmitCount));
   try {
     // A private DOCKER_CONFIG keeps the login out of the machine's ~/.docker (shared with others).
     await runCommand("docker", ["login", "-u", services.registryUsername, "--password-stdin", services.registryHost], {
