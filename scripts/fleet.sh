@@ -33,7 +33,9 @@ load_base_images() {
   # the classic builder reuses layers of a pulled image (cache-from) only when the base image
   # underneath is identical, as it is in production where every daemon pulls the same public image.
   local socket image want have; socket="$(socket_of "$1")"
-  for image in "$BASE_IMAGE_PYTHON" "$BASE_IMAGE_BUSYBOX"; do
+  for image in "$BASE_IMAGE_PYTHON" "$BASE_IMAGE_BUSYBOX" "$BASE_IMAGE_PYTORCH"; do
+    # the PyTorch base is optional (`base-images.sh pytorch`, benchmark 10): copied when the default daemon has it
+    if [ "$image" = "$BASE_IMAGE_PYTORCH" ] && ! DOCKER_HOST=unix:///var/run/docker.sock docker image inspect "$image" >/dev/null 2>&1; then continue; fi
     want="$(DOCKER_HOST=unix:///var/run/docker.sock docker image inspect -f '{{.Id}}' "$image")" \
       || die "run scripts/base-images.sh first ($image is missing on the default daemon)"
     have="$(DOCKER_HOST="unix://$socket" docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"

@@ -1,5 +1,4 @@
 import type { BuildRecord } from "@m1l0/config";
-import { createRedis } from "@m1l0/queue";
 import Docker from "dockerode";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -10,7 +9,7 @@ import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
-import { apiFetch, between, createGitFixture, postBuild, shortId, waitForTerminal } from "./util.js";
+import { apiFetch, between, createGitFixture, forgetNamespace, postBuild, shortId, waitForTerminal } from "./util.js";
 
 const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
 const POLL_MS = 20;
@@ -23,7 +22,7 @@ export interface CodeChangeOptions {
   dependency: DependencySpec;
 }
 
-interface Pair {
+export interface Pair {
   coldDaemon: string;
   warmDaemon: string;
   coldMs: number;
@@ -57,7 +56,25 @@ export function stepDuration(log: string, from: RegExp): number | undefined {
   return Number.isFinite(duration) ? duration : undefined;
 }
 
-async function build(stack: RunningStack, config: Record<string, unknown>): Promise<{ ms: number; record: BuildRecord; log: string }> {
+export interface Built {
+  ms: number;
+  record: BuildRecord;
+  log: string;
+}
+
+/** What the code-only benchmark builds: two versions of a project that differ only in code. */
+export interface CodeOnlyProject {
+  /** must be the same image on both daemons (scripts/fleet.sh copies the bases) */
+  baseImage: string;
+  /** a fresh project per pair: its files for v1 and v2 (edits over `sourceDir`) and its build config, without source and revision */
+  versions(salt: string): { sourceDir: string; v1: Record<string, string>; v2: Record<string, string>; config: Record<string, unknown> };
+  /** allowlisted in BUILD_EGRESS_ALLOW, e.g. a package index */
+  egressAllow?: string;
+  /** throws unless the cold build did its work and the rebuild reused what it should */
+  check(cold: Built, warm: Built): void;
+}
+
+async function build(stack: RunningStack, config: Record<string, unknown>): Promise<Built> {
   const started = performance.now();
   const id = await postBuild(stack.apiUrl, config);
   const record = await waitForTerminal(stack.apiUrl, id, { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
@@ -78,42 +95,69 @@ function pipStepCached(log: string): boolean | undefined {
 }
 
 export async function runCodeChange(services: Services, options: CodeChangeOptions, log: (line: string) => void): Promise<Table> {
-  const [daemonX, daemonY] = [DAEMON_SOCKETS[0], DAEMON_SOCKETS[1]];
-  await checkDaemons([daemonX, daemonY], [BASE_IMAGE]);
   const dir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-codechange-"));
   const gateway = await bridgeGateway();
   const index = await startPackageIndex(path.join(dir, "index"), gateway, options.dependency);
+  // the project's files all come from the fixtures' edits
+  const empty = mkdtempSync(path.join(dir, "empty-"));
+  const project: CodeOnlyProject = {
+    baseImage: BASE_IMAGE,
+    egressAllow: new URL(index.url).host,
+    versions(salt) {
+      // a unique comment: no daemon holds a layer of this requirements.txt, so the first build is cold
+      const requirements = `# bench code-only change ${salt}\n${index.requirements}`;
+      return {
+        sourceDir: empty,
+        v1: { "main.py": MAIN_PY("v1"), "requirements.txt": requirements },
+        v2: { "main.py": MAIN_PY("v2"), "requirements.txt": requirements },
+        config: { service: "dockerhub", repository: `m1l0bench/code-${salt}`, framework: "python", pyversion: "3.11", resource: "cpu", entry: "main.py" },
+      };
+    },
+    check(cold, warm) {
+      if (pipStepCached(cold.log) !== false) throw new Error(`the cold build's pip step did not run:\n${cold.log.slice(-1500)}`);
+      if (!warm.log.includes(`cache from ${cold.record.image?.reference}`) || pipStepCached(warm.log) !== true) {
+        throw new Error(`the code-only rebuild did not reuse the pip layer:\n${warm.log.slice(-2500)}`);
+      }
+    },
+  };
+  try {
+    const pairs = await measureCodeOnly(services, project, options.pairs, log);
+    return codeChangeTable(pairs, options, DAEMON_SOCKETS[0], DAEMON_SOCKETS[1], index.sdistBytes, gateway);
+  } finally {
+    await index.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Pairs of a cold build on one daemon and the code-only rebuild on the other (alternating direction), each through its own stack sharing one Redis namespace. */
+export async function measureCodeOnly(services: Services, project: CodeOnlyProject, pairCount: number, log: (line: string) => void): Promise<Pair[]> {
+  const [daemonX, daemonY] = [DAEMON_SOCKETS[0], DAEMON_SOCKETS[1]];
+  await checkDaemons([daemonX, daemonY], [project.baseImage]);
   // both stacks share a Redis namespace, so either worker finds the other's last pushed image
   const keyPrefix = `bench-${shortId()}:`;
-  // the production default (BUILD_EGRESS=public on the worker's own build network), with the index's address and port allowlisted
+  // the production default (BUILD_EGRESS=public on the worker's own build network), with the project's own allowlist
   const buildNetwork = `m1l0-bench-${shortId()}`;
-  const workerEnv = (socket: string) => ({ DOCKER_SOCKET: socket, WORKER_ID: `bench-${daemonLabel(socket)}`, BUILD_NETWORK: buildNetwork, BUILD_EGRESS: "public", BUILD_EGRESS_ALLOW: new URL(index.url).host });
+  const workerEnv = (socket: string) => ({
+    DOCKER_SOCKET: socket,
+    WORKER_ID: `bench-${daemonLabel(socket)}`,
+    BUILD_NETWORK: buildNetwork,
+    BUILD_EGRESS: "public",
+    ...(project.egressAllow ? { BUILD_EGRESS_ALLOW: project.egressAllow } : {}),
+  });
   const stacks = new Map<string, RunningStack>();
   const pairs: Pair[] = [];
   try {
     for (const socket of [daemonX, daemonY]) {
       stacks.set(socket, await startStack({ worker: true, workerConcurrency: 1, keyPrefix, workers: [workerEnv(socket)] }));
     }
-    // the project's files all come from the fixtures' edits
-    const empty = mkdtempSync(path.join(dir, "empty-"));
-    for (let pair = 0; pair < options.pairs; pair++) {
+    for (let pair = 0; pair < pairCount; pair++) {
       const [coldDaemon, warmDaemon] = pair % 2 === 0 ? [daemonX, daemonY] : [daemonY, daemonX];
-      const salt = shortId();
-      const repository = `m1l0bench/code-${salt}`;
-      // a unique comment: no daemon holds a layer of this requirements.txt, so the first build is cold
-      const requirements = `# bench code-only change ${salt}\n${index.requirements}`;
-      const base = { service: "dockerhub", repository, framework: "python", pyversion: "3.11", resource: "cpu", entry: "main.py" };
-      const fixtures = [
-        createGitFixture(empty, { "main.py": MAIN_PY("v1"), "requirements.txt": requirements }),
-        createGitFixture(empty, { "main.py": MAIN_PY("v2"), "requirements.txt": requirements }),
-      ] as const;
+      const { sourceDir, v1, v2, config } = project.versions(shortId());
+      const fixtures = [createGitFixture(sourceDir, v1), createGitFixture(sourceDir, v2)] as const;
       try {
-        const cold = await build(stacks.get(coldDaemon)!, { ...base, revision: "v1", source: fixtures[0].url });
-        if (pipStepCached(cold.log) !== false) throw new Error(`the cold build's pip step did not run:\n${cold.log.slice(-1500)}`);
-        const warm = await build(stacks.get(warmDaemon)!, { ...base, revision: "v2", source: fixtures[1].url });
-        if (!warm.log.includes(`cache from ${cold.record.image?.reference}`) || pipStepCached(warm.log) !== true) {
-          throw new Error(`the code-only rebuild did not reuse the pip layer:\n${warm.log.slice(-2500)}`);
-        }
+        const cold = await build(stacks.get(coldDaemon)!, { ...config, revision: "v1", source: fixtures[0].url });
+        const warm = await build(stacks.get(warmDaemon)!, { ...config, revision: "v2", source: fixtures[1].url });
+        project.check(cold, warm);
         const pulled = /pulled \S+ for its layers in ([\d.]+) s/.exec(warm.log);
         const sample: Pair = {
           coldDaemon,
@@ -126,10 +170,10 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
           warmPhases: phasesOf(warm.record),
         };
         pairs.push(sample);
-        log(`codechange pair ${pair + 1}/${options.pairs}: cold on ${daemonLabel(coldDaemon)} ${formatMs(sample.coldMs)} (pip ${sample.pipStepMs === undefined ? "?" : formatMs(sample.pipStepMs)}), code-only on ${daemonLabel(warmDaemon)} ${formatMs(sample.warmMs)} (pull ${sample.pullMs === undefined ? "none" : formatMs(sample.pullMs)})`);
+        log(`codechange pair ${pair + 1}/${pairCount}: cold on ${daemonLabel(coldDaemon)} ${formatMs(sample.coldMs)} (pip ${sample.pipStepMs === undefined ? "?" : formatMs(sample.pipStepMs)}), code-only on ${daemonLabel(warmDaemon)} ${formatMs(sample.warmMs)} (pull ${sample.pullMs === undefined ? "none" : formatMs(sample.pullMs)})`);
       } finally {
         for (const fixture of fixtures) fixture.cleanup();
-        for (const socket of [daemonX, daemonY]) await removeRepositoryImages(socket, `${services.registryHost}/${repository}`);
+        for (const socket of [daemonX, daemonY]) await removeRepositoryImages(socket, `${services.registryHost}/${String(config.repository)}`);
       }
     }
   } catch (error) {
@@ -139,25 +183,8 @@ export async function runCodeChange(services: Services, options: CodeChangeOptio
     await Promise.all([...stacks.values()].map((stack) => stack.stop()));
     for (const socket of [daemonX, daemonY]) await removeBuildNetwork(socket, buildNetwork).catch((error: Error) => log(`codechange: cannot remove build network ${buildNetwork}: ${error.message}`));
     await forgetNamespace(services, keyPrefix).catch((error: Error) => log(`codechange: cannot delete the ${keyPrefix}* keys: ${error.message}`));
-    await index.close();
-    rmSync(dir, { recursive: true, force: true });
   }
-  return codeChangeTable(pairs, options, daemonX, daemonY, index.sdistBytes, gateway);
-}
-
-/** The benchmark's records, event streams and last-image keys: nothing of it stays in the shared Redis. */
-async function forgetNamespace(services: Services, keyPrefix: string): Promise<void> {
-  const redis = createRedis(services.redisUrl, "producer");
-  try {
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 500);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== "0");
-  } finally {
-    await redis.quit();
-  }
+  return pairs;
 }
 
 /** The workers' build network and its egress rules, removed the documented way (`egress remove`, then `docker network rm`). */

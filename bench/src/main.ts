@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,clone] [--output FILE]`.
+ * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,clone,pytorch] [--output FILE]`.
  * Runs each benchmark against the real local stack (scripts/services.sh), alternating the
  * compared variants, and writes BENCHMARKS.md (full runs) or prints the tables (--quick).
  */
@@ -16,32 +16,35 @@ import { runFleet, type FleetOptions } from "./fleet.js";
 import { runIngress, type IngressOptions } from "./ingress.js";
 import { runOverhead, type OverheadOptions } from "./overhead.js";
 import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
-import { runPickup } from "./pickup.js";
+import { runPickup, type PickupOptions } from "./pickup.js";
+import { runPytorch, type PytorchOptions } from "./pytorch.js";
 import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
 import { ROOT_DIR } from "./stack.js";
 
-const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "clone"] as const;
+const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "clone", "pytorch"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 interface Plan {
   overhead: OverheadOptions;
   packing: { spec: TreeSpec; repetitions: number };
   ingress: IngressOptions;
-  pickup: { builds: number };
+  pickup: PickupOptions;
   codechange: CodeChangeOptions;
   fleet: FleetOptions;
   clone: CloneOptions;
+  pytorch: PytorchOptions;
 }
 
 const FULL: Plan = {
   overhead: { repetitions: 5, warmup: true },
   packing: { spec: FULL_TREE, repetitions: 5 },
   ingress: { closedRepetitions: 3, closedDurationMs: 8_000, openRepetitions: 2, openDurationMs: 10_000, concurrency: 16, ratePerSecond: 500, profile: true },
-  pickup: { builds: 100 },
+  pickup: { builds: 100, waiting: 10_000 },
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
   fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2, cliRepetitions: 1 },
   clone: { spec: FULL_REPO, repetitions: 3, profile: true },
+  pytorch: { cold: { repetitions: 3, warmup: false, resubmits: 0 }, codeOnlyPairs: 2 },
 };
 
 /** CI smoke test: every code path once, in about a minute; figures are indicative only. */
@@ -49,10 +52,11 @@ const QUICK: Plan = {
   overhead: { repetitions: 1, warmup: false },
   packing: { spec: QUICK_TREE, repetitions: 2 },
   ingress: { closedRepetitions: 1, closedDurationMs: 2_000, openRepetitions: 1, openDurationMs: 2_000, concurrency: 16, ratePerSecond: 500, profile: false },
-  pickup: { builds: 10 },
+  pickup: { builds: 10, waiting: 500 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1, cliRepetitions: 1 },
   clone: { spec: QUICK_REPO, repetitions: 1, profile: false },
+  pytorch: { cold: { repetitions: 1, warmup: false, resubmits: 0 }, codeOnlyPairs: 1 },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {
@@ -137,6 +141,9 @@ if (selected.has("codechange")) {
 if (selected.has("fleet")) {
   await attempt("7", "7. Fleet scaling", async () => void tables.set("7", await runFleet(services, plan.fleet, log)));
 }
+if (selected.has("pytorch")) {
+  await attempt("10", "10. A framework-sized image", async () => void tables.set("10", await runPytorch(services, plan.pytorch, log)));
+}
 
 const ordered = [...tables.entries()].sort(([left], [right]) => Number(left) - Number(right)).map(([, table]) => table);
 const sections = [renderTargets(ordered), ...ordered.map((table) => renderTable(table))];
@@ -148,7 +155,7 @@ const report = renderReport({
   loadAfter: os.loadavg().map((value) => value.toFixed(2)).join(" / "),
   quick,
   setup: [
-    "services: one Docker daemon (/var/run/docker.sock) for benchmarks 1, 2, 4–6; benchmark 3 also uses /var/run/docker-w2.sock and benchmark 7 docker-w2 and docker-w3 (scripts/fleet.sh), all on this machine; Redis, the registry (127.0.0.1:5000), S3 (s3rver) and the git server local too",
+    "services: one Docker daemon (/var/run/docker.sock) for benchmarks 1, 2, 4–6; benchmarks 3 and 10 also use /var/run/docker-w2.sock and benchmark 7 docker-w2 and docker-w3 (scripts/fleet.sh), all on this machine; Redis, the registry (127.0.0.1:5000), S3 (s3rver) and the git server local too",
   ],
   sections: [
     ...sections,

@@ -1,7 +1,7 @@
-import { LOCAL_OVERRIDES_FILE, loadCatalog, resolveBaseImage } from "@m1l0/catalog";
+import { LOCAL_ADDITIONS_FILE, LOCAL_OVERRIDES_FILE, loadCatalog, resolveBaseImage } from "@m1l0/catalog";
 import { parseBuildConfig, type BuildConfig } from "@m1l0/config";
 import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -11,13 +11,27 @@ import { ROOT_DIR, startStack, type Services } from "./stack.js";
 import { formatMs, formatRatio, formatSummary, ratio, summarize, type Summary } from "./stats.js";
 import { apiFetch, between, createGitFixture, postBuild, runCommand, shortId, waitForTerminal } from "./util.js";
 
-const MNIST_DIR = path.join(ROOT_DIR, "examples/mnist");
+/** An example project built cold by both variants; `salted` gives it a unique comment so no layer of it can come from cache. */
+export interface BenchProject {
+  /** e.g. "examples/mnist", relative to the repository root */
+  name: string;
+  salted(salt: string): Record<string, string>;
+}
+
+/** A comment appended to one of the project's files, with the salt in it. */
+export function saltedFile(name: string, file: string, salt: string): Record<string, string> {
+  return { [file]: `${readFileSync(path.join(ROOT_DIR, name, file), "utf8").trimEnd()}\n# bench ${salt}\n` };
+}
+
+/** A comment in requirements.txt changes the first layers' content, so no earlier build (ours, the other engineers') can serve them from cache. */
+export const MNIST_PROJECT: BenchProject = { name: "examples/mnist", salted: (salt) => saltedFile("examples/mnist", "requirements.txt", salt) };
+
 /** Same name and .dockerignore the worker puts into its context (apps/worker/src/pipeline.ts). */
 const GENERATED_DOCKERFILE = ".m1l0.Dockerfile";
 const POLL_MS = 20;
 /** The unchanged resubmit takes tens of milliseconds: poll finely so polling does not dominate it. */
 const RESUBMIT_POLL_MS = 2;
-/** Unchanged resubmits after each cold build (ours) / fully cached build + push runs (CLI). */
+/** Unchanged resubmits after each cold build (ours) / fully cached build + push runs (CLI), unless told. */
 const RESUBMITS = 3;
 const BUILD_TIMEOUT_MS = 10 * 60_000;
 /** The worker's default BUILD_MEMORY_MB, applied to the CLI build too so both run under the same limit. */
@@ -26,9 +40,11 @@ const BUILD_MEMORY = "4096m";
 export interface OverheadOptions {
   repetitions: number;
   warmup: boolean;
+  /** unchanged resubmits after each cold build [3] */
+  resubmits?: number;
 }
 
-interface Sample {
+export interface Sample {
   totalMs: number;
   /** submissions of the same source and config again, right after the first */
   resubmitMs: number[];
@@ -41,6 +57,10 @@ interface Sample {
   phases: Record<string, number | undefined>;
   /** instructions of the steps the daemon served from cache during the cold build */
   cachedSteps: string[];
+  /** ours: the pushed image's reference and its size on the daemon (uncompressed, with the base) */
+  image?: { reference: string; bytes: number };
+  /** ours: the import check's container run after the build (worker log), part of building → pushing */
+  importCheckMs?: number;
 }
 
 /** Classic-builder output: "Step 3/9 : COPY …" followed by " ---> Using cache" for a cache hit. */
@@ -58,20 +78,20 @@ export function cachedSteps(output: string): string[] {
 /** Metadata-only steps before the salted COPY (ENV, WORKDIR) may come from any earlier build on the shared daemon; they cost nothing either way. */
 const isCostlyStep = (instruction: string) => ["COPY", "ADD", "RUN"].includes(instruction);
 
-function mnistInput(): Record<string, unknown> {
-  return parseYaml(readFileSync(path.join(MNIST_DIR, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
+function importCheckOf(log: string): { importCheckMs?: number } {
+  const ms = /import check: passed, .*?; (\d+) ms \(checker/.exec(log)?.[1];
+  return ms === undefined ? {} : { importCheckMs: Number(ms) };
 }
 
-/** A comment in requirements.txt changes the first layers' content, so no earlier build (ours, the other engineers') can serve them from cache. */
-function saltedRequirements(salt: string): Record<string, string> {
-  return { "requirements.txt": `${readFileSync(path.join(MNIST_DIR, "requirements.txt"), "utf8").trimEnd()}\n# bench ${salt}\n` };
+export function projectInput(project: BenchProject): Record<string, unknown> {
+  return parseYaml(readFileSync(path.join(ROOT_DIR, project.name, "m1l0.yaml"), "utf8")) as Record<string, unknown>;
 }
 
-async function ours(services: Services, apiUrl: string): Promise<Sample> {
+async function ours(project: BenchProject, services: Services, apiUrl: string, resubmitCount: number): Promise<Sample> {
   const salt = shortId();
-  const fixture = createGitFixture(MNIST_DIR, saltedRequirements(salt));
+  const fixture = createGitFixture(path.join(ROOT_DIR, project.name), project.salted(salt));
   try {
-    const input = { ...mnistInput(), source: fixture.url, repository: `m1l0bench/ours-${salt}`, revision: "r1" };
+    const input = { ...projectInput(project), source: fixture.url, repository: `m1l0bench/ours-${salt}`, revision: "r1" };
     const started = performance.now();
     const id = await postBuild(apiUrl, input);
     const record = await waitForTerminal(apiUrl, id, { pollMs: POLL_MS, timeoutMs: BUILD_TIMEOUT_MS });
@@ -79,13 +99,13 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
     if (record.status !== "succeeded") throw new Error(`build ${id} ended ${record.status}: ${JSON.stringify(record.error)}`);
     const log = await (await apiFetch(`${apiUrl}/builds/${id}/logs`)).text();
     // The resubmit's new build id label makes a new image; remember the first to remove both.
-    const firstImage = (await runCommand("docker", ["image", "inspect", "-f", "{{.Id}}", record.image?.reference ?? ""])).output.trim();
+    const [firstImage = "", imageBytes = ""] = (await runCommand("docker", ["image", "inspect", "-f", "{{.Id}} {{.Size}}", record.image?.reference ?? ""])).stdout.trim().split(" ");
 
     // The unchanged resubmit: the worker resolves the commit, finds the tag already holds this build key, answers `cached`.
     const resubmits: number[] = [];
     const resubmitPhases: Array<Record<string, number | undefined>> = [];
     const floors: ResubmitFloors[] = [];
-    for (let again = 0; again < RESUBMITS; again++) {
+    for (let again = 0; again < resubmitCount; again++) {
       const resubmitStarted = performance.now();
       const resubmitId = await postBuild(apiUrl, input);
       const postMs = performance.now() - resubmitStarted;
@@ -110,11 +130,13 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
       resubmitPhases,
       floors,
       cachedSteps: cachedSteps(log),
+      image: { reference: record.image?.reference ?? "", bytes: Number(imageBytes) },
+      ...importCheckOf(log),
       phases: {
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
         "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
         "building → pushing (context + docker build + import check)": between(record, "building", "pushing"),
-        "  of which the import check (runs the image once; the CLI has none)": importCheckMs(log),
+        "  of which the import check (runs the image once; the CLI has none)": importCheckOf(log).importCheckMs,
         "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
       },
     };
@@ -123,15 +145,16 @@ async function ours(services: Services, apiUrl: string): Promise<Sample> {
   }
 }
 
-async function dockerCli(services: Services, dockerConfigDir: string): Promise<Sample> {
+async function dockerCli(project: BenchProject, services: Services, dockerConfigDir: string, resubmitCount: number): Promise<Sample> {
   const salt = shortId();
+  const projectDir = path.join(ROOT_DIR, project.name);
   const dir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-cli-"));
   const reference = `${services.registryHost}/m1l0bench/cli-${salt}:r1`;
   try {
-    cpSync(MNIST_DIR, dir, { recursive: true });
-    for (const [file, content] of Object.entries(saltedRequirements(salt))) writeFileSync(path.join(dir, file), content);
-    const config: BuildConfig = parseBuildConfig({ ...mnistInput(), repository: `m1l0bench/cli-${salt}`, revision: "r1" });
-    const catalog = loadCatalog({ overridesFile: LOCAL_OVERRIDES_FILE });
+    cpSync(projectDir, dir, { recursive: true });
+    for (const [file, content] of Object.entries(project.salted(salt))) writeFileSync(path.join(dir, file), content);
+    const config: BuildConfig = parseBuildConfig({ ...projectInput(project), repository: `m1l0bench/cli-${salt}`, revision: "r1" });
+    const catalog = loadCatalog({ overridesFile: LOCAL_OVERRIDES_FILE, additionsFile: LOCAL_ADDITIONS_FILE });
     const base = resolveBaseImage(catalog, {
       framework: config.framework,
       pyversion: config.pyversion,
@@ -139,9 +162,10 @@ async function dockerCli(services: Services, dockerConfigDir: string): Promise<S
       ...(config.version ? { version: config.version } : {}),
     });
     const labels = buildLabels({ config, buildId: `bld_cli${salt}`, source: config.source, baseImage: base.publicImage });
-    writeFileSync(path.join(dir, GENERATED_DOCKERFILE), generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements: true, labels }));
+    writeFileSync(path.join(dir, GENERATED_DOCKERFILE), generateDockerfile({ baseImage: base.image, entry: config.entry, hasRequirements: existsSync(path.join(projectDir, "requirements.txt")), labels }));
     // The worker applies the source's .dockerignore and the config's ignores while packing, then hides its own files; the CLI gets all of that as one .dockerignore.
-    const ownIgnores = readFileSync(path.join(MNIST_DIR, ".dockerignore"), "utf8").split("\n").filter(Boolean);
+    const ownIgnoresFile = path.join(projectDir, ".dockerignore");
+    const ownIgnores = existsSync(ownIgnoresFile) ? readFileSync(ownIgnoresFile, "utf8").split("\n").filter(Boolean) : [];
     writeFileSync(path.join(dir, ".dockerignore"), [...ownIgnores, ...config.ignores, GENERATED_DOCKERFILE, ".dockerignore"].join("\n") + "\n");
 
     const env = { ...process.env, DOCKER_BUILDKIT: "0", DOCKER_CONFIG: dockerConfigDir };
@@ -149,7 +173,7 @@ async function dockerCli(services: Services, dockerConfigDir: string): Promise<S
     const build = await runCommand("docker", buildArgs, { env });
     const push = await runCommand("docker", ["push", reference], { env });
     const resubmitMs: number[] = [];
-    for (let again = 0; again < RESUBMITS; again++) {
+    for (let again = 0; again < resubmitCount; again++) {
       const rebuild = await runCommand("docker", buildArgs, { env });
       const repush = await runCommand("docker", ["push", reference], { env });
       resubmitMs.push(rebuild.ms + repush.ms);
@@ -191,12 +215,6 @@ function cloneFloorRows(ours: Summary, cli: Summary, cloneMs: number[]): string[
   ];
 }
 
-/** The import check's own time, from its log line (`import check: passed, …; 212 ms (checker …)`). */
-function importCheckMs(log: string): number | undefined {
-  const match = /import check: passed, .*; (\d+) ms \(checker/.exec(log);
-  return match?.[1] === undefined ? undefined : Number(match[1]);
-}
-
 function floorRows(floors: ResubmitFloors[]): string[][] {
   const row = (name: string, values: number[]) => [name, values.length ? formatSummary(summarize(values), formatMs) : "–", "", "", "", ""];
   return [
@@ -211,11 +229,14 @@ export interface OverheadResult {
   unchanged: Table;
 }
 
-export async function runOverhead(services: Services, options: OverheadOptions, log: (line: string) => void): Promise<OverheadResult> {
+/** Cold build + push of `project` through our service and through the docker CLI, alternating, on the default daemon. */
+export async function measureColdBuilds(services: Services, project: BenchProject, options: OverheadOptions, log: (line: string) => void): Promise<{ ours: Sample[]; cli: Sample[] }> {
   const dockerConfigDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-docker-config-"));
   const stack = await startStack({ worker: true, workerConcurrency: 1 });
   const oursSamples: Sample[] = [];
   const cliSamples: Sample[] = [];
+  const resubmitCount = options.resubmits ?? RESUBMITS;
+  const runVariant = (variant: "ours" | "cli") => (variant === "ours" ? ours(project, services, stack.apiUrl, resubmitCount) : dockerCli(project, services, dockerConfigDir, resubmitCount));
   try {
     // A private DOCKER_CONFIG keeps the login out of the machine's ~/.docker (shared with others).
     await runCommand("docker", ["login", "-u", services.registryUsername, "--password-stdin", services.registryHost], {
@@ -225,14 +246,14 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
     if (options.warmup) {
       // The first push of a daemon's base layer to the registry uploads ~250 MB; later repositories mount it. Neither variant should pay that alone.
       log("overhead: warm-up (not counted)");
-      await dockerCli(services, dockerConfigDir);
-      await ours(services, stack.apiUrl);
+      await runVariant("cli");
+      await runVariant("ours");
       await resetDockerState();
     }
     for (let rep = 0; rep < options.repetitions; rep++) {
       const order = rep % 2 === 0 ? (["cli", "ours"] as const) : (["ours", "cli"] as const);
       for (const variant of order) {
-        const sample = variant === "ours" ? await ours(services, stack.apiUrl) : await dockerCli(services, dockerConfigDir);
+        const sample = await runVariant(variant);
         (variant === "ours" ? oursSamples : cliSamples).push(sample);
         log(`overhead rep ${rep + 1}/${options.repetitions} ${variant}: cold ${formatMs(sample.totalMs)}, resubmit ${sample.resubmitMs.map(formatMs).join(" ")}`);
         await resetDockerState();
@@ -244,6 +265,11 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
     await stack.stop();
     rmSync(dockerConfigDir, { recursive: true, force: true });
   }
+  return { ours: oursSamples, cli: cliSamples };
+}
+
+export async function runOverhead(services: Services, options: OverheadOptions, log: (line: string) => void): Promise<OverheadResult> {
+  const { ours: oursSamples, cli: cliSamples } = await measureColdBuilds(services, MNIST_PROJECT, options, log);
   const oursTotal = summarize(oursSamples.map((sample) => sample.totalMs));
   const cliTotal = summarize(cliSamples.map((sample) => sample.totalMs));
   const coldRatio = ratio(oursTotal.median, cliTotal.median);
@@ -300,7 +326,7 @@ export async function runOverhead(services: Services, options: OverheadOptions, 
       ...floorRows(oursSamples.flatMap((sample) => sample.floors ?? [])),
     ],
     notes: [
-      `${RESUBMITS} resubmits right after each cold build of table 1, same source and config; each must finish \`cached\` with the digest the cold build pushed. The worker asks the git server which commit the ref names (one ref advertisement, no clone), computes the build key, reads the tag's manifest and image config from the registry (its label ai.m1l0.build-key) and answers — no context to Docker, no build, no push. Status polled every ${RESUBMIT_POLL_MS} ms.`,
+      `${options.resubmits ?? RESUBMITS} resubmits right after each cold build of table 1, same source and config; each must finish \`cached\` with the digest the cold build pushed. The worker asks the git server which commit the ref names (one ref advertisement, no clone), computes the build key, reads the tag's manifest and image config from the registry (its label ai.m1l0.build-key) and answers — no context to Docker, no build, no push. Status polled every ${RESUBMIT_POLL_MS} ms.`,
       "Docker's figure is the same `docker build` + `docker push` run again with everything cached (every step `Using cache`, every layer `Layer already exists`).",
       "The worker starts the ref lookup, the registry read of the tag and the base image's inspect at once; the floors are the first two called directly from the runner (same code as the worker, same URLs), and `git ls-remote` from a shell: the git server (scripts/git-server.mjs) runs `git http-backend` and `git upload-pack` as processes per request, so its ref advertisement has a floor of its own that no client can go below.",
     ],

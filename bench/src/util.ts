@@ -1,8 +1,10 @@
 import type { BuildRecord, BuildStatus } from "@m1l0/config";
 import { isTerminal } from "@m1l0/config";
+import { createRedis } from "@m1l0/queue";
 import { apiFetch, createGitFixture as createTestGitFixture } from "@m1l0/testkit";
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import type { Services } from "./stack.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -75,4 +77,19 @@ export function between(record: BuildRecord, from: BuildStatus, to: BuildStatus)
 /** A bare repo served by the git server, made from a directory plus edits (the test kit's, named bench-…). */
 export function createGitFixture(sourceDir: string, edits: Record<string, string>): { url: string; cleanup(): void } {
   return createTestGitFixture(sourceDir, edits, `bench-${shortId()}`);
+}
+
+/** Every key of a benchmark's own Redis namespace (records, event streams, last-image keys): nothing of it stays in the shared Redis. */
+export async function forgetNamespace(services: Services, keyPrefix: string): Promise<void> {
+  const redis = createRedis(services.redisUrl, "producer");
+  try {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 500);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+  } finally {
+    await redis.quit();
+  }
 }

@@ -1,4 +1,4 @@
-import type { BuildConfig } from "@m1l0/config";
+import type { BuildConfig, BuildRecord } from "@m1l0/config";
 import { cancelChannel, type BuildStore } from "@m1l0/queue";
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
@@ -65,10 +65,9 @@ export class BuildLifecycle {
     return this.running.size;
   }
 
-  /** True when a cancel was requested before this worker picked the job up. */
-  async cancelledBeforeStart(buildId: string): Promise<boolean> {
-    const record = await this.store.get(buildId);
-    return Boolean(record?.cancelRequestedAt);
+  /** Whether a cancel was requested before the record was read (the processor passes the one it just updated). */
+  cancelRequested(record: BuildRecord): boolean {
+    return Boolean(record.cancelRequestedAt);
   }
 
   supervise(buildId: string, config: BuildConfig): Supervision {

@@ -106,9 +106,9 @@ export class LogSpool {
    */
   async open(): Promise<void> {
     try {
-      const state = await this.ctx.uploads.get(this.ctx.buildId);
+      // both before the pickup's `fetching`: the upload state's read and the file's creation overlap
+      const [state] = await Promise.all([this.ctx.uploads.get(this.ctx.buildId), open(this.path, "w").then((file) => void (this.file = file))]);
       const previous = state.spool;
-      this.file = await open(this.path, "w");
       this.state = { ...state, spool: { host: this.ctx.host, path: this.path, worker: this.ctx.worker, partEnd: 0 } };
       for await (const line of remainingLines(this.ctx, state)) await this.append(line);
       await this.ctx.uploads.set(this.ctx.buildId, { spool: this.state.spool });

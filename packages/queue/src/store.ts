@@ -202,8 +202,8 @@ export class BuildStore {
   private async watchedUpdate(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
     const key = this.recordKey(id);
     for (let attempt = 0; attempt < 20; attempt++) {
-      await this.redis.watch(key);
-      const raw = await this.redis.get(key);
+      // one round trip: the connection runs WATCH before GET all the same
+      const [, raw] = await Promise.all([this.redis.watch(key), this.redis.get(key)]);
       if (!raw) {
         await this.redis.unwatch();
         throw new BuilderError("NOT_FOUND", `build ${id} not found`);
