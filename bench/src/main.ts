@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet] [--output FILE]`.
+ * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,scale] [--output FILE]`.
  * Runs each benchmark against the real local stack (scripts/services.sh), alternating the
  * compared variants, and writes BENCHMARKS.md (full runs) or prints the tables (--quick).
  */
@@ -16,9 +16,10 @@ import { runOverhead, type OverheadOptions } from "./overhead.js";
 import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
 import { runPickup } from "./pickup.js";
 import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
+import { runScale, type ScaleOptions } from "./scale.js";
 import { ROOT_DIR } from "./stack.js";
 
-const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet"] as const;
+const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "scale"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 interface Plan {
@@ -28,6 +29,7 @@ interface Plan {
   pickup: { builds: number };
   codechange: CodeChangeOptions;
   fleet: FleetOptions;
+  scale: ScaleOptions;
 }
 
 const FULL: Plan = {
@@ -38,6 +40,7 @@ const FULL: Plan = {
   // ~10 s of pip build work per cold build on this machine's cores, a 32 MiB dependency layer
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
   fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2 },
+  scale: { finished: [1_000, 10_000], queued: [0, 1_000, 10_000], ratePerSecond: 500, loadDurationMs: 5_000, repetitions: 2, historyRecords: 100_000, historyRequests: 50, workerBuilds: 1_000 },
 };
 
 /** CI smoke test: every code path once, in about a minute; figures are indicative only. */
@@ -48,6 +51,7 @@ const QUICK: Plan = {
   pickup: { builds: 10 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1 },
+  scale: { finished: [100, 500], queued: [0, 100, 500], ratePerSecond: 500, loadDurationMs: 1_000, repetitions: 1, historyRecords: 2_000, historyRequests: 10, workerBuilds: 100 },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {
@@ -125,6 +129,9 @@ if (selected.has("overhead")) {
 }
 if (selected.has("codechange")) {
   await attempt("3", "3. Code-only change", async () => void tables.set("3", await runCodeChange(services, plan.codechange, log)));
+}
+if (selected.has("scale")) {
+  await attempt("9", "9. Scale of state", async () => void tables.set("9", await runScale(services, plan.scale, log)));
 }
 if (selected.has("fleet")) {
   await attempt("7", "7. Fleet scaling", async () => void tables.set("7", await runFleet(services, plan.fleet, log)));

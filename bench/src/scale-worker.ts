@@ -1,0 +1,105 @@
+/**
+ * The worker half of the scale benchmark: real builds through a test-kit stack (API + one
+ * worker), failing fast on a missing S3 source, to take a finished build's shape and the
+ * worker's resident memory over many builds.
+ */
+import { isTerminal, type BuildRecord } from "@m1l0/config";
+import { BuildStore, createRedis } from "@m1l0/queue";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { obliterate } from "./ingress.js";
+import { prefixMemory, readTemplate, deletePrefix, type FinishedTemplate } from "./scale-state.js";
+import { startStack, type Services } from "./stack.js";
+import { postBuild, sleep } from "./util.js";
+
+/** Builds before the first RSS reading: modules loaded, code paths compiled, pools filled. */
+const WARMUP_BUILDS = 20;
+/** Builds submitted at once: the worker always has the next one waiting. */
+const BATCH = 25;
+/** Quiet time before each RSS reading, so it shows the idle worker rather than one mid-build. */
+const SETTLE_MS = 1_000;
+
+/** A build that fails right after pickup (SOURCE_NOT_FOUND): a whole build life in milliseconds. */
+export function fastFailingInput(services: Services): Record<string, unknown> {
+  return {
+    service: "dockerhub",
+    repository: "m1l0bench/scale",
+    source: `s3://${services.s3Bucket}/does-not-exist.tar.gz`,
+    framework: "python",
+    pyversion: "3.11",
+  };
+}
+
+export interface WorkerScaleResult {
+  template: FinishedTemplate;
+  builds: number;
+  rssBeforeBytes: number;
+  rssAfterBytes: number;
+  rssPeakBytes: number;
+  outcomes: Map<string, number>;
+  /** Redis bytes under the stack's prefix after all real builds, and how many builds that covers */
+  realBytes: { keys: number; bytes: number; builds: number };
+}
+
+function residentBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+async function waitAllTerminal(store: BuildStore, ids: string[], timeoutMs: number): Promise<BuildRecord[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const records = await Promise.all(ids.map((id) => store.get(id)));
+    if (records.every((record) => record && isTerminal(record.status))) return records as BuildRecord[];
+    if (Date.now() > deadline) throw new Error(`${records.filter((record) => !record || !isTerminal(record.status)).length} of ${ids.length} builds did not finish within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
+export async function runWorkerScale(services: Services, options: { builds: number; keyPrefix: string }, log: (line: string) => void): Promise<WorkerScaleResult> {
+  // the worker archives each final record and log: into a folder of its own, removed afterwards
+  const artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-scale-"));
+  const stack = await startStack({ worker: true, workerConcurrency: 2, keyPrefix: options.keyPrefix, workers: [{ ARTIFACTS_DIR: artifactsDir }] });
+  const redis = createRedis(services.redisUrl, "producer");
+  const store = new BuildStore(redis, options.keyPrefix);
+  const input = fastFailingInput(services);
+  const outcomes = new Map<string, number>();
+  let sequence = 0;
+  const runBatch = async (count: number): Promise<BuildRecord[]> => {
+    // each build its own revision: identical requests would attach to the build in flight
+    const ids = await Promise.all(Array.from({ length: count }, () => postBuild(stack.apiUrl, { ...input, revision: `scale-${sequence++}` })));
+    return waitAllTerminal(store, ids, 120_000);
+  };
+  try {
+    const pid = stack.workers[0]?.pid;
+    if (pid === undefined) throw new Error("the worker did not start");
+    const [first] = await runBatch(1);
+    const template = await readTemplate(store, first!.id);
+    for (let done = 1; done < WARMUP_BUILDS; done += BATCH) await runBatch(Math.min(BATCH, WARMUP_BUILDS - done));
+    await sleep(SETTLE_MS);
+    const rssBeforeBytes = residentBytes(pid);
+    let rssPeakBytes = rssBeforeBytes;
+    for (let done = 0; done < options.builds; done += BATCH) {
+      for (const record of await runBatch(Math.min(BATCH, options.builds - done))) {
+        const code = record.error?.code ?? record.status;
+        outcomes.set(code, (outcomes.get(code) ?? 0) + 1);
+      }
+      rssPeakBytes = Math.max(rssPeakBytes, residentBytes(pid));
+      if (done % 200 === 0) log(`scale: worker ${done + BATCH}/${options.builds} builds, RSS ${(residentBytes(pid) / 2 ** 20).toFixed(1)} MiB`);
+    }
+    await sleep(SETTLE_MS);
+    const rssAfterBytes = residentBytes(pid);
+    const memory = await prefixMemory(redis, options.keyPrefix);
+    return { template, builds: options.builds, rssBeforeBytes, rssAfterBytes, rssPeakBytes, outcomes, realBytes: { ...memory, builds: WARMUP_BUILDS + options.builds } };
+  } catch (error) {
+    throw new Error(`${error instanceof Error ? error.message : String(error)}\n${stack.recentLogs()}`, { cause: error });
+  } finally {
+    await stack.stop();
+    await deletePrefix(redis, options.keyPrefix).catch((error: unknown) => log(`scale: clean-up failed: ${String(error)}`));
+    await obliterate(services, stack.queueName).catch((error: unknown) => log(`scale: obliterate failed: ${String(error)}`));
+    await redis.quit();
+    rmSync(artifactsDir, { recursive: true, force: true });
+  }
+}
