@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { obliterate } from "./ingress.js";
 import { prefixMemory, readTemplate, deletePrefix, type FinishedTemplate } from "./scale-state.js";
-import { startStack, type Services } from "./stack.js";
+import { freePort, startStack, type Services } from "./stack.js";
 import { postBuild, sleep } from "./util.js";
 
 /** Builds before the first RSS reading: modules loaded, code paths compiled, pools filled. */
@@ -31,12 +31,40 @@ export function fastFailingInput(services: Services): Record<string, unknown> {
   };
 }
 
+/** The worker's V8 memory as its own /metrics reports it (prom-client default metrics). */
+export interface HeapReading {
+  usedBytes: number;
+  totalBytes: number;
+  /** the young generation's reserved size: V8 grows it under allocation pressure, and RSS with it */
+  newSpaceBytes: number;
+  externalBytes: number;
+}
+
+async function readHeap(metricsUrl: string): Promise<HeapReading> {
+  const text = await (await fetch(metricsUrl)).text();
+  // every series carries the worker's default labels ({worker="…"})
+  const value = (name: string, label = "") => Number(new RegExp(`^${name}\\{[^}]*${label}[^}]*\\} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  return {
+    usedBytes: value("m1l0_worker_nodejs_heap_size_used_bytes"),
+    totalBytes: value("m1l0_worker_nodejs_heap_size_total_bytes"),
+    newSpaceBytes: value("m1l0_worker_nodejs_heap_space_size_total_bytes", 'space="new"'),
+    externalBytes: value("m1l0_worker_nodejs_external_memory_bytes"),
+  };
+}
+
 export interface WorkerScaleResult {
   template: FinishedTemplate;
   builds: number;
   rssBeforeBytes: number;
   rssAfterBytes: number;
   rssPeakBytes: number;
+  heapBefore: HeapReading;
+  heapAfter: HeapReading;
+  /**
+   * A second round of as many builds, each end taken right after a full GC (a heap snapshot
+   * forces one): live heap and RSS without the garbage V8 had not collected yet.
+   */
+  collected: { before: HeapReading & { rssBytes: number }; after: HeapReading & { rssBytes: number } };
   outcomes: Map<string, number>;
   /** Redis bytes under the stack's prefix after all real builds, and how many builds that covers */
   realBytes: { keys: number; bytes: number; builds: number };
@@ -46,6 +74,17 @@ function residentBytes(pid: number): number {
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   if (!match) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(match[1]) * 1024;
+}
+
+/**
+ * Heap and RSS right after a full GC of the worker: a heap snapshot (SIGUSR2) collects first,
+ * and blocks the worker's event loop while it writes, so /metrics answers only once it is done.
+ */
+async function collectedReading(pid: number, metricsUrl: string): Promise<HeapReading & { rssBytes: number }> {
+  process.kill(pid, "SIGUSR2");
+  await sleep(200);
+  const heap = await readHeap(metricsUrl);
+  return { ...heap, rssBytes: residentBytes(pid) };
 }
 
 async function waitAllTerminal(store: BuildStore, ids: string[], timeoutMs: number): Promise<BuildRecord[]> {
@@ -61,7 +100,16 @@ async function waitAllTerminal(store: BuildStore, ids: string[], timeoutMs: numb
 export async function runWorkerScale(services: Services, options: { builds: number; keyPrefix: string }, log: (line: string) => void): Promise<WorkerScaleResult> {
   // the worker archives each final record and log: into a folder of its own, removed afterwards
   const artifactsDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-scale-"));
-  const stack = await startStack({ worker: true, workerConcurrency: 2, keyPrefix: options.keyPrefix, workers: [{ ARTIFACTS_DIR: artifactsDir }] });
+  const metricsPort = await freePort();
+  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  const diagnosticDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-scale-heap-"));
+  const stack = await startStack({
+    worker: true,
+    workerConcurrency: 2,
+    keyPrefix: options.keyPrefix,
+    // SIGUSR2 makes the worker write a heap snapshot, which starts with a full GC
+    workers: [{ ARTIFACTS_DIR: artifactsDir, METRICS_PORT: String(metricsPort), NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${diagnosticDir}` }],
+  });
   const redis = createRedis(services.redisUrl, "producer");
   const store = new BuildStore(redis, options.keyPrefix);
   const input = fastFailingInput(services);
@@ -80,6 +128,7 @@ export async function runWorkerScale(services: Services, options: { builds: numb
     for (let done = 1; done < WARMUP_BUILDS; done += BATCH) await runBatch(Math.min(BATCH, WARMUP_BUILDS - done));
     await sleep(SETTLE_MS);
     const rssBeforeBytes = residentBytes(pid);
+    const heapBefore = await readHeap(metricsUrl);
     let rssPeakBytes = rssBeforeBytes;
     for (let done = 0; done < options.builds; done += BATCH) {
       for (const record of await runBatch(Math.min(BATCH, options.builds - done))) {
@@ -91,8 +140,14 @@ export async function runWorkerScale(services: Services, options: { builds: numb
     }
     await sleep(SETTLE_MS);
     const rssAfterBytes = residentBytes(pid);
+    const heapAfter = await readHeap(metricsUrl);
+    // the snapshot itself leaves RSS higher, so the collected round comes after the plain one
+    const before = await collectedReading(pid, metricsUrl);
+    for (let done = 0; done < options.builds; done += BATCH) await runBatch(Math.min(BATCH, options.builds - done));
+    await sleep(SETTLE_MS);
+    const after = await collectedReading(pid, metricsUrl);
     const memory = await prefixMemory(redis, options.keyPrefix);
-    return { template, builds: options.builds, rssBeforeBytes, rssAfterBytes, rssPeakBytes, outcomes, realBytes: { ...memory, builds: WARMUP_BUILDS + options.builds } };
+    return { template, builds: options.builds, rssBeforeBytes, rssAfterBytes, rssPeakBytes, heapBefore, heapAfter, collected: { before, after }, outcomes, realBytes: { ...memory, builds: WARMUP_BUILDS + 2 * options.builds } };
   } catch (error) {
     throw new Error(`${error instanceof Error ? error.message : String(error)}\n${stack.recentLogs()}`, { cause: error });
   } finally {
@@ -101,5 +156,6 @@ export async function runWorkerScale(services: Services, options: { builds: numb
     await obliterate(services, stack.queueName).catch((error: unknown) => log(`scale: obliterate failed: ${String(error)}`));
     await redis.quit();
     rmSync(artifactsDir, { recursive: true, force: true });
+    rmSync(diagnosticDir, { recursive: true, force: true });
   }
 }

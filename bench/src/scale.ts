@@ -38,6 +38,7 @@ const SEED_STORES = 8;
 const GET_IDS = 500;
 const HISTORY_PAGE = 50;
 
+const percent = (value: number | undefined) => (value === undefined ? "–" : `${(value * 100).toFixed(1)} %`);
 const within = (value: number | undefined, limit: number) => (value === undefined ? "–" : value <= limit ? "yes" : "no");
 
 async function measureFinishedBytes(services: Services, template: FinishedTemplate, counts: number[], log: (line: string) => void): Promise<Array<{ builds: number; keys: number; bytes: number }>> {
@@ -195,6 +196,7 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
   const [idle, ...busier] = api.levels;
   const p99 = (samples: number[]) => (samples.length ? quantile(samples, 0.99) : undefined);
   const pct = (samples: number[], q: number) => (samples.length ? formatMs(quantile(samples, q)) : "–");
+  const collected = worker.collected;
   const rssGrowth = ratio(worker.rssAfterBytes - worker.rssBeforeBytes, worker.rssBeforeBytes);
   const rows: string[][] = [
     ...finished.map((point, index) => [
@@ -231,9 +233,18 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
       `worker RSS before → after ${worker.builds} builds`,
       `${formatBytes(worker.rssBeforeBytes)} → ${formatBytes(worker.rssAfterBytes)} (peak ${formatBytes(worker.rssPeakBytes)})`,
       "",
-      rssGrowth === undefined ? "–" : `${(rssGrowth * 100).toFixed(1)} %`,
+      percent(rssGrowth),
       "≤ 10 %",
       within(rssGrowth, 0.1),
+    ],
+    [`  V8 heap used / reserved, same readings`, `${formatBytes(worker.heapBefore.usedBytes)} / ${formatBytes(worker.heapBefore.totalBytes)} → ${formatBytes(worker.heapAfter.usedBytes)} / ${formatBytes(worker.heapAfter.totalBytes)}`, "", "", "(evidence)", ""],
+    [
+      `  after a full GC: live heap, then RSS, over ${worker.builds} more builds`,
+      `${formatBytes(collected.before.usedBytes)} → ${formatBytes(collected.after.usedBytes)}; RSS ${formatBytes(collected.before.rssBytes)} → ${formatBytes(collected.after.rssBytes)}`,
+      "",
+      `${percent(ratio(collected.after.usedBytes - collected.before.usedBytes, collected.before.usedBytes))}; RSS ${percent(ratio(collected.after.rssBytes - collected.before.rssBytes, collected.before.rssBytes))}`,
+      "(evidence)",
+      "",
     ],
   );
   const outcomes = [...worker.outcomes].map(([code, count]) => `${code} × ${count}`).join(", ");
@@ -245,7 +256,7 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
       `Redis bytes: the sum of \`MEMORY USAGE <key> SAMPLES 0\` over every key of a prefix of its own (SCAN), divided by the builds in it; that is the record, the event stream and the build's share of the index sorted set (\`<prefix>builds\`; in-flight markers are released when a build ends). Finished builds are written through BuildStore as a real build writes them: the API's create script, then the template build's transitions and log appends in its order, the last one patching in what the worker added to the record (${worker.template.events.length} events). The template is a real build the worker finished moments before (status ${worker.template.record.status}${worker.template.record.error ? `, ${worker.template.record.error.code}` : ""}). Baseline column: the JSON of that record and its events, the payload itself. BullMQ's own job hashes are not counted: they are capped (removeOnComplete 1,000, removeOnFail 5,000 jobs), so they do not grow with the history. Cross-check row: the bytes under the worker stack's prefix after its real builds (API + worker), divided by their number.`,
       `API latency: one API process without a worker (builds stay queued), auth and rate limit on; load from bench/src/load-child.ts, open loop at ${options.ratePerSecond} req/s for ${options.loadDurationMs / 1000} s per run, ${options.repetitions} run(s) per level, latency from each request's scheduled start; one untimed POST and GET run first warms the API. Before each level the queue is obliterated and the prefix deleted, then the level's builds are queued as POST /builds queues them (create script + queue.add with the API's job options, pipelined, no HTTP). The POST run itself adds ${(options.ratePerSecond * options.loadDurationMs) / 1000} builds, so the GET run that follows it sees that many more. GET /builds/:id cycles through ${GET_IDS} of the level's queued builds (at 0 queued, those the POST run made).`,
       `History: ${options.historyRecords} final records (copies of the template's final record) written by BuildStore's create script, 64 in flight (pipelined), in ${formatMs(api.history.seedMs)}, createdAt 1 s apart; they are the Redis half of the history (the 7-day retention); the API's archive (ARTIFACTS_DIR) is an empty folder of its own here, so no page reads the artifact store. ${options.historyRequests} sequential requests per page, admin token, default page size ${HISTORY_PAGE}; the deep page's cursor was reached by walking pages of 500. Baseline: the first page's Redis reads (ZRANGE BYSCORE REV LIMIT ${HISTORY_PAGE + 1}, MGET) issued raw from the benchmark process.`,
-      `Worker RSS: VmRSS from /proc/<pid>/status of the worker process the test-kit stack spawned (concurrency 2), read after 1 s idle following 20 warm-up builds and again after ${worker.builds} more; peak is the highest reading between batches of 25. All builds are fast-failing ones (source s3://…/does-not-exist.tar.gz: picked up, fetch fails, record and log archived to a folder of its own); outcomes: ${outcomes}. No Docker work is in them, so this is the worker's own bookkeeping per build (queue, store, archive, logs), not the daemon client's.`,
+      `Worker RSS: VmRSS from /proc/<pid>/status of the worker process the test-kit stack spawned (concurrency 2), read after 1 s idle following 20 warm-up builds and again after ${worker.builds} more; peak is the highest reading between batches of 25. All builds are fast-failing ones (source s3://…/does-not-exist.tar.gz: picked up, fetch fails, record and log archived to a folder of its own); outcomes: ${outcomes}. No Docker work is in them, so this is the worker's own bookkeeping per build (queue, store, archive, logs), not the daemon client's. Evidence rows: V8's heap from the worker's own /metrics (prom-client) at the two RSS readings; then a second round of as many builds on the same worker, each end read right after a full GC (the worker runs with --heapsnapshot-signal; a snapshot collects first, and /metrics answers once it is written): live heap growth there is what a leak would show, RSS growth beyond it is V8 sizing its heap before collecting.`,
       ...(api.levels.find((level) => level.firstError) ? [`First error: ${api.levels.find((level) => level.firstError)?.firstError}`] : []),
     ],
   };
