@@ -225,7 +225,6 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
   const errors = api.levels.reduce((sum, level) => sum + level.errors, 0);
   rows.push(["  errors (all load runs)", String(errors), "", "", "0", ""]);
   const { first, deep, rawFirst } = api.history;
-  const worst = Math.max(quantile(first, 0.99), quantile(deep, 0.99));
   rows.push(
     [`GET /builds first page (${HISTORY_PAGE}), ${options.historyRecords} records, p50 / p99`, `${pct(first, 0.5)} / ${pct(first, 0.99)}`, `${pct(rawFirst, 0.5)} / ${pct(rawFirst, 0.99)}`, formatRatio(ratio(quantile(first, 0.5), quantile(rawFirst, 0.5))), "≤ 100 ms", within(quantile(first, 0.99), 100)],
     [`GET /builds page at record ${api.history.depth} (cursor), p50 / p99`, `${pct(deep, 0.5)} / ${pct(deep, 0.99)}`, "", "", "≤ 100 ms", within(quantile(deep, 0.99), 100)],
