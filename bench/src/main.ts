@@ -51,7 +51,7 @@ const QUICK: Plan = {
   pickup: { builds: 10 },
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1 },
-  scale: { finished: [100, 500], queued: [0, 100, 500], ratePerSecond: 500, loadDurationMs: 1_000, repetitions: 1, historyRecords: 2_000, historyRequests: 10, workerBuilds: 100 },
+  scale: { finished: [100, 500], queued: [0, 500], ratePerSecond: 500, loadDurationMs: 1_000, repetitions: 1, historyRecords: 2_000, historyRequests: 10, workerBuilds: 50 },
 };
 
 function notMeasured(title: string, target: string, reason: string, notes: string[] = []): Table {

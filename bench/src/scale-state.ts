@@ -113,18 +113,33 @@ export async function scanKeys(redis: Redis, pattern: string): Promise<string[]>
   return keys;
 }
 
+/** Bytes under a prefix by kind of key: build records, event streams, the index, anything else. */
+export interface PrefixMemory {
+  keys: number;
+  bytes: number;
+  records: number;
+  events: number;
+  index: number;
+  other: number;
+}
+
 /** Keys and bytes under a prefix: the sum of `MEMORY USAGE <key> SAMPLES 0` (every element counted). */
-export async function prefixMemory(redis: Redis, prefix: string): Promise<{ keys: number; bytes: number }> {
+export async function prefixMemory(redis: Redis, prefix: string): Promise<PrefixMemory> {
   const keys = await scanKeys(redis, `${prefix}*`);
-  let bytes = 0;
+  const memory: PrefixMemory = { keys: keys.length, bytes: 0, records: 0, events: 0, index: 0, other: 0 };
+  const kindOf = (key: string): "records" | "events" | "index" | "other" =>
+    key === `${prefix}builds` ? "index" : !key.startsWith(`${prefix}build:`) ? "other" : key.endsWith(":events") ? "events" : "records";
   for (let start = 0; start < keys.length; start += 1_000) {
+    const batch = keys.slice(start, start + 1_000);
     const pipeline = redis.pipeline();
-    for (const key of keys.slice(start, start + 1_000)) pipeline.call("MEMORY", "USAGE", key, "SAMPLES", "0");
-    for (const [error, value] of (await pipeline.exec()) ?? []) {
-      if (!error && typeof value === "number") bytes += value;
+    for (const key of batch) pipeline.call("MEMORY", "USAGE", key, "SAMPLES", "0");
+    for (const [index, [error, value]] of ((await pipeline.exec()) ?? []).entries()) {
+      if (error || typeof value !== "number") continue;
+      memory.bytes += value;
+      memory[kindOf(batch[index]!)] += value;
     }
   }
-  return { keys: keys.length, bytes };
+  return memory;
 }
 
 /** Deletes every key under a prefix (UNLINK: freed in the background). */

@@ -83,7 +83,15 @@ function residentBytes(pid: number): number {
 async function collectedReading(pid: number, metricsUrl: string): Promise<HeapReading & { rssBytes: number }> {
   process.kill(pid, "SIGUSR2");
   await sleep(200);
-  const heap = await readHeap(metricsUrl);
+  // on a loaded machine writing the snapshot can outlast fetch's 10 s connect timeout: ask again
+  const deadline = Date.now() + 180_000;
+  let heap: HeapReading | undefined;
+  while (!heap) {
+    heap = await readHeap(metricsUrl).catch((error: unknown) => {
+      if (Date.now() > deadline) throw error;
+      return undefined;
+    });
+  }
   return { ...heap, rssBytes: residentBytes(pid) };
 }
 

@@ -13,7 +13,7 @@ import path from "node:path";
 import { obliterate, runLoad } from "./ingress.js";
 import type { LoadPlan, LoadResult } from "./load-child.js";
 import type { Table } from "./report.js";
-import { deletePrefix, prefixMemory, seedFinished, seedHistory, seedQueued, type FinishedTemplate } from "./scale-state.js";
+import { deletePrefix, prefixMemory, seedFinished, seedHistory, seedQueued, type FinishedTemplate, type PrefixMemory } from "./scale-state.js";
 import { fastFailingInput, runWorkerScale, type WorkerScaleResult } from "./scale-worker.js";
 import { startStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, quantile, ratio } from "./stats.js";
@@ -41,11 +41,11 @@ const HISTORY_PAGE = 50;
 const percent = (value: number | undefined) => (value === undefined ? "–" : `${(value * 100).toFixed(1)} %`);
 const within = (value: number | undefined, limit: number) => (value === undefined ? "–" : value <= limit ? "yes" : "no");
 
-async function measureFinishedBytes(services: Services, template: FinishedTemplate, counts: number[], log: (line: string) => void): Promise<Array<{ builds: number; keys: number; bytes: number }>> {
+async function measureFinishedBytes(services: Services, template: FinishedTemplate, counts: number[], log: (line: string) => void): Promise<{ points: Array<{ builds: number } & PrefixMemory>; freshStreamBytes: number }> {
   const prefix = `bench-scale-${shortId()}-f:`;
   const connections = Array.from({ length: SEED_STORES }, () => createRedis(services.redisUrl, "producer"));
   const stores = connections.map((redis) => new BuildStore(redis, prefix));
-  const points: Array<{ builds: number; keys: number; bytes: number }> = [];
+  const points: Array<{ builds: number } & PrefixMemory> = [];
   try {
     let seeded = 0;
     for (const count of counts) {
@@ -56,16 +56,22 @@ async function measureFinishedBytes(services: Services, template: FinishedTempla
       log(`scale: ${count} finished builds seeded in ${formatMs(performance.now() - started)}: ${memory.bytes} bytes in ${memory.keys} keys`);
       points.push({ builds: count, ...memory });
     }
+    // the floor of an event stream: a new stream holding only the first event, written raw
+    const floorKey = `${prefix}floor`;
+    await connections[0]!.xadd(floorKey, "*", "e", JSON.stringify(template.events[0] ?? {}));
+    const freshStreamBytes = Number(await connections[0]!.call("MEMORY", "USAGE", floorKey, "SAMPLES", "0"));
+    return { points, freshStreamBytes };
   } finally {
     await deletePrefix(connections[0]!, prefix);
     await Promise.all(connections.map((redis) => redis.quit()));
   }
-  return points;
 }
 
 interface LevelResult {
   queued: number;
   post: number[];
+  /** the floor: raw BullMQ queue.add at the same rate onto the same queue */
+  raw: number[];
   get: number[];
   errors: number;
   firstError?: string;
@@ -108,7 +114,7 @@ async function runApiScale(services: Services, template: FinishedTemplate, optio
     await obliterate(services, stack.queueName);
     await deletePrefix(redis, keyPrefix);
   };
-  const levels = new Map<number, LevelResult>(options.queued.map((queued) => [queued, { queued, post: [], get: [], errors: 0 }]));
+  const levels = new Map<number, LevelResult>(options.queued.map((queued) => [queued, { queued, post: [], raw: [], get: [], errors: 0 }]));
   const record = (level: LevelResult, result: LoadResult) => {
     level.errors += result.errors;
     level.firstError ??= result.firstError;
@@ -124,14 +130,19 @@ async function runApiScale(services: Services, template: FinishedTemplate, optio
         const level = levels.get(queued)!;
         await reset();
         const seeded = await seedQueued(store, queue, template.record, config, queued);
-        const post = await runLoad({ ...base, target: "http" } satisfies LoadPlan);
-        record(level, post);
-        level.post.push(...post.latenciesMs);
+        let post: LoadResult | undefined;
+        for (const target of rep % 2 === 0 ? (["http", "queue"] as const) : (["queue", "http"] as const)) {
+          const result = await runLoad({ ...base, target, redisUrl: services.redisUrl, queueName: stack.queueName } satisfies LoadPlan);
+          record(level, result);
+          (target === "http" ? level.post : level.raw).push(...result.latenciesMs);
+          if (target === "http") post = result;
+        }
+        if (!post) throw new Error("no POST run");
         const getIds = (seeded.length > 0 ? seeded : post.ids).slice(0, GET_IDS);
         const get = await runLoad({ ...base, target: "get", getIds } satisfies LoadPlan);
         record(level, get);
         level.get.push(...get.latenciesMs);
-        log(`scale: ${queued} queued, rep ${rep + 1}: POST p99 ${formatMs(quantile(post.latenciesMs, 0.99))}, GET p99 ${formatMs(quantile(get.latenciesMs, 0.99))}, ${post.errors + get.errors} errors`);
+        log(`scale: ${queued} queued, rep ${rep + 1}: POST p99 ${formatMs(quantile(post.latenciesMs, 0.99))}, raw queue.add p99 ${formatMs(quantile(level.raw, 0.99))}, GET p99 ${formatMs(quantile(get.latenciesMs, 0.99))}, ${post.errors + get.errors} errors`);
       }
     }
     await reset();
@@ -187,7 +198,8 @@ export async function runScale(services: Services, options: ScaleOptions, log: (
   return scaleTable(options, worker, finished, api);
 }
 
-function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: Array<{ builds: number; keys: number; bytes: number }>, api: ApiScaleResult): Table {
+function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, bytes: Awaited<ReturnType<typeof measureFinishedBytes>>, api: ApiScaleResult): Table {
+  const finished = bytes.points;
   const perBuild = finished.map((point) => point.bytes / point.builds);
   const firstPerBuild = perBuild[0];
   const lastPerBuild = perBuild[perBuild.length - 1];
@@ -207,19 +219,30 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
       index === finished.length - 1 ? "constant ±10 %" : "",
       index === finished.length - 1 ? (growth === undefined ? "–" : Math.abs(growth - 1) <= 0.1 ? "yes" : "no") : "",
     ]),
+    ...finished.map((point) => [
+      `  of which records / events / index, at ${point.builds}`,
+      [point.records, point.events, point.index].map((bytes) => `${(bytes / point.builds).toFixed(0)} B`).join(" / ") + (point.other ? `, other ${(point.other / point.builds).toFixed(0)} B` : ""),
+      `new stream, 1 event: ${bytes.freshStreamBytes} B`,
+      "",
+      "",
+      "",
+    ]),
     [`  growth ${finished[0]?.builds} → ${finished[finished.length - 1]?.builds}`, formatRatio(growth), "", "", "", ""],
     [`  real worker builds (${worker.realBytes.builds})`, `${(worker.realBytes.bytes / worker.realBytes.builds).toFixed(0)} B (${worker.realBytes.keys} keys)`, "", "", "(cross-check)", ""],
   ];
-  for (const [kind, pick] of [
-    ["POST /builds", (level: LevelResult) => level.post],
-    ["GET /builds/:id", (level: LevelResult) => level.get],
-  ] as const) {
-    if (!idle) break;
-    rows.push([`${kind} p99 at ${options.ratePerSecond} req/s, ${idle.queued} queued`, pct(pick(idle), 0.99), "(idle)", "", "", ""]);
-    for (const level of busier) {
-      const ratioToIdle = ratio(p99(pick(level)), p99(pick(idle)));
-      const last = level === busier[busier.length - 1];
-      rows.push([`${kind} p99, ${level.queued} queued`, pct(pick(level), 0.99), pct(pick(idle), 0.99), formatRatio(ratioToIdle), last ? "≤ 1.2× idle" : "", last ? within(ratioToIdle, 1.2) : ""]);
+  if (idle) {
+    const rawCell = (level: LevelResult) => (level.raw.length ? `queue.add ${pct(level.raw, 0.99)}${level === idle ? "" : ` (${formatRatio(ratio(p99(level.raw), p99(idle.raw)))} its idle)`}` : "–");
+    for (const [kind, pick] of [
+      ["POST /builds", (level: LevelResult) => level.post],
+      ["GET /builds/:id", (level: LevelResult) => level.get],
+    ] as const) {
+      const baseline = (level: LevelResult) => (kind === "POST /builds" ? rawCell(level) : "");
+      rows.push([`${kind} p99 at ${options.ratePerSecond} req/s, ${idle.queued} queued (idle)`, pct(pick(idle), 0.99), baseline(idle), "", "", ""]);
+      for (const level of busier) {
+        const ratioToIdle = ratio(p99(pick(level)), p99(pick(idle)));
+        const last = level === busier[busier.length - 1];
+        rows.push([`${kind} p99, ${level.queued} queued (ratio: ÷ idle p99)`, pct(pick(level), 0.99), baseline(level), formatRatio(ratioToIdle), last ? "≤ 1.2× idle" : "", last ? within(ratioToIdle, 1.2) : ""]);
+      }
     }
   }
   const errors = api.levels.reduce((sum, level) => sum + level.errors, 0);
@@ -252,8 +275,8 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, finished: 
     columns: ["metric", "ours", "baseline", "ratio", "target", "met?"],
     rows,
     notes: [
-      `Redis bytes: the sum of \`MEMORY USAGE <key> SAMPLES 0\` over every key of a prefix of its own (SCAN), divided by the builds in it; that is the record, the event stream and the build's share of the index sorted set (\`<prefix>builds\`; in-flight markers are released when a build ends). Finished builds are written through BuildStore as a real build writes them: the API's create script, then the template build's transitions and log appends in its order, the last one patching in what the worker added to the record (${worker.template.events.length} events). The template is a real build the worker finished moments before (status ${worker.template.record.status}${worker.template.record.error ? `, ${worker.template.record.error.code}` : ""}). Baseline column: the JSON of that record and its events, the payload itself. BullMQ's own job hashes are not counted: they are capped (removeOnComplete 1,000, removeOnFail 5,000 jobs), so they do not grow with the history. Cross-check row: the bytes under the worker stack's prefix after its real builds (API + worker), divided by their number.`,
-      `API latency: one API process without a worker (builds stay queued), auth and rate limit on; load from bench/src/load-child.ts, open loop at ${options.ratePerSecond} req/s for ${options.loadDurationMs / 1000} s per run, ${options.repetitions} run(s) per level, latency from each request's scheduled start; one untimed POST and GET run first warms the API. Before each level the queue is obliterated and the prefix deleted, then the level's builds are queued as POST /builds queues them (create script + queue.add with the API's job options, pipelined, no HTTP). The POST run itself adds ${(options.ratePerSecond * options.loadDurationMs) / 1000} builds, so the GET run that follows it sees that many more. GET /builds/:id cycles through ${GET_IDS} of the level's queued builds (at 0 queued, those the POST run made).`,
+      `Redis bytes: the sum of \`MEMORY USAGE <key> SAMPLES 0\` over every key of a prefix of its own (SCAN), divided by the builds in it; that is the record, the event stream and the build's share of the index sorted set (\`<prefix>builds\`; in-flight markers are released when a build ends). Finished builds are written through BuildStore as a real build writes them: the API's create script, then the template build's transitions and log appends in its order, the last one patching in what the worker added to the record (${worker.template.events.length} events). The template is a real build the worker finished moments before (status ${worker.template.record.status}${worker.template.record.error ? `, ${worker.template.record.error.code}` : ""}). Baseline column: the JSON of that record and its events, the payload itself; for the breakdown, the raw floor of a stream: MEMORY USAGE of a new stream holding one such event, written with a bare XADD (Redis allocates a new stream's listpack at up to 4 KiB, stream-node-max-bytes, whatever it holds, so a few short status events cost about 4.8 KB of the total; that is Redis's layout, not data we write). BullMQ's own job hashes are not counted: they are capped (removeOnComplete 1,000, removeOnFail 5,000 jobs), so they do not grow with the history. Cross-check row: the bytes under the worker stack's prefix after its real builds (API + worker), divided by their number.`,
+      `API latency: one API process without a worker (builds stay queued), auth and rate limit on; load from bench/src/load-child.ts, open loop at ${options.ratePerSecond} req/s for ${options.loadDurationMs / 1000} s per run, ${options.repetitions} run(s) per level, latency from each request's scheduled start; one untimed POST and GET run first warms the API. Before each level the queue is obliterated and the prefix deleted, then the level's builds are queued as POST /builds queues them (create script + queue.add with the API's job options, pipelined, no HTTP). Baseline (the floor at the same backlog): raw BullMQ queue.add of the same payload at the same rate onto the same queue, from the same kind of process (load-child's queue target), run alternately before or after the POST run. Each of the two adds ${(options.ratePerSecond * options.loadDurationMs) / 1000} jobs, so the runs that follow see that many more. GET /builds/:id cycles through ${GET_IDS} of the level's queued builds (at 0 queued, those the POST run made).`,
       `History: ${options.historyRecords} final records (copies of the template's final record) written by BuildStore's create script, 64 in flight (pipelined), in ${formatMs(api.history.seedMs)}, createdAt 1 s apart; they are the Redis half of the history (the 7-day retention); the API's archive (ARTIFACTS_DIR) is an empty folder of its own here, so no page reads the artifact store. ${options.historyRequests} sequential requests per page, admin token, default page size ${HISTORY_PAGE}; the deep page's cursor was reached by walking pages of 500. Baseline: the first page's Redis reads (ZRANGE BYSCORE REV LIMIT ${HISTORY_PAGE + 1}, MGET) issued raw from the benchmark process.`,
       `Worker RSS: VmRSS from /proc/<pid>/status of the worker process the test-kit stack spawned (concurrency 2), read after 1 s idle following 20 warm-up builds and again after ${worker.builds} more; peak is the highest reading between batches of 25. All builds are fast-failing ones (source s3://…/does-not-exist.tar.gz: picked up, fetch fails, record and log archived to a folder of its own); outcomes: ${outcomes}. No Docker work is in them, so this is the worker's own bookkeeping per build (queue, store, archive, logs), not the daemon client's. Evidence rows: V8's heap from the worker's own /metrics (prom-client) at the two RSS readings; then a second round of as many builds on the same worker, each end read right after a full GC (the worker runs with --heapsnapshot-signal; a snapshot collects first, and /metrics answers once it is written): live heap growth there is what a leak would show, RSS growth beyond it is V8 sizing its heap before collecting.`,
       ...(api.levels.find((level) => level.firstError) ? [`First error: ${api.levels.find((level) => level.firstError)?.firstError}`] : []),
