@@ -27,7 +27,8 @@ export interface IngressOptions {
 /** Must match BuildStore's default prefix (packages/queue/src/store.ts) to clean up the records the API created. */
 const STORE_PREFIX = "m1l0:";
 
-async function runLoad(plan: LoadPlan): Promise<LoadResult> {
+/** Runs one load plan in its own process (bench/src/load-child.ts). */
+export async function runLoad(plan: LoadPlan): Promise<LoadResult> {
   const child = fileURLToPath(new URL("./load-child.js", import.meta.url));
   const result = await runCommand(process.execPath, [child, JSON.stringify(plan)]);
   return JSON.parse(result.stdout.trim().split("\n").at(-1) ?? "") as LoadResult;
@@ -48,7 +49,7 @@ async function deleteRecords(services: Services, ids: string[]): Promise<void> {
   }
 }
 
-async function obliterate(services: Services, queueName: string): Promise<void> {
+export async function obliterate(services: Services, queueName: string): Promise<void> {
   const connection = createRedis(services.redisUrl, "producer");
   const queue = new Queue(queueName, { connection });
   queue.on("error", () => undefined);

@@ -1,7 +1,7 @@
 /**
  * Load generator for the ingress benchmark, run as a process of its own so that it does not
- * share an event loop with what it measures. Two targets (POST /builds over keep-alive HTTP, or
- * BullMQ queue.add directly) and two shapes: closed loop (N concurrent senders, as fast as
+ * share an event loop with what it measures. Three targets (POST /builds over keep-alive HTTP,
+ * GET /builds/:id of given builds, or BullMQ queue.add directly) and two shapes: closed loop (N concurrent senders, as fast as
  * answers come: throughput) and open loop (a fixed arrival rate: latency at that rate, measured
  * from each request's scheduled start so a stall counts against every request it delays).
  */
@@ -11,12 +11,14 @@ import { Queue } from "bullmq";
 import http from "node:http";
 
 export interface LoadPlan {
-  target: "http" | "queue";
+  target: "http" | "get" | "queue";
   shape: "closed" | "open";
   /** http: API base URL */
   apiUrl?: string;
   /** http: bearer token sent with every request */
   apiToken?: string;
+  /** get: the builds to read, in turn */
+  getIds?: string[];
   /** queue: Redis URL and queue name */
   redisUrl?: string;
   queueName?: string;
@@ -64,6 +66,28 @@ function httpSender(plan: LoadPlan): Send {
       });
       request.on("error", reject);
       request.end(body);
+    });
+}
+
+function getSender(plan: LoadPlan): Send {
+  const ids = plan.getIds ?? [];
+  if (ids.length === 0) throw new Error("target get needs getIds");
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Math.max(plan.concurrency, 64) });
+  let sequence = 0;
+  return () =>
+    new Promise((resolve, reject) => {
+      const url = new URL(`/builds/${ids[sequence++ % ids.length]!}`, plan.apiUrl);
+      const request = http.request(url, { agent, headers: plan.apiToken ? { authorization: `Bearer ${plan.apiToken}` } : {} }, (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => {
+          if (response.statusCode !== 200) return reject(new Error(`HTTP ${response.statusCode}: ${Buffer.concat(chunks).toString().slice(0, 200)}`));
+          resolve(undefined);
+        });
+        response.on("error", reject);
+      });
+      request.on("error", reject);
+      request.end();
     });
 }
 
@@ -138,6 +162,8 @@ let queue: Queue<BuildJobData> | undefined;
 let send: Send;
 if (plan.target === "http") {
   send = httpSender(plan);
+} else if (plan.target === "get") {
+  send = getSender(plan);
 } else {
   const connection = createRedis(plan.redisUrl ?? "redis://127.0.0.1:6379", "producer");
   queue = new Queue<BuildJobData>(plan.queueName ?? "", { connection });

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,clone,pytorch] [--output FILE]`.
+ * Benchmark runner: `node bench/dist/main.js [--quick] [--only overhead,codechange,packing,ingress,pickup,fleet,clone,scale,pytorch] [--output FILE]`.
  * Runs each benchmark against the real local stack (scripts/services.sh), alternating the
  * compared variants, and writes BENCHMARKS.md (full runs) or prints the tables (--quick).
  */
@@ -19,9 +19,10 @@ import { FULL_TREE, QUICK_TREE, runPacking, type TreeSpec } from "./packing.js";
 import { runPickup, type PickupOptions } from "./pickup.js";
 import { runPytorch, type PytorchOptions } from "./pytorch.js";
 import { describeMachine, renderReport, renderTable, renderTargets, type Table } from "./report.js";
+import { runScale, type ScaleOptions } from "./scale.js";
 import { ROOT_DIR } from "./stack.js";
 
-const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "clone", "pytorch"] as const;
+const BENCHMARKS = ["overhead", "codechange", "packing", "ingress", "pickup", "fleet", "clone", "scale", "pytorch"] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 interface Plan {
@@ -32,6 +33,7 @@ interface Plan {
   codechange: CodeChangeOptions;
   fleet: FleetOptions;
   clone: CloneOptions;
+  scale: ScaleOptions;
   pytorch: PytorchOptions;
 }
 
@@ -44,6 +46,7 @@ const FULL: Plan = {
   codechange: { pairs: 4, dependency: { iterations: 6_000_000, dataBytes: 32 * 1024 * 1024 } },
   fleet: { builds: 30, sleepSeconds: 4, concurrency: 2, repetitions: 2, cliRepetitions: 1 },
   clone: { spec: FULL_REPO, repetitions: 3, profile: true },
+  scale: { finished: [1_000, 10_000], queued: [0, 1_000, 10_000], ratePerSecond: 500, loadDurationMs: 5_000, repetitions: 2, historyRecords: 100_000, historyRequests: 50, workerBuilds: 1_000 },
   pytorch: { cold: { repetitions: 3, warmup: false, resubmits: 0 }, codeOnlyPairs: 2 },
 };
 
@@ -56,6 +59,7 @@ const QUICK: Plan = {
   codechange: { pairs: 1, dependency: { iterations: 50_000, dataBytes: 256 * 1024 } },
   fleet: { builds: 6, sleepSeconds: 1, concurrency: 1, repetitions: 1, cliRepetitions: 1 },
   clone: { spec: QUICK_REPO, repetitions: 1, profile: false },
+  scale: { finished: [100, 500], queued: [0, 500], ratePerSecond: 500, loadDurationMs: 1_000, repetitions: 1, historyRecords: 2_000, historyRequests: 10, workerBuilds: 50 },
   pytorch: { cold: { repetitions: 1, warmup: false, resubmits: 0 }, codeOnlyPairs: 1 },
 };
 
@@ -137,6 +141,9 @@ if (selected.has("overhead")) {
 }
 if (selected.has("codechange")) {
   await attempt("3", "3. Code-only change", async () => void tables.set("3", await runCodeChange(services, plan.codechange, log)));
+}
+if (selected.has("scale")) {
+  await attempt("9", "9. Scale of state", async () => void tables.set("9", await runScale(services, plan.scale, log)));
 }
 if (selected.has("fleet")) {
   await attempt("7", "7. Fleet scaling", async () => void tables.set("7", await runFleet(services, plan.fleet, log)));

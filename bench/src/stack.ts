@@ -12,7 +12,7 @@ const MAX_KEPT_LOG_LINES = 200;
  * The test kit's stack as the benchmarks run it: one worker per `workers` entry (none for
  * `worker: false`), concurrency 1 unless told, the submission limit far out of reach.
  */
-export function startStack(options: { worker: boolean; workerConcurrency?: number; logLevel?: string; workers?: NodeJS.ProcessEnv[]; keyPrefix?: string; apiNodeArgs?: string[] }): Promise<RunningStack> {
+export function startStack(options: { worker: boolean; workerConcurrency?: number; logLevel?: string; workers?: NodeJS.ProcessEnv[]; keyPrefix?: string; apiEnv?: NodeJS.ProcessEnv; apiNodeArgs?: string[] }): Promise<RunningStack> {
   const [first = {}, ...rest] = options.workers ?? [{}];
   return startTestStack({
     label: "bench",
@@ -22,7 +22,7 @@ export function startStack(options: { worker: boolean; workerConcurrency?: numbe
     keyPrefix: options.keyPrefix ?? DEFAULT_KEY_PREFIX,
     maxLogLines: MAX_KEPT_LOG_LINES,
     ...(options.logLevel ? { logLevel: options.logLevel } : {}),
-    apiEnv: { SUBMIT_RATE_LIMIT_MAX: "100000000" },
+    apiEnv: { SUBMIT_RATE_LIMIT_MAX: "100000000", ...options.apiEnv },
     ...(options.apiNodeArgs ? { apiNodeArgs: options.apiNodeArgs } : {}),
   });
 }

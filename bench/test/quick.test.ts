@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 // with tiny sizes against the real services (as scripts/test.sh starts them, fleet daemons
 // included) and must complete and print a figure for each. Timings are never asserted.
 const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const TITLES = ["1. Overhead", "2. Unchanged resubmit", "3. Code-only change", "4. Context packing", "5. Ingress", "6. Pickup latency", "7. Fleet scaling", "8. Clone at real size", "10. A framework-sized image"];
+const TITLES = ["1. Overhead", "2. Unchanged resubmit", "3. Code-only change", "4. Context packing", "5. Ingress", "6. Pickup latency", "7. Fleet scaling", "8. Clone at real size", "9. Scale of state", "10. A framework-sized image"];
 // a measured figure in a table cell: a number with a unit of time, rate, size or ratio
 const FIGURE = /\| [^|]*\d(?:\.\d+)? ?(?:ms|s|MiB\/s|\/s|MiB|KiB|×)(?=[\s|(,])/;
 
