@@ -1,6 +1,6 @@
 /**
  * Child process for the clone benchmark: fetches one git source with the worker's own
- * fetchSource (isomorphic-git, shallow) into a work dir and reports time and memory as one
+ * fetchSource (our own depth-1 fetch) into a work dir and reports time and memory as one
  * JSON line. A process of its own so that VmHWM (peak RSS) belongs to the fetch alone.
  */
 import { fetchSource } from "@m1l0/source";

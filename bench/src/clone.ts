@@ -97,7 +97,7 @@ function describePhases(ours: CloneRun[]): string {
   // a line is logged when its phase ends, so each phase runs from the previous line to its own
   const steps = (median.phases ?? []).filter((phase) => !phase.line.startsWith("cloning") && !phase.line.startsWith("resolved"));
   const described = steps.map((phase, index) => `${phase.line} until ${formatMs(phase.ms)} (${formatMs(phase.ms - (steps[index - 1]?.ms ?? 0))}, peak RSS growth ${formatBytes(phase.peakGrowthBytes)} by then)`);
-  return `Phases of ours in its median run (${formatMs(median.ms)}), each ending when its progress line is logged: ${described.join("; ")}. isomorphic-git reports the server's "Compressing objects" until the whole pack has arrived, then "Receiving objects" while it indexes the pack in JavaScript (pako inflate, SHA-1 and CRC of every object), then "Resolving deltas"; "Updating workdir" is our checkout. Its fetch holds the whole response in memory before indexing it (index.cjs: \`Buffer.from(await collect(response.packfile))\`), which is where the peak RSS is reached; lowering it needs a fetch that streams the pack to disk.`;
+  return `Phases of ours in its median run (${formatMs(median.ms)}), each ending when its progress line is logged: ${described.join("; ")}. Our fetch (packages/source/src/git/shallow-fetch.ts) streams the server's pack to disk as it arrives ("received a pack"), indexes it natively ("Indexing objects", then "Resolving deltas" when the pack holds deltas: node:zlib inflate and SHA-1 of every object, files of 1 MiB or more inflated in slices), then checks the tree out from the pack ("Updating workdir", 8 files in flight, large files inflated while written); git does the same in its own processes (index-pack while receiving)`;
 }
 
 export async function runClone(services: Services, options: CloneOptions, log: (line: string) => void): Promise<Table> {
@@ -136,7 +136,7 @@ export async function runClone(services: Services, options: CloneOptions, log: (
   const rssLimit = 256 * 1024 * 1024;
   return {
     title: "8. Clone at real size — shallow clone of a generated ML repository",
-    columns: ["metric", "ours (fetchSource, isomorphic-git)", "git clone --depth 1", "ratio", "target", "met?"],
+    columns: ["metric", "ours (fetchSource: own shallow fetch)", "git clone --depth 1", "ratio", "target", "met?"],
     rows: [
       ["throughput (checked-out MB / s)", formatSummary(ourThroughput, mbps), formatSummary(gitThroughput, mbps), formatRatio(throughputRatio), "≥ 0.7× git", throughputRatio === undefined ? "–" : throughputRatio >= 0.7 ? "yes" : "no"],
       ["wall time", formatSummary(ourMs, formatMs), formatSummary(gitMs, formatMs), formatRatio(ratio(ourMs.median, gitMs.median)), "", ""],

@@ -1,4 +1,5 @@
 import { mkdtemp, rm, writeFile, open, mkdir, stat, readdir } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +16,10 @@ const policy: SourcePolicy = { allowHttp: true, allowDir: false, hostAllowlist: 
 const ZEROS_MIB = 300;
 const zerosRepo = { group: uniqueName("test-zeros"), url: "", packBytes: 0 };
 const manyFilesRepo = { group: uniqueName("test-many-files"), url: "" };
+/** Files each under the cap but together over it, large enough to be inflated while written (in slices). */
+const weightsRepo = { group: uniqueName("test-weights"), url: "" };
+const WEIGHT_FILES = 3;
+const WEIGHT_BYTES = 3 * 1024 * 1024;
 
 async function serve(group: string, fill: (work: string) => Promise<void>): Promise<{ url: string; packBytes: number }> {
   const bare = path.join(GIT_FIXTURES_DIR, group, "repo.git");
@@ -53,11 +58,17 @@ beforeAll(async () => {
       for (let index = 0; index < 3000; index++) await writeFile(path.join(work, "many", `f${index}.txt`), `${index % 7}\n`);
     })
   ).url;
+  weightsRepo.url = (
+    await serve(weightsRepo.group, async (work) => {
+      for (let index = 0; index < WEIGHT_FILES; index++) await writeFile(path.join(work, `w${index}.bin`), randomBytes(WEIGHT_BYTES));
+    })
+  ).url;
 }, 180_000);
 
 afterAll(async () => {
   await rm(path.join(GIT_FIXTURES_DIR, zerosRepo.group), { recursive: true, force: true });
   await rm(path.join(GIT_FIXTURES_DIR, manyFilesRepo.group), { recursive: true, force: true });
+  await rm(path.join(GIT_FIXTURES_DIR, weightsRepo.group), { recursive: true, force: true });
 });
 
 async function attempt(source: string, extra: Partial<SourcePolicy>) {
@@ -89,6 +100,26 @@ describe("git sources: expansion caps", () => {
     expect(error.code).toBe("SOURCE_TOO_LARGE");
     expect(error.message).toContain("checks out to more than 1000 files (the worker's CLONE_MAX_CHECKOUT_FILES)");
     expect(leftovers).toEqual(["a", "a/b", "a/b/work"]);
+  });
+
+  it("counts large files while they are inflated to disk, and stops at the total", async () => {
+    const { error, leftovers } = await attempt(weightsRepo.url, { cloneMaxCheckoutBytes: 2 * WEIGHT_BYTES + 1024 });
+    expect(error.code).toBe("SOURCE_TOO_LARGE");
+    expect(error.message).toContain("checks out to more than 6.0 MiB (the worker's CLONE_MAX_CHECKOUT_BYTES)");
+    expect(leftovers).toEqual(["a", "a/b", "a/b/work"]);
+  });
+
+  it("writes large files inflated in slices byte for byte", async () => {
+    const area = await scratch();
+    try {
+      const fetched = await fetchSource({ source: weightsRepo.url, workDir: area.workDir, policy: { ...policy, cloneMaxCheckoutBytes: WEIGHT_FILES * WEIGHT_BYTES } });
+      for (let index = 0; index < WEIGHT_FILES; index++) {
+        const file = path.join(fetched.root, `w${index}.bin`);
+        expect(git(fetched.root, "hash-object", file)).toBe(git(path.join(GIT_FIXTURES_DIR, weightsRepo.group, "repo.git"), "rev-parse", `HEAD:w${index}.bin`));
+      }
+    } finally {
+      await area.cleanup();
+    }
   });
 
   it("lets the same repositories through under caps they fit", async () => {

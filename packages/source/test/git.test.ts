@@ -83,7 +83,10 @@ describe("git sources", () => {
     expect(await listTree(area.workDir)).toEqual([".dockerignore", "README.md", "data", "data/README.txt", "m1l0.yaml", "main.py", "model.py", "requirements.txt"]);
     expect(logs).toContain(`cloning ${PUBLIC} (ref main)`);
     expect(logs).toContain(`resolved commit ${fetched.commit} (main)`);
-    expect(logs.some((line) => /^Receiving objects: \d+/.test(line))).toBe(true);
+    // our own shallow fetch: the pack streamed to disk, then indexed, then checked out
+    expect(logs.some((line) => /^received a pack of \d/.test(line))).toBe(true);
+    expect(logs.some((line) => /^Indexing objects: (\d+)\/\1$/.test(line))).toBe(true);
+    expect(logs.some((line) => /^Updating workdir: (\d+)\/\1$/.test(line))).toBe(true);
   });
 
   it("clones the default branch when no ref is given and reports its name", async () => {

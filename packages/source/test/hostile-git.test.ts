@@ -40,6 +40,8 @@ beforeAll(async () => {
   // Answers slowly forever: one byte every 100 ms, so no idle timeout ever fires.
   trickler = createServer((_request, response) => {
     response.writeHead(200, { "content-type": "application/x-git-upload-pack-advertisement" });
+    // a well-formed start, then a ref line that never ends
+    response.write("001e# service=git-upload-pack\n0000fff0");
     const timer = setInterval(() => response.write("0"), 100);
     response.on("close", () => clearInterval(timer));
   });

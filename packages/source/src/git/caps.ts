@@ -10,12 +10,15 @@ import type { Context } from "./session.js";
  * bytes on the wire, cannot see. Every working-tree write is counted before it reaches the disk;
  * the first one past a cap stops the clone (and every later write fails too).
  */
+export function checkoutTooLarge(ctx: Context, what: string): BuilderError {
+  return new BuilderError("SOURCE_TOO_LARGE", `repository ${ctx.shown} checks out to more than ${what}; use an s3 archive or a smaller repository`);
+}
+
 export function checkoutCappedFs(ctx: Context, caps: { maxBytes: number; maxFiles: number }, stop: (failure: BuilderError) => void): typeof fs {
   const gitDir = path.join(ctx.dir, ".git") + path.sep;
   let bytes = 0;
   let files = 0;
-  const tooLarge = (what: string) =>
-    new BuilderError("SOURCE_TOO_LARGE", `repository ${ctx.shown} checks out to more than ${what}; use an s3 archive or a smaller repository`);
+  const tooLarge = (what: string) => checkoutTooLarge(ctx, what);
   const count = (file: unknown, size: number) => {
     if (`${path.resolve(String(file))}${path.sep}`.startsWith(gitDir)) return;
     files += 1;
@@ -31,10 +34,30 @@ export function checkoutCappedFs(ctx: Context, caps: { maxBytes: number; maxFile
       throw ctx.failure ?? failure;
     }
   };
+  async function* counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of chunks) {
+      bytes += chunk.byteLength;
+      if (bytes > caps.maxBytes) {
+        const failure = tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES)`);
+        stop(failure);
+        throw ctx.failure ?? failure;
+      }
+      yield chunk;
+    }
+  }
   const packDir = path.join(gitDir, "objects", "pack") + path.sep;
   const promises = {
     ...fs.promises,
-    writeFile: async (file: Parameters<typeof fs.promises.writeFile>[0], data: string | NodeJS.ArrayBufferView, options?: Parameters<typeof fs.promises.writeFile>[2]) => {
+    writeFile: async (
+      file: Parameters<typeof fs.promises.writeFile>[0],
+      data: string | NodeJS.ArrayBufferView | AsyncIterable<Uint8Array>,
+      options?: Parameters<typeof fs.promises.writeFile>[2],
+    ) => {
+      if (typeof data !== "string" && !ArrayBuffer.isView(data)) {
+        // chunks (a large blob inflated while written): each is counted before it is written
+        count(file, 0);
+        return fs.promises.writeFile(file, counted(data), options);
+      }
       // A fetched pack is written before isomorphic-git indexes it (which inflates every object in
       // JavaScript): refuse an object that alone inflates past the cap before that work starts.
       const target = path.resolve(String(file));

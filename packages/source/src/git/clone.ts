@@ -1,13 +1,15 @@
-import { BuilderError, isInside } from "@m1l0/config";
+import { BuilderError, formatBytes, isInside } from "@m1l0/config";
 import fs from "node:fs";
 import { readdir, readlink, realpath, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { Errors, clone, currentBranch, fetch as gitFetch, readCommit, resolveRef, type GitAuth, type GitProgressEvent } from "isomorphic-git";
+import { clone, currentBranch, fetch as gitFetch, readCommit, resolveRef, type GitAuth, type GitProgressEvent } from "isomorphic-git";
 import { DEFAULT_CLONE_LIMITS, type FetchSourceOptions, type FetchedSource } from "../types.js";
-import { checkoutCappedFs } from "./caps.js";
-import { checkoutCommit } from "./checkout.js";
-import { errorCode, isFinal, toBuilderError } from "./errors.js";
+import { checkoutCappedFs, checkoutTooLarge } from "./caps.js";
+import { checkoutCommit, fetchedObjects, packObjects } from "./checkout.js";
+import { isFinal, toBuilderError } from "./errors.js";
+import { ObjectTooLargeError, PackReader } from "./pack.js";
 import { FULL_SHA, openSession } from "./session.js";
+import { fetchShallow } from "./shallow-fetch.js";
 
 /** How long a stopped clone may take to unwind (its requests are aborted) before we return anyway. */
 const SETTLE_MS = 5_000;
@@ -65,10 +67,12 @@ async function dropEscapingLinks(root: string, log: (line: string) => void): Pro
 }
 
 /**
- * Clones a git repository over http(s) into `options.workDir` with isomorphic-git: shallow and
- * single-branch for a branch or tag; for a full commit sha, a shallow fetch of the sha first
- * (most smart-HTTP servers serve reachable commits), else the default branch's full history,
- * else every branch and tag. `.git` is removed after the commit is resolved.
+ * Clones a git repository over http(s) into `options.workDir`. A branch, tag or the default
+ * branch comes by our own depth-1 fetch (shallow-fetch.ts: the pack streamed to disk and
+ * indexed natively) when the server offers one, else by isomorphic-git's full clone; a full
+ * commit sha by isomorphic-git: a shallow fetch of the sha first (most smart-HTTP servers serve
+ * reachable commits), else the default branch's full history, else every branch and tag.
+ * `.git` is removed after the commit is checked out.
  */
 export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSource> {
   const timeoutMs = options.policy.cloneTimeoutMs ?? DEFAULT_CLONE_LIMITS.timeoutMs;
@@ -95,7 +99,33 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   const common = { fs: gitFs, http, dir: ctx.dir, url: parsed.url, cache, onAuth, onAuthFailure, onProgress: progress.onProgress };
 
   ctx.log(`cloning ${shown} (${parsed.ref ? `ref ${parsed.ref}` : "default branch"})`);
+  const tooLarge = (error: unknown): never => {
+    if (!(error instanceof ObjectTooLargeError)) throw error;
+    const failure = checkoutTooLarge(ctx, `${formatBytes(maxCheckoutBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES): one file inflates to ${formatBytes(error.size)}`);
+    stop(failure);
+    throw failure;
+  };
+  /** Our own depth-1 fetch of a named ref or the default branch; undefined when the server cannot serve one. */
+  const shallow = async (): Promise<{ commit: string; ref: string | undefined } | undefined> => {
+    const fetched = await fetchShallow(session, { limit: maxCheckoutBytes, onProgress: (phase, loaded, total) => progress.onProgress({ phase, loaded, total }) }).catch(tooLarge);
+    if (!fetched) return undefined;
+    try {
+      progress.flush();
+      await checkoutCommit({ gitFs, dir: ctx.dir, objects: packObjects(fetched.reader), commit: fetched.commit, onProgress: progress.onProgress }).catch(tooLarge);
+      progress.flush();
+    } finally {
+      await fetched.reader.close();
+    }
+    return { commit: fetched.commit, ref: fetched.ref };
+  };
   const work = async (): Promise<{ commit: string; ref: string | undefined }> => {
+    if (parsed.ref === undefined || !FULL_SHA.test(parsed.ref)) {
+      const done = await shallow();
+      if (done) return done;
+      progress.flush();
+      ctx.log("the server does not offer a shallow fetch over side-band; cloning with isomorphic-git");
+      await emptyDir(ctx.dir);
+    }
     let commit: string;
     let ref: string | undefined = parsed.ref;
     if (parsed.ref !== undefined && FULL_SHA.test(parsed.ref)) {
@@ -126,15 +156,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
       // isomorphic-git quirk: with noTags, a tag ref is fetched but never written locally, and the
       // checkout then fails with "Could not find origin/<tag>". Keep tags when a ref is named.
       const refOptions = parsed.ref === undefined ? { noTags: true } : { ref: parsed.ref, noTags: false };
-      try {
-        await clone({ ...common, ...refOptions, singleBranch: true, depth: 1, noCheckout: true });
-      } catch (error) {
-        if (errorCode(error) !== Errors.RemoteCapabilityError.code) throw error;
-        progress.flush();
-        ctx.log("the server does not support shallow clones; fetching full history");
-        await emptyDir(ctx.dir);
-        await clone({ ...common, ...refOptions, singleBranch: true, noCheckout: true });
-      }
+      await clone({ ...common, ...refOptions, singleBranch: true, noCheckout: true });
       try {
         commit = await resolveRef({ fs, dir: ctx.dir, ref: "HEAD" });
       } catch (error) {
@@ -142,7 +164,12 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
       }
     }
     progress.flush();
-    await checkoutCommit({ gitFs, dir: ctx.dir, cache, commit, onProgress: progress.onProgress });
+    const pack = await PackReader.open(path.join(ctx.dir, ".git"));
+    try {
+      await checkoutCommit({ gitFs, dir: ctx.dir, objects: fetchedObjects({ gitFs, dir: ctx.dir, cache, pack }), commit, onProgress: progress.onProgress });
+    } finally {
+      await pack.close();
+    }
     progress.flush();
     ref ??= (await currentBranch({ fs, dir: ctx.dir })) ?? undefined;
     return { commit, ref };

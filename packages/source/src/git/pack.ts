@@ -1,9 +1,12 @@
 import { open, readFile, readdir, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import zlib from "node:zlib";
+import { inflateRange, STREAM_OBJECT_BYTES } from "./inflate-stream.js";
 
-const OFS_DELTA = 6;
-const REF_DELTA = 7;
+export const OFS_DELTA = 6;
+export const REF_DELTA = 7;
+/** Object type names by pack type number (what an object id hashes: `<type> <size>\0<content>`). */
+export const TYPE_NAMES: Readonly<Record<number, string>> = { 1: "commit", 2: "tree", 3: "blob", 4: "tag" };
 /** Inflated delta bases kept for the next delta of the same chain (text files deltify against each other). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -29,6 +32,51 @@ function parseIndex(index: Buffer): Map<string, number> {
     offsets.set(index.toString("hex", names + entry * 20, names + entry * 20 + 20), offset);
   }
   return offsets;
+}
+
+/**
+ * Commits, trees and tags are not files, so the checkout's cap does not bound them; this does
+ * (git itself has none, but a tree of a million entries is some 40 MB).
+ */
+const NON_BLOB_LIMIT = 256 * 1024 * 1024;
+const BLOB = 3;
+
+/** The most bytes an object of `type` may have under a reader limit on files (`limit`); deltas count as their largest result. */
+export function objectLimit(type: number, limit: number): number {
+  return type === BLOB ? limit : Math.max(limit, NON_BLOB_LIMIT);
+}
+
+/** An object (or a delta's result) larger than the reader's limit, refused before it is inflated or built. */
+export class ObjectTooLargeError extends Error {
+  constructor(readonly size: number) {
+    super(`a git object of ${size} bytes is larger than allowed`);
+    this.name = "ObjectTooLargeError";
+  }
+}
+
+/** A ref-delta whose base's id is not (yet) known to the reader. */
+export class MissingBaseError extends Error {
+  constructor(readonly oid: string) {
+    super(`delta base ${oid} is not in the pack`);
+    this.name = "MissingBaseError";
+  }
+}
+
+/** The result size a delta announces (its second header varint), read before it is applied. */
+function deltaResultSize(delta: Buffer): number {
+  let position = 0;
+  let value = 0;
+  for (let part = 0; part < 2; part++) {
+    value = 0;
+    let shift = 0;
+    let byte: number;
+    do {
+      byte = delta[position++] ?? 0;
+      value += (byte & 0x7f) * 2 ** shift;
+      shift += 7;
+    } while (byte & 0x80 && position < delta.length);
+  }
+  return value;
 }
 
 /** Applies a git delta (copy and insert instructions) to its base. */
@@ -79,7 +127,23 @@ export class PackReader {
   private readonly bases = new Map<number, { type: number; data: Buffer }>();
   private baseBytes = 0;
 
-  private constructor(private readonly packs: PackFile[]) {}
+  /**
+   * @param limit blobs (and delta results that are blobs) larger than this are refused (ObjectTooLargeError)
+   *   before their bytes are allocated: a small pack can announce gigabytes
+   */
+  private constructor(
+    private readonly packs: PackFile[],
+    private readonly limit: number,
+  ) {}
+
+  /**
+   * A reader of one pack indexed by our own fetch: `offsets` may still be filling in (the
+   * indexer resolves deltas through this reader and adds each id as it is known).
+   */
+  static forPack(handle: FileHandle, entryOffsets: readonly number[], trailer: number, offsets: Map<string, number>, limit: number): PackReader {
+    const ends = new Map(entryOffsets.map((offset, index) => [offset, entryOffsets[index + 1] ?? trailer]));
+    return new PackReader([{ handle, offsets, ends }], limit);
+  }
 
   static async open(gitDir: string): Promise<PackReader> {
     const dir = path.join(gitDir, "objects", "pack");
@@ -93,15 +157,57 @@ export class PackReader {
       const ends = new Map(sorted.map((offset, index) => [offset, sorted[index + 1] ?? trailer]));
       packs.push({ handle, offsets, ends });
     }
-    return new PackReader(packs);
+    return new PackReader(packs, Number.POSITIVE_INFINITY);
   }
 
   async read(oid: string): Promise<Buffer | undefined> {
+    return (await this.readObject(oid))?.data;
+  }
+
+  /** The object with its pack type (1 commit, 2 tree, 3 blob, 4 tag). */
+  async readObject(oid: string): Promise<{ type: number; data: Buffer } | undefined> {
     for (const pack of this.packs) {
       const offset = pack.offsets.get(oid);
-      if (offset !== undefined) return (await this.readAt(pack, offset)).data;
+      if (offset !== undefined) return this.readAt(pack, offset);
     }
     return undefined;
+  }
+
+  /**
+   * The object's bytes: a large whole object as chunks inflated from the pack slice by slice
+   * (never held at once), anything else read whole. Undefined for an object in no pack.
+   */
+  async readStream(oid: string): Promise<{ type: number; chunks: Buffer | AsyncIterable<Buffer> } | undefined> {
+    for (const pack of this.packs) {
+      const offset = pack.offsets.get(oid);
+      if (offset === undefined) continue;
+      const end = pack.ends.get(offset);
+      if (end === undefined) throw new Error(`no pack entry at offset ${offset}`);
+      const head = Buffer.allocUnsafe(Math.min(16, end - offset));
+      await pack.handle.read(head, 0, head.length, offset);
+      let position = 0;
+      let byte = head[position++]!;
+      const type = (byte >> 4) & 7;
+      let size = byte & 15;
+      for (let shift = 4; byte & 0x80; shift += 7) {
+        byte = head[position++]!;
+        size += (byte & 0x7f) * 2 ** shift;
+      }
+      if (type !== OFS_DELTA && type !== REF_DELTA && size >= STREAM_OBJECT_BYTES) {
+        if (size > objectLimit(type, this.limit)) throw new ObjectTooLargeError(size);
+        return { type, chunks: inflateRange(pack.handle, offset + position, end, size) };
+      }
+      const object = await this.readAt(pack, offset);
+      return { type: object.type, chunks: object.data };
+    }
+    return undefined;
+  }
+
+  /** The object whose entry starts at `offset` of the first pack, deltas resolved. */
+  async objectAt(offset: number): Promise<{ type: number; data: Buffer }> {
+    const pack = this.packs[0];
+    if (!pack) throw new Error("the reader holds no pack");
+    return this.readAt(pack, offset);
   }
 
   async close(): Promise<void> {
@@ -136,11 +242,13 @@ export class PackReader {
       const baseOid = entry.toString("hex", position, position + 20);
       position += 20;
       const baseOffset = pack.offsets.get(baseOid);
-      if (baseOffset === undefined) throw new Error(`delta base ${baseOid} is not in the pack`);
+      if (baseOffset === undefined) throw new MissingBaseError(baseOid);
       base = await this.readAt(pack, baseOffset);
     }
+    if (size > objectLimit(base?.type ?? type, this.limit)) throw new ObjectTooLargeError(size);
     const inflated = zlib.inflateSync(entry.subarray(position), { maxOutputLength: Math.max(size, 1) });
     if (inflated.length !== size) throw new Error(`pack entry at offset ${offset} inflates to ${inflated.length} bytes, not ${size}`);
+    if (base && deltaResultSize(inflated) > objectLimit(base.type, this.limit)) throw new ObjectTooLargeError(deltaResultSize(inflated));
     const object = base ? { type: base.type, data: applyDelta(inflated, base.data) } : { type, data: inflated };
     if (object.data.length < BASE_CACHE_BYTES / 8) this.keepBase(offset, object);
     return object;

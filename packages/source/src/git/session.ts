@@ -92,6 +92,8 @@ export interface GitSession {
   /** isomorphic-git's HTTP client, checking every request and redirect */
   http: HttpClient;
   onAuth: (authUrl: string) => GitAuth;
+  /** aborted at the deadline, on a cap or policy stop, or with the build's signal */
+  signal: AbortSignal;
   /** stops the session with `failure` (a cap or policy refusal); the first one wins */
   stop(failure: BuilderError): void;
   /** waits for `work`, or for the deadline, the caps or the build's signal */
@@ -145,6 +147,7 @@ export async function openSession(options: SessionOptions): Promise<GitSession> 
     parsed,
     http: guarded.client,
     onAuth: authCallback(ctx),
+    signal: scope.signal,
     stop,
     race: (work) => scope.race(work),
     close: () => {
