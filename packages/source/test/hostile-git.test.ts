@@ -24,6 +24,46 @@ function listen(server: Server): Promise<string> {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
 }
 
+/** Rewrites every pkt-line of a body with `change` (lengths recomputed); stops at the first non-pkt byte. */
+function rewritePktLines(body: Buffer, change: (payload: Buffer) => Buffer): Buffer {
+  const out: Buffer[] = [];
+  for (let position = 0; position + 4 <= body.length; ) {
+    const length = Number.parseInt(body.toString("latin1", position, position + 4), 16);
+    if (Number.isNaN(length)) return Buffer.concat([...out, body.subarray(position)]);
+    if (length < 4) {
+      out.push(body.subarray(position, position + 4));
+      position += 4;
+      continue;
+    }
+    const payload = change(body.subarray(position + 4, position + length));
+    out.push(Buffer.from((payload.length + 4).toString(16).padStart(4, "0"), "latin1"), payload);
+    position += length;
+  }
+  return Buffer.concat(out);
+}
+
+/** A proxy in front of the real git server that changes its answers: the ref advertisement or the upload-pack response. */
+function gitProxy(change: { advertisement?: (body: Buffer) => Buffer; pack?: (body: Buffer) => Buffer }): Server {
+  return createServer(async (request, response) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    const upstream = await fetch(`${GIT_SERVER_URL}${request.url}`, {
+      method: request.method ?? "GET",
+      headers: { "content-type": String(request.headers["content-type"] ?? "") },
+      ...(request.method === "POST" ? { body: Buffer.concat(chunks) } : {}),
+    });
+    let body = Buffer.from(await upstream.arrayBuffer());
+    const changeBody = (request.url ?? "").includes("/info/refs") ? change.advertisement : change.pack;
+    if (changeBody) body = changeBody(body);
+    response.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" }).end(body);
+  });
+}
+
+let noShallow: Server;
+let noShallowUrl = "";
+let corrupting: Server;
+let corruptingUrl = "";
+
 const symlinkRepo = { group: uniqueName("test-hostile-links"), url: "" };
 
 beforeAll(async () => {
@@ -46,6 +86,18 @@ beforeAll(async () => {
     response.on("close", () => clearInterval(timer));
   });
   tricklerUrl = await listen(trickler);
+  // a server that offers no shallow fetch: the capability taken out of its advertisement
+  noShallow = gitProxy({ advertisement: (body) => rewritePktLines(body, (payload) => Buffer.from(payload.toString("latin1").replace(/ shallow(?= |\n|$)/, ""), "latin1")) });
+  noShallowUrl = await listen(noShallow);
+  // a server (or a connection) that flips one byte near the end of the pack
+  corrupting = gitProxy({
+    pack: (body) => {
+      const copy = Buffer.from(body);
+      copy[copy.length - 40] = copy[copy.length - 40]! ^ 0xff;
+      return copy;
+    },
+  });
+  corruptingUrl = await listen(corrupting);
 
   const bare = path.join(GIT_FIXTURES_DIR, symlinkRepo.group, "repo.git");
   const work = await mkdtemp(path.join(os.tmpdir(), "m1l0-hostile-fixture-"));
@@ -75,6 +127,8 @@ afterAll(async () => {
   redirector.close();
   trickler.closeAllConnections();
   trickler.close();
+  noShallow.close();
+  corrupting.close();
   await rm(path.join(GIT_FIXTURES_DIR, symlinkRepo.group), { recursive: true, force: true });
 });
 
@@ -126,6 +180,26 @@ describe("git sources: redirects are checked hop by hop", () => {
     } finally {
       await area.cleanup();
     }
+  });
+
+  it("clones through isomorphic-git when the server offers no shallow fetch", async () => {
+    const area = await scratch();
+    try {
+      const logs: string[] = [];
+      const fetched = await fetchSource({ source: `${noShallowUrl}/examples/mnist.git#main`, workDir: area.workDir, policy, onLog: (line) => logs.push(line) });
+      expect(logs).toContain("the server does not offer a shallow fetch over side-band; cloning with isomorphic-git");
+      expect(fetched.commit).toBe(git(os.tmpdir(), "ls-remote", PUBLIC, "refs/heads/main").split("\t")[0]);
+      expect(await listTree(area.workDir)).toContain("main.py");
+    } finally {
+      await area.cleanup();
+    }
+  });
+
+  it("refuses a pack whose checksum does not match what arrived", async () => {
+    const { error } = await attempt(`${corruptingUrl}/examples/mnist.git#main`);
+    expect(error.code).toBe("SOURCE_FETCH_FAILED");
+    expect(error.message).toMatch(/the pack's checksum does not match what was received \(\d+ bytes\)/);
+    expect(error.retryable).toBe(true);
   });
 
   it("gives up after 5 redirects", async () => {
