@@ -93,12 +93,6 @@ export async function runPytorch(services: Services, options: PytorchOptions, lo
   return pytorchTable(cold, pairs, image?.bytes, pushedBytes, Number(present.Size));
 }
 
-/** The import check runs the built image once (python3 importing the project's modules, torch among them): work the CLI does not do. */
-function importCheckRow(samples: Sample[]): string[][] {
-  const values = samples.map((sample) => sample.importCheckMs).filter((value): value is number => value !== undefined);
-  return values.length ? [["    of which the import check (IMPORT_CHECK, worker log)", formatSummary(summarize(values), formatMs), "", "", "", ""]] : [];
-}
-
 function pytorchTable(cold: { ours: Sample[]; cli: Sample[] }, pairs: Pair[], imageBytes: number | undefined, pushedBytes: number | undefined, baseBytes: number): Table {
   const ours = summarize(cold.ours.map((sample) => sample.totalMs));
   const cli = summarize(cold.cli.map((sample) => sample.totalMs));
@@ -111,7 +105,6 @@ function pytorchTable(cold: { ours: Sample[]; cli: Sample[] }, pairs: Pair[], im
   const rows: string[][] = [
     ["cold build + push, wall time", formatSummary(ours, formatMs), formatSummary(cli, formatMs), formatRatio(coldRatio), `≤ ${TARGET}×`, coldRatio === undefined ? "–" : coldRatio <= TARGET ? "yes" : "no"],
     ...phases(cold.ours).map(([name, value]) => [`  ours: ${name}`, value, "", "", "", ""]),
-    ...importCheckRow(cold.ours),
     ...phases(cold.cli).map(([name, value]) => [`  CLI: ${name}`, "", value, "", "", ""]),
     [
       "image size: on the daemon (uncompressed) / in the registry (compressed layers + config)",
