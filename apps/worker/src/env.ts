@@ -135,6 +135,8 @@ const envSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(500).default(30_000),
   /** a job whose worker died more than this many times fails instead of being requeued again */
   WORKER_MAX_STALLED_COUNT: z.coerce.number().int().min(0).default(2),
+  /** V8's --heap-growing-percent: a full GC once the old generation is this much past the live heap (RSS stays near it); 0 = V8's default (about 4×) */
+  WORKER_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(300).default(10),
   /** retries of a push within one attempt when the registry is unreachable or answers 5xx */
   PUSH_RETRIES: z.coerce.number().int().min(0).max(20).default(4),
   /** first delay between push retries; doubles each time */

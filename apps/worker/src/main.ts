@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { egressCommand } from "./egress/cli.js";
 import { loadWorkerEnv } from "./env.js";
 import { startHealthBeat } from "./health.js";
+import { limitHeapGrowth } from "./heap.js";
 import { createLogger } from "./logger.js";
 import { installGracefulShutdown } from "./shutdown.js";
 import { createBuildWorker } from "./worker.js";
@@ -12,6 +13,7 @@ import { createBuildWorker } from "./worker.js";
 Object.assign(process.env, resolveFileVariables(process.env, AWS_SECRET_VARIABLES, (file) => readFileSync(file, "utf8")));
 const env = loadWorkerEnv();
 const logger = createLogger(env.LOG_LEVEL, "m1l0-worker");
+const heapGrowth = limitHeapGrowth(env.WORKER_HEAP_GROWING_PERCENT);
 
 if (process.argv[2] === "egress") {
   process.exitCode = await egressCommand(process.argv.slice(3), env, logger).catch((error: Error) => {
@@ -29,6 +31,7 @@ if (process.argv[2] === "egress") {
     .catch((error: Error) => logger.error({ err: error }, "build egress policy not in place: builds fail until it is (retried periodically)"));
   // work dirs a crashed predecessor left behind (builds no worker holds any more)
   await sweepWorkDir().catch((error: Error) => logger.warn({ err: error }, "work dir sweep failed"));
+  if (heapGrowth) logger.info(heapGrowth);
   logger.info({ worker: env.WORKER_ID, concurrency: env.WORKER_CONCURRENCY }, "worker ready");
 
   const stopHealth = env.HEALTH_FILE

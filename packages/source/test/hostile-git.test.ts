@@ -52,7 +52,7 @@ function gitProxy(change: { advertisement?: (body: Buffer) => Buffer; pack?: (bo
       headers: { "content-type": String(request.headers["content-type"] ?? "") },
       ...(request.method === "POST" ? { body: Buffer.concat(chunks) } : {}),
     });
-    let body = Buffer.from(await upstream.arrayBuffer());
+    let body: Buffer = Buffer.from(await upstream.arrayBuffer());
     const changeBody = (request.url ?? "").includes("/info/refs") ? change.advertisement : change.pack;
     if (changeBody) body = changeBody(body);
     response.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" }).end(body);
