@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import zlib from "node:zlib";
 import { hashInflated, STREAM_OBJECT_BYTES } from "./inflate-stream.js";
-import { MissingBaseError, ObjectTooLargeError, objectLimit, OFS_DELTA, PackReader, REF_DELTA, TYPE_NAMES } from "./pack.js";
+import { MissingBaseError, ObjectTooLargeError, objectLimit, PackReader, parseEntryHeader, TYPE_NAMES } from "./pack.js";
 
 /** Bytes of the pack read at a time while scanning it (a larger object is read whole). */
 const WINDOW_BYTES = 4 * 1024 * 1024;
@@ -100,45 +100,25 @@ export async function indexPack(
     if (position >= trailer) throw new CorruptPackError(`it ends after ${index} of its ${count} objects`);
     const offset = position;
     entryOffsets.push(offset);
-    const head = await window.at(offset, 64);
-    let cursor = 0;
-    let byte = head[cursor++]!;
-    const type = (byte >> 4) & 7;
-    let objectSize = byte & 15;
-    for (let shift = 4; byte & 0x80; shift += 7) {
-      byte = head[cursor++]!;
-      objectSize += (byte & 0x7f) * 2 ** shift;
-    }
-    if (type === OFS_DELTA) {
-      byte = head[cursor++]!;
-      let distance = byte & 0x7f;
-      while (byte & 0x80) {
-        byte = head[cursor++]!;
-        distance = (distance + 1) * 128 + (byte & 0x7f);
-      }
-      deltas.push({ offset, base: offset - distance });
-    } else if (type === REF_DELTA) {
-      deltas.push({ offset, base: head.toString("hex", cursor, cursor + 20) });
-      cursor += 20;
-    } else if (TYPE_NAMES[type] === undefined) {
-      throw new CorruptPackError(`an entry at offset ${offset} has object type ${type}`);
-    }
+    const { type, size: objectSize, base, dataStart } = parseEntryHeader(await window.at(offset, 64));
+    if (base) deltas.push({ offset, base: "distance" in base ? offset - base.distance : base.oid });
+    else if (TYPE_NAMES[type] === undefined) throw new CorruptPackError(`an entry at offset ${offset} has object type ${type}`);
     // a delta's result type is known only once its base is: bound it by the larger limit here, the reader checks its result
-    if (objectSize > objectLimit(type === OFS_DELTA || type === REF_DELTA ? 0 : type, options.limit)) throw new ObjectTooLargeError(objectSize);
-    const whole = type !== OFS_DELTA && type !== REF_DELTA;
+    if (objectSize > objectLimit(base ? 0 : type, options.limit)) throw new ObjectTooLargeError(objectSize);
+    const whole = !base;
     let consumed: number;
     if (whole && objectSize >= STREAM_OBJECT_BYTES) {
       const hash = createHash("sha1").update(`${TYPE_NAMES[type]} ${objectSize}\0`);
-      consumed = await hashInflated(handle, offset + cursor, trailer, objectSize, hash).catch((error: unknown) => {
+      consumed = await hashInflated(handle, offset + dataStart, trailer, objectSize, hash).catch((error: unknown) => {
         throw new CorruptPackError(`an entry at offset ${offset} does not inflate (${(error as Error).message})`);
       });
       offsets.set(hash.digest("hex"), offset);
     } else {
-      const inflated = await inflatedLength(window, offset + cursor, objectSize);
+      const inflated = await inflatedLength(window, offset + dataStart, objectSize);
       consumed = inflated.consumed;
       if (whole) offsets.set(objectId(type, inflated.data), offset);
     }
-    position = offset + cursor + consumed;
+    position = offset + dataStart + consumed;
     options.onProgress("Indexing objects", index + 1, count);
   }
   if (position !== trailer) throw new CorruptPackError(`${trailer - position} bytes follow its last object`);

@@ -3,10 +3,42 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { inflateRange, STREAM_OBJECT_BYTES } from "./inflate-stream.js";
 
-export const OFS_DELTA = 6;
-export const REF_DELTA = 7;
+const OFS_DELTA = 6;
+const REF_DELTA = 7;
 /** Object type names by pack type number (what an object id hashes: `<type> <size>\0<content>`). */
 export const TYPE_NAMES: Readonly<Record<number, string>> = { 1: "commit", 2: "tree", 3: "blob", 4: "tag" };
+/** A pack entry's header: the object type and size, a delta's base, and where the compressed data starts. */
+export interface EntryHeader {
+  type: number;
+  size: number;
+  /** an ofs-delta's distance back to its base, or a ref-delta's base id */
+  base?: { distance: number } | { oid: string };
+  dataStart: number;
+}
+
+/** Parses the header at the start of `entry` (a type-and-size varint, then a delta's base). */
+export function parseEntryHeader(entry: Buffer): EntryHeader {
+  let position = 0;
+  let byte = entry[position++]!;
+  const type = (byte >> 4) & 7;
+  let size = byte & 15;
+  for (let shift = 4; byte & 0x80; shift += 7) {
+    byte = entry[position++]!;
+    size += (byte & 0x7f) * 2 ** shift;
+  }
+  if (type === OFS_DELTA) {
+    byte = entry[position++]!;
+    let distance = byte & 0x7f;
+    while (byte & 0x80) {
+      byte = entry[position++]!;
+      distance = (distance + 1) * 128 + (byte & 0x7f);
+    }
+    return { type, size, base: { distance }, dataStart: position };
+  }
+  if (type === REF_DELTA) return { type, size, base: { oid: entry.toString("hex", position, position + 20) }, dataStart: position + 20 };
+  return { type, size, dataStart: position };
+}
+
 /** Inflated delta bases kept for the next delta of the same chain (text files deltify against each other). */
 const BASE_CACHE_BYTES = 32 * 1024 * 1024;
 
@@ -183,19 +215,12 @@ export class PackReader {
       if (offset === undefined) continue;
       const end = pack.ends.get(offset);
       if (end === undefined) throw new Error(`no pack entry at offset ${offset}`);
-      const head = Buffer.allocUnsafe(Math.min(16, end - offset));
+      const head = Buffer.allocUnsafe(Math.min(32, end - offset));
       await pack.handle.read(head, 0, head.length, offset);
-      let position = 0;
-      let byte = head[position++]!;
-      const type = (byte >> 4) & 7;
-      let size = byte & 15;
-      for (let shift = 4; byte & 0x80; shift += 7) {
-        byte = head[position++]!;
-        size += (byte & 0x7f) * 2 ** shift;
-      }
-      if (type !== OFS_DELTA && type !== REF_DELTA && size >= STREAM_OBJECT_BYTES) {
+      const { type, size, base, dataStart } = parseEntryHeader(head);
+      if (!base && size >= STREAM_OBJECT_BYTES) {
         if (size > objectLimit(type, this.limit)) throw new ObjectTooLargeError(size);
-        return { type, chunks: inflateRange(pack.handle, offset + position, end, size) };
+        return { type, chunks: inflateRange(pack.handle, offset + dataStart, end, size) };
       }
       const object = await this.readAt(pack, offset);
       return { type: object.type, chunks: object.data };
@@ -221,32 +246,18 @@ export class PackReader {
     if (end === undefined) throw new Error(`no pack entry at offset ${offset}`);
     const entry = Buffer.allocUnsafe(end - offset);
     await pack.handle.read(entry, 0, entry.length, offset);
-    let position = 0;
-    let byte = entry[position++]!;
-    const type = (byte >> 4) & 7;
-    let size = byte & 15;
-    for (let shift = 4; byte & 0x80; shift += 7) {
-      byte = entry[position++]!;
-      size += (byte & 0x7f) * 2 ** shift;
-    }
+    const header = parseEntryHeader(entry);
+    const { type, size } = header;
     let base: { type: number; data: Buffer } | undefined;
-    if (type === OFS_DELTA) {
-      byte = entry[position++]!;
-      let distance = byte & 0x7f;
-      while (byte & 0x80) {
-        byte = entry[position++]!;
-        distance = (distance + 1) * 128 + (byte & 0x7f);
-      }
-      base = await this.readAt(pack, offset - distance);
-    } else if (type === REF_DELTA) {
-      const baseOid = entry.toString("hex", position, position + 20);
-      position += 20;
-      const baseOffset = pack.offsets.get(baseOid);
-      if (baseOffset === undefined) throw new MissingBaseError(baseOid);
+    if (header.base && "distance" in header.base) {
+      base = await this.readAt(pack, offset - header.base.distance);
+    } else if (header.base) {
+      const baseOffset = pack.offsets.get(header.base.oid);
+      if (baseOffset === undefined) throw new MissingBaseError(header.base.oid);
       base = await this.readAt(pack, baseOffset);
     }
     if (size > objectLimit(base?.type ?? type, this.limit)) throw new ObjectTooLargeError(size);
-    const inflated = zlib.inflateSync(entry.subarray(position), { maxOutputLength: Math.max(size, 1) });
+    const inflated = zlib.inflateSync(entry.subarray(header.dataStart), { maxOutputLength: Math.max(size, 1) });
     if (inflated.length !== size) throw new Error(`pack entry at offset ${offset} inflates to ${inflated.length} bytes, not ${size}`);
     if (base && deltaResultSize(inflated) > objectLimit(base.type, this.limit)) throw new ObjectTooLargeError(deltaResultSize(inflated));
     const object = base ? { type: base.type, data: applyDelta(inflated, base.data) } : { type, data: inflated };
