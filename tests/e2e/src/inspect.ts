@@ -94,12 +94,14 @@ export async function auditRedisKeys(redisUrl: string, keyPrefix: string, queueN
     prefixed.forEach((key, index) => {
       const rest = key.slice(keyPrefix.length);
       const ttl = prefixedTtls[index]!;
+      // -2: the key went away between the scan and the TTL read (an upload finishing, say): not left behind
+      if (ttl === -2) return;
       if (rest === "builds") return void count("index");
       // builds whose uploads are unfinished: an entry leaves once its build is archived
       if (rest === "uploads:pending") return void count("pending-uploads");
       const kind = /^build:[^:]+:events$/.test(rest) ? "events" : /^build:[^:]+$/.test(rest) ? "record" : `${rest.split(":")[0]}-key`;
       count(kind);
-      if (ttl <= 0) orphans.push(`${key} (${kind} without TTL)`);
+      if (ttl === -1) orphans.push(`${key} (${kind} without TTL)`);
     });
     const bullPrefix = `bull:${queueName}:`;
     const bull = await scan(`${bullPrefix}*`);
