@@ -63,13 +63,18 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener("abort", done, { once: true });
   });
 
+/** An error cause at the start of a line, or right after a progress text ending in "..." */
+const ERROR_LINE = /(?:^|\.\.\.\s*)((?:ERROR|E:|error:).*)$/i;
+
 /**
  * Classifies a failed build from the daemon's last error and the step it happened in,
  * so users learn what to fix (a requirement, the Dockerfile, the base image…).
  */
 export function classifyBuildError(message: string, currentStep: string, recentLines: string[]): BuilderError {
-  // pip and apt print the cause first ("Could not find a version…"), then a summary
-  const lastErrorLine = recentLines.find((line) => /^(ERROR|E:|error:)/i.test(line.trim()));
+  // pip and apt print the cause first ("Could not find a version…"), then a summary. apt's
+  // "E: …" goes to stderr while stdout's "Reading package lists..." has no newline yet, so the
+  // two can share one line: the cause is found after such a progress prefix too.
+  const lastErrorLine = recentLines.map((line) => ERROR_LINE.exec(line.trim())?.[1]).find((cause) => cause !== undefined);
   if (/pull access denied|manifest unknown|repository does not exist|not found: manifest|No such image|failed to resolve reference|dial tcp|no such host/i.test(message) && /^Step \d+\/\d+ : FROM /i.test(currentStep)) {
     const base = currentStep.replace(/^Step \d+\/\d+ : FROM /i, "").trim();
     return new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${base} is not available to the build daemon (${message}); ask the operator to make it pullable or pre-load it`);

@@ -98,6 +98,8 @@ describe("a failed install step names its layout", () => {
   const step = (match: (line: string) => boolean) => `Step 5/12 : ${lines.find(match)}`;
   it.each([
     ["apt.txt", step((line) => line.includes("apt-get")), "E: Unable to locate package curl", /^installing the packages apt\.txt lists failed: E: Unable to locate package curl \(check the names in apt\.txt/],
+    // seen in CI: apt's stderr "E: …" joined stdout's "Reading package lists..." on one line
+    ["apt.txt, the cause after a progress text", step((line) => line.includes("apt-get")), "Reading package lists...E: Unable to locate package curl", /^installing the packages apt\.txt lists failed: E: Unable to locate package curl \(check/],
     ["requirements.txt", step((line) => line.includes("-r requirements.txt")), "ERROR: No matching distribution found for nope", /^installing requirements\.txt failed: ERROR: No matching/],
     ["pyproject.toml", step((line) => line.includes("tomllib")), "ERROR: No matching distribution found for nope", /^installing the dependencies pyproject\.toml lists failed: .*\[project\] dependencies/],
     ["the project", step((line) => line.includes('"pip","install","."')), "error: subprocess-exited-with-error", /^installing the project \(pip install \.\) failed: error: subprocess/],
