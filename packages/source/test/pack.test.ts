@@ -102,7 +102,7 @@ describe("indexPack", () => {
     const handle = await open(file, "r");
     try {
       const phases = new Map<string, number>();
-      const { reader, objects: count } = await indexPack(handle, { limit: Number.POSITIVE_INFINITY, signal, onProgress: (phase, loaded) => phases.set(phase, loaded) });
+      const { reader, objects: count } = await indexPack(handle, { limit: Number.POSITIVE_INFINITY, signal, onProgress: ({ phase, loaded }) => phases.set(phase, loaded) });
       expect(count).toBe(objects.length);
       expect(phases.get("Indexing objects")).toBe(objects.length);
       expect(phases.get("Resolving deltas")).toBeGreaterThan(0);

@@ -19,29 +19,23 @@ export function checkoutCappedFs(ctx: Context, caps: { maxBytes: number; maxFile
   let bytes = 0;
   let files = 0;
   const tooLarge = (what: string) => checkoutTooLarge(ctx, what);
+  const fail = (failure: BuilderError): never => {
+    stop(failure);
+    throw ctx.failure ?? failure;
+  };
+  const addBytes = (size: number) => {
+    bytes += size;
+    if (bytes > caps.maxBytes) fail(tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES)`));
+  };
   const count = (file: unknown, size: number) => {
     if (`${path.resolve(String(file))}${path.sep}`.startsWith(gitDir)) return;
     files += 1;
-    bytes += size;
-    const failure =
-      bytes > caps.maxBytes
-        ? tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES)`)
-        : files > caps.maxFiles
-          ? tooLarge(`${caps.maxFiles} files (the worker's CLONE_MAX_CHECKOUT_FILES)`)
-          : undefined;
-    if (failure) {
-      stop(failure);
-      throw ctx.failure ?? failure;
-    }
+    addBytes(size);
+    if (files > caps.maxFiles) fail(tooLarge(`${caps.maxFiles} files (the worker's CLONE_MAX_CHECKOUT_FILES)`));
   };
   async function* counted(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
     for await (const chunk of chunks) {
-      bytes += chunk.byteLength;
-      if (bytes > caps.maxBytes) {
-        const failure = tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES)`);
-        stop(failure);
-        throw ctx.failure ?? failure;
-      }
+      addBytes(chunk.byteLength);
       yield chunk;
     }
   }
@@ -63,11 +57,7 @@ export function checkoutCappedFs(ctx: Context, caps: { maxBytes: number; maxFile
       const target = path.resolve(String(file));
       if (target.startsWith(packDir) && target.endsWith(".pack") && typeof data !== "string") {
         const largest = largestPackObject(Buffer.from(data.buffer, data.byteOffset, data.byteLength), caps.maxBytes);
-        if (largest > caps.maxBytes) {
-          const failure = tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES): one file inflates to ${formatBytes(largest)}`);
-          stop(failure);
-          throw ctx.failure ?? failure;
-        }
+        if (largest > caps.maxBytes) fail(tooLarge(`${formatBytes(caps.maxBytes)} (the worker's CLONE_MAX_CHECKOUT_BYTES): one file inflates to ${formatBytes(largest)}`));
       }
       count(file, typeof data === "string" ? Buffer.byteLength(data) : data.byteLength);
       return fs.promises.writeFile(file, data, options);

@@ -107,7 +107,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
   };
   /** Our own depth-1 fetch of a named ref or the default branch; undefined when the server cannot serve one. */
   const shallow = async (): Promise<{ commit: string; ref: string | undefined } | undefined> => {
-    const fetched = await fetchShallow(session, { limit: maxCheckoutBytes, onProgress: (phase, loaded, total) => progress.onProgress({ phase, loaded, total }) }).catch(tooLarge);
+    const fetched = await fetchShallow(session, { limit: maxCheckoutBytes, onProgress: progress.onProgress }).catch(tooLarge);
     if (!fetched) return undefined;
     try {
       progress.flush();
@@ -119,7 +119,8 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     return { commit: fetched.commit, ref: fetched.ref };
   };
   const work = async (): Promise<{ commit: string; ref: string | undefined }> => {
-    if (parsed.ref === undefined || !FULL_SHA.test(parsed.ref)) {
+    const fullSha = parsed.ref !== undefined && FULL_SHA.test(parsed.ref);
+    if (!fullSha) {
       const done = await shallow();
       if (done) return done;
       progress.flush();
@@ -128,7 +129,7 @@ export async function fetchGit(options: FetchSourceOptions): Promise<FetchedSour
     }
     let commit: string;
     let ref: string | undefined = parsed.ref;
-    if (parsed.ref !== undefined && FULL_SHA.test(parsed.ref)) {
+    if (fullSha && parsed.ref !== undefined) {
       const sha = parsed.ref.toLowerCase();
       let found = false;
       try {

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
 import zlib from "node:zlib";
+import type { GitProgressEvent } from "isomorphic-git";
 import { hashInflated, STREAM_OBJECT_BYTES } from "./inflate-stream.js";
 import { MissingBaseError, ObjectTooLargeError, objectLimit, PackReader, parseEntryHeader, TYPE_NAMES } from "./pack.js";
 
@@ -80,7 +81,7 @@ async function inflatedLength(window: PackWindow, start: number, size: number): 
  */
 export async function indexPack(
   handle: FileHandle,
-  options: { limit: number; signal: AbortSignal; onProgress: (phase: string, loaded: number, total: number) => void },
+  options: { limit: number; signal: AbortSignal; onProgress: (event: GitProgressEvent) => void },
 ): Promise<{ reader: PackReader; objects: number }> {
   const size = (await handle.stat()).size;
   const window = new PackWindow(handle, size);
@@ -119,7 +120,7 @@ export async function indexPack(
       if (whole) offsets.set(objectId(type, inflated.data), offset);
     }
     position = offset + dataStart + consumed;
-    options.onProgress("Indexing objects", index + 1, count);
+    options.onProgress({ phase: "Indexing objects", loaded: index + 1, total: count });
   }
   if (position !== trailer) throw new CorruptPackError(`${trailer - position} bytes follow its last object`);
 
@@ -133,7 +134,7 @@ async function resolveDeltas(
   reader: PackReader,
   deltas: Delta[],
   offsets: Map<string, number>,
-  options: { signal: AbortSignal; onProgress: (phase: string, loaded: number, total: number) => void },
+  options: { signal: AbortSignal; onProgress: (event: GitProgressEvent) => void },
 ): Promise<void> {
   let pending = deltas;
   let resolved = 0;
@@ -149,7 +150,7 @@ async function resolveDeltas(
         waiting.push(delta);
         continue;
       }
-      options.onProgress("Resolving deltas", ++resolved, deltas.length);
+      options.onProgress({ phase: "Resolving deltas", loaded: ++resolved, total: deltas.length });
     }
     if (waiting.length === pending.length) throw new CorruptPackError(`${waiting.length} deltas have a base the pack does not hold`);
     pending = waiting;

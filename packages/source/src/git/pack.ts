@@ -259,7 +259,10 @@ export class PackReader {
     if (size > objectLimit(base?.type ?? type, this.limit)) throw new ObjectTooLargeError(size);
     const inflated = zlib.inflateSync(entry.subarray(header.dataStart), { maxOutputLength: Math.max(size, 1) });
     if (inflated.length !== size) throw new Error(`pack entry at offset ${offset} inflates to ${inflated.length} bytes, not ${size}`);
-    if (base && deltaResultSize(inflated) > objectLimit(base.type, this.limit)) throw new ObjectTooLargeError(deltaResultSize(inflated));
+    if (base) {
+      const resultSize = deltaResultSize(inflated);
+      if (resultSize > objectLimit(base.type, this.limit)) throw new ObjectTooLargeError(resultSize);
+    }
     const object = base ? { type: base.type, data: applyDelta(inflated, base.data) } : { type, data: inflated };
     if (object.data.length < BASE_CACHE_BYTES / 8) this.keepBase(offset, object);
     return object;

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdir, open } from "node:fs/promises";
 import path from "node:path";
 import { indexPack } from "./pack-index.js";
+import type { GitProgressEvent } from "isomorphic-git";
 import type { PackReader } from "./pack.js";
 import type { GitSession } from "./session.js";
 import { UploadPackClient, type Advertisement } from "./upload-pack.js";
@@ -53,7 +54,7 @@ function chooseRef(advertisement: Advertisement, session: GitSession): { want: s
  */
 export async function fetchShallow(
   session: GitSession,
-  options: { limit: number; onProgress: (phase: string, loaded: number, total: number) => void },
+  options: { limit: number; onProgress: (event: GitProgressEvent) => void },
 ): Promise<ShallowFetch | undefined> {
   const client = new UploadPackClient(session);
   const advertisement = await client.advertisement();
