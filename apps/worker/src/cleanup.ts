@@ -3,7 +3,7 @@ import type Docker from "dockerode";
 import { readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { ForwardingBuilder, type ImageBuilder, type ImageBuildRequest, type PushRequest } from "./builder.js";
+import { ForwardingBuilder, type ImageBuilder, type ImageBuildRequest, type PullRequest, type PushRequest } from "./builder.js";
 import { DAEMON_CALL_TIMEOUT_MS, daemonCall } from "./daemon.js";
 
 /**
@@ -54,6 +54,13 @@ export class ImageCache {
   private readonly danglingSince = new Map<string, number>();
   private running: Promise<CollectResult> | undefined;
   private rerun = false;
+  /**
+   * Whether this worker may have changed the daemon's images since the last collection began:
+   * a build, pull or push (the only ways it adds images or leaves one dangling). Listing
+   * images costs the daemon tens to hundreds of ms of CPU on a host with a thousand images, so
+   * a build that never reached the daemon (a bad source, a cached answer) must not cost that.
+   */
+  private changed = true;
 
   constructor(
     private readonly docker: Docker,
@@ -118,6 +125,26 @@ export class ImageCache {
     }
   }
 
+  /** Notes a build, pull or push on the daemon: the next collectIfChanged runs. */
+  noteChange(): void {
+    this.changed = true;
+  }
+
+  /**
+   * After a job: collects when this worker changed the daemon's images since the last
+   * collection, or when a dangling image it is ageing is now old enough to go; else nothing
+   * to do (undefined), and the daemon is not asked.
+   */
+  collectIfChanged(): Promise<CollectResult> | undefined {
+    return this.changed || this.danglingDue(Date.now()) ? this.collect() : undefined;
+  }
+
+  private danglingDue(now: number): boolean {
+    if (this.options.danglingMinAgeSeconds <= 0) return false;
+    for (const since of this.danglingSince.values()) if (now - since >= this.options.danglingMinAgeSeconds * 1000) return true;
+    return false;
+  }
+
   /** Runs one collection; calls during a run coalesce into one more run after it. */
   collect(): Promise<CollectResult> {
     if (this.running) {
@@ -136,6 +163,8 @@ export class ImageCache {
   }
 
   private async collectOnce(): Promise<CollectResult> {
+    // cleared before listing: a change during this run makes the next call collect again
+    this.changed = false;
     const images = await this.listImages({ label: [`${IMAGE_CACHE_LABEL}=${this.options.scope}`] });
     const recency = (image: Docker.ImageInfo) => Math.max(image.Created * 1000, this.lastBuilt.get(image.Id) ?? 0);
     images.sort((a, b) => recency(b) - recency(a));
@@ -212,8 +241,9 @@ export class ImageCache {
 
 /**
  * The image builder port, reporting to the cache: built images are marked recent and held
- * until their push ends, so a collection never takes an image a build still needs. Only
- * build and push change; ping, pull and inspect are forwarded as they are.
+ * until their push ends, so a collection never takes an image a build still needs; builds,
+ * pulls and pushes are noted as changes (the next collection after a job runs). Ping,
+ * inspect and run are forwarded as they are.
  */
 export class ImageCachingBuilder extends ForwardingBuilder {
   /** tag → image id awaiting its push */
@@ -232,6 +262,8 @@ export class ImageCachingBuilder extends ForwardingBuilder {
     try {
       result = await this.inner.build(request);
     } finally {
+      // a failed build leaves its last layer dangling: collect either way
+      this.cache.noteChange();
       this.cache.leaveBuild();
     }
     this.cache.markBuilt(result.imageId);
@@ -242,10 +274,20 @@ export class ImageCachingBuilder extends ForwardingBuilder {
     return result;
   }
 
+  override async pull(request: PullRequest): Promise<void> {
+    try {
+      await this.inner.pull(request);
+    } finally {
+      // a pulled image may carry this cache's label, and the tag it moves leaves the old image dangling
+      this.cache.noteChange();
+    }
+  }
+
   override async push(request: PushRequest): Promise<{ digest: string }> {
     try {
       return await this.inner.push(request);
     } finally {
+      this.cache.noteChange();
       const imageId = this.pending.get(request.reference);
       if (imageId) {
         this.pending.delete(request.reference);

@@ -26,6 +26,7 @@ export interface LogSpoolContext {
 
 export const LOG_CONTENT_TYPE = "text/plain; charset=utf-8";
 const WRITE_BATCH_BYTES = 64 * 1024;
+const EVENT_PAGE = 1_000;
 
 /** "1700000000000-3" < "1700000000000-12": stream ids compare as two numbers. */
 export function streamIdAfter(a: string, b: string): boolean {
@@ -56,11 +57,15 @@ export async function* remainingLines(ctx: Pick<LogSpoolContext, "buildId" | "ho
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     }
   }
-  if (await ctx.builds.trimmedAfter(ctx.buildId, after)) {
+  // the trim check and the first page travel together: one round trip (this is on the pickup's path)
+  const [trimmed, firstPage] = await Promise.all([ctx.builds.trimmedAfter(ctx.buildId, after), ctx.builds.readEvents(ctx.buildId, after, { count: EVENT_PAGE })]);
+  if (trimmed) {
     const where = spool && !spoolRead ? `worker ${spool.worker} (host ${spool.host}), whose spool is not readable here,` : "the build";
     yield { id: after, text: `${new Date().toISOString()} [build] (log lines that ${where} wrote after the last uploaded part were lost: Redis's live tail no longer holds them)` };
   }
-  for await (const item of ctx.builds.eventsAfter(ctx.buildId, after)) yield { id: item.id, text: formatBuildEvent(item.event) };
+  for (let page = firstPage; page.length > 0; page = await ctx.builds.readEvents(ctx.buildId, page.at(-1)!.id, { count: EVENT_PAGE })) {
+    for (const item of page) yield { id: item.id, text: formatBuildEvent(item.event) };
+  }
 }
 
 async function* readSpool(path: string, start: number): AsyncGenerator<SpooledLine> {
@@ -111,8 +116,13 @@ export class LogSpool {
       const previous = state.spool;
       this.state = { ...state, spool: { host: this.ctx.host, path: this.path, worker: this.ctx.worker, partEnd: 0 } };
       for await (const line of remainingLines(this.ctx, state)) await this.append(line);
-      await this.ctx.uploads.set(this.ctx.buildId, { spool: this.state.spool });
-      if (previous && previous.host === this.ctx.host && previous.path !== this.path) await rm(previous.path, { force: true });
+      // where the spool is (for a sweep on this host after a crash) is recorded as the first step
+      // of the write chain, off the pickup's path: every part's record, which comes later, says it too
+      const spool = this.state.spool;
+      this.step(async () => {
+        await this.ctx.uploads.set(this.ctx.buildId, { spool });
+        if (previous && previous.host === this.ctx.host && previous.path !== this.path) await rm(previous.path, { force: true });
+      });
     } catch (error) {
       this.fail(error);
     } finally {

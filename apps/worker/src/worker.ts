@@ -95,7 +95,9 @@ export function createBuildWorker(env: WorkerEnv, logger: Logger, options: { bui
   const lifecycle = new BuildLifecycle(store, { queueName, defaultTimeoutSeconds: env.BUILD_TIMEOUT_SECONDS, maxTimeoutSeconds: env.BUILD_TIMEOUT_MAX_SECONDS }, logger);
   // the record's cancel flag (polled while building) covers messages sent before this subscribes
   void lifecycle.listen(connection).catch((error: Error) => logger.error({ err: error }, "cannot subscribe to cancel requests"));
-  const collectImages = () => void imageCache?.collect().catch((error: Error) => logger.warn({ err: error }, "image cache collection failed"));
+  const collectFailed = (error: Error) => logger.warn({ err: error }, "image cache collection failed");
+  // after a job only when it changed the daemon's images (or a dangling one is due): listing them is not free
+  const collectImages = () => void imageCache?.collectIfChanged()?.catch(collectFailed);
   const processJob = createBuildProcessor(deps, metrics, lifecycle);
   const worker = new Worker<BuildJobData>(
     queueName,

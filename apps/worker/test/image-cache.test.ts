@@ -42,4 +42,27 @@ describe("image cache", () => {
     expect(left).toEqual([tags[2], tags[3]].sort());
     await expect(docker.docker.getImage(BASE).inspect()).resolves.toBeTruthy();
   });
+
+  it("after a job, asks the daemon only when this worker built, pulled or pushed since the last collection", async () => {
+    const quietScope = `test-${randomUUID()}`;
+    const quiet = new ImageCache(docker.docker, { scope: quietScope, maxImages: 2, maxBytes: 10 * 1024 ** 3, danglingMinAgeSeconds: 3600 }, pino({ level: "silent" }));
+    const quietBuilder = withImageCache(docker, quiet);
+    const collected = async () => {
+      const run = quiet.collectIfChanged();
+      if (run) await run;
+      return run !== undefined;
+    };
+    expect(await collected()).toBe(true); // never collected yet (a worker's start)
+    expect(await collected()).toBe(false); // a job that never reached the daemon (a bad source, a cached answer)
+    await quietBuilder.pull({ reference: "127.0.0.1:1/m1l0-test/absent:x" }).catch(noop); // fails: still noted
+    expect(await collected()).toBe(true);
+    expect(await collected()).toBe(false);
+    const tag = `127.0.0.1:1/m1l0-test/image-cache:${quietScope}`;
+    await quietBuilder.build({ context: contextOf(`FROM ${BASE}\nLABEL n=${quietScope}\n`), tag, dockerfile: "Dockerfile", networkMode: "none", labels: imageCacheLabels(quietScope), onLine: noop });
+    expect(await collected()).toBe(true);
+    await quietBuilder.push({ reference: tag, registry: "127.0.0.1:1", onLine: noop }).catch(noop);
+    expect(await collected()).toBe(true);
+    expect(await collected()).toBe(false);
+    await docker.docker.getImage(tag).remove({ force: true });
+  });
 });
