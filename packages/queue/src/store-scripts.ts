@@ -41,3 +41,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+
+/**
+ * KEYS: record. ARGV: sha1 of the value the update read, the new value. Writes the new value
+ * only when the record is still the one read (an optimistic read-modify-write that, unlike
+ * WATCH, does not claim the whole connection). KEEPTTL: a finished record keeps its retention.
+ * Replies 1 written, 0 changed meanwhile (read again), -1 gone.
+ */
+export const SET_IF_UNCHANGED_SCRIPT = `
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if redis.sha1hex(current) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+`;

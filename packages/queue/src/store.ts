@@ -9,9 +9,10 @@ import {
   type HistoryPosition,
 } from "@m1l0/config";
 import type { Redis } from "ioredis";
+import { createHash } from "node:crypto";
 import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT, truncateLogLine } from "./log-line.js";
 import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
-import { CLAIM_SCRIPT, CREATE_SCRIPT, RELEASE_SCRIPT } from "./store-scripts.js";
+import { CLAIM_SCRIPT, CREATE_SCRIPT, RELEASE_SCRIPT, SET_IF_UNCHANGED_SCRIPT } from "./store-scripts.js";
 
 const FINISHED_TTL_SECONDS = 7 * 24 * 3600;
 /** safety net only: the in-flight marker is removed when its build finishes */
@@ -53,7 +54,10 @@ export type EventSink = (streamId: Promise<string>, event: BuildEvent) => void;
  * worker wrote: the record is one JSON value, the events one Redis stream per build (a
  * bounded live tail: the complete log is archived by the worker).
  */
-type RedisWithCreate = Redis & { m1l0CreateBuild(...keysAndArgs: Array<string | number>): Promise<unknown> };
+type RedisWithScripts = Redis & {
+  m1l0CreateBuild(...keysAndArgs: Array<string | number>): Promise<unknown>;
+  m1l0SetIfUnchanged(key: string, readSha1: string, value: string): Promise<number>;
+};
 
 export class BuildStore {
   readonly logTailEvents: number;
@@ -68,7 +72,8 @@ export class BuildStore {
     this.logTailEvents = options.logTailEvents ?? LOG_TAIL_EVENTS_DEFAULT;
     this.logLineMaxBytes = options.logLineMaxBytes ?? LOG_LINE_MAX_BYTES_DEFAULT;
     // EVALSHA (ioredis falls back to EVAL once per connection after a NOSCRIPT): every POST runs it, so it should not send the script's text each time
-    if (typeof (redis as RedisWithCreate).m1l0CreateBuild !== "function") redis.defineCommand("m1l0CreateBuild", { numberOfKeys: 4, lua: CREATE_SCRIPT });
+    if (typeof (redis as RedisWithScripts).m1l0CreateBuild !== "function") redis.defineCommand("m1l0CreateBuild", { numberOfKeys: 4, lua: CREATE_SCRIPT });
+    if (typeof (redis as RedisWithScripts).m1l0SetIfUnchanged !== "function") redis.defineCommand("m1l0SetIfUnchanged", { numberOfKeys: 1, lua: SET_IF_UNCHANGED_SCRIPT });
   }
 
   /** Redis keys that hold one build (for memory accounting). */
@@ -117,7 +122,7 @@ export class BuildStore {
   async createOrAttach(record: BuildRecord): Promise<{ id: string; created: boolean; attached: boolean }> {
     const createdAt = Date.parse(record.createdAt);
     const event: BuildEvent = { type: "status", status: record.status, at: record.createdAt };
-    const reply = (await (this.redis as RedisWithCreate).m1l0CreateBuild(
+    const reply = (await (this.redis as RedisWithScripts).m1l0CreateBuild(
       this.recordKey(record.id),
       this.indexKey,
       this.eventsKey(record.id),
@@ -183,42 +188,38 @@ export class BuildStore {
   }
 
   /**
-   * Read-modify-write guarded by WATCH so concurrent writers never lose an update. WATCH
-   * belongs to the connection, and one EXEC clears every watch on it, so updates from this
-   * process are serialised: two interleaved WATCH/EXEC pairs on a shared connection would
-   * let the second overwrite the first with a stale copy.
+   * Read-modify-write that never loses a concurrent writer's update: the record is written
+   * only if it is still the value read (SET_IF_UNCHANGED_SCRIPT compares its sha1), else it is
+   * read and mutated again. Updates of one record from this process run in order, one at a
+   * time; updates of different records do not wait for each other (a worker's next pickup
+   * never queues behind the previous build's artifact statuses).
    */
   update(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
-    const run = this.updateQueue.then(() => this.watchedUpdate(id, mutate));
-    this.updateQueue = run.then(
+    const previous = this.updating.get(id);
+    const run = (previous ?? Promise.resolve()).then(() => this.updateOnce(id, mutate));
+    const settled = run.then(
       () => undefined,
       () => undefined,
     );
+    this.updating.set(id, settled);
+    void settled.then(() => {
+      if (this.updating.get(id) === settled) this.updating.delete(id);
+    });
     return run;
   }
 
-  private updateQueue: Promise<void> = Promise.resolve();
+  private readonly updating = new Map<string, Promise<void>>();
 
-  private async watchedUpdate(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
+  private async updateOnce(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
     const key = this.recordKey(id);
     for (let attempt = 0; attempt < 20; attempt++) {
-      // one round trip: the connection runs WATCH before GET all the same
-      const [, raw] = await Promise.all([this.redis.watch(key), this.redis.get(key)]);
-      if (!raw) {
-        await this.redis.unwatch();
-        throw new BuilderError("NOT_FOUND", `build ${id} not found`);
-      }
-      let next: BuildRecord;
-      try {
-        next = mutate(JSON.parse(raw) as BuildRecord);
-      } catch (error) {
-        await this.redis.unwatch(); // a refusing mutation must not leave the connection watching
-        throw error;
-      }
+      const raw = await this.redis.get(key);
+      if (!raw) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
+      const next = mutate(JSON.parse(raw) as BuildRecord);
       next.updatedAt = new Date().toISOString();
-      // KEEPTTL: a finished record keeps its retention when artifact statuses are added later
-      const result = await this.redis.multi().set(key, JSON.stringify(next), "KEEPTTL").exec();
-      if (result) return next;
+      const written = await (this.redis as RedisWithScripts).m1l0SetIfUnchanged(key, createHash("sha1").update(raw).digest("hex"), JSON.stringify(next));
+      if (written === 1) return next;
+      if (written === -1) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
     }
     throw new BuilderError("INTERNAL", `could not update build ${id}: too much contention`);
   }

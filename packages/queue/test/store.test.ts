@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { buildJobSchema } from "../src/index.js";
-import { config, newRecord, useStore } from "./helper.js";
+import { BuildStore, buildJobSchema, createRedis } from "../src/index.js";
+import { config, newRecord, REDIS_URL, useStore } from "./helper.js";
 
 const { redis, store, prefix } = useStore();
 
@@ -80,6 +80,45 @@ describe("BuildStore (real Redis)", () => {
     const succeeded = await store.list({ status: "succeeded" });
     expect(succeeded.some((r) => r.id === second.id)).toBe(true);
     expect(succeeded.some((r) => r.id === first.id)).toBe(false);
+  });
+});
+
+describe("BuildStore.update (real Redis)", () => {
+  it("never loses an update: two stores on their own connections increment one record concurrently", async () => {
+    const record = newRecord();
+    await store.create(record);
+    const other = new BuildStore(createRedis(REDIS_URL, "api"), prefix);
+    const increment = (target: BuildStore) => target.update(record.id, (current) => ({ ...current, attempts: current.attempts + 1 }));
+    await Promise.all(Array.from({ length: 40 }, (_, index) => increment(index % 2 === 0 ? store : other)));
+    expect((await store.require(record.id)).attempts).toBe(40);
+    other.disconnect();
+  });
+
+  it("applies one store's updates of a record in call order, and keeps the finished record's TTL", async () => {
+    const record = newRecord();
+    await store.create(record);
+    const updates = ["w-1", "w-2", "w-3"].map((worker) => store.update(record.id, (current) => ({ ...current, worker, attempts: current.attempts + 1 })));
+    expect((await Promise.all(updates)).map((updated) => updated.attempts)).toEqual([1, 2, 3]);
+    expect(await store.require(record.id)).toMatchObject({ worker: "w-3", attempts: 3 });
+    await store.transition(record.id, "failed");
+    const ttl = await redis.ttl(`${prefix}build:${record.id}`);
+    expect(ttl).toBeGreaterThan(0);
+    await store.update(record.id, (current) => ({ ...current, worker: "w-4" }));
+    expect(await redis.ttl(`${prefix}build:${record.id}`)).toBeGreaterThan(ttl - 5);
+  });
+
+  it("a record that is gone, or a mutation that refuses, rejects and writes nothing", async () => {
+    await expect(store.update("bld_missing", (current) => current)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    const record = newRecord();
+    await store.create(record);
+    await expect(
+      store.update(record.id, () => {
+        throw new Error("refused");
+      }),
+    ).rejects.toThrow("refused");
+    expect(await store.require(record.id)).toMatchObject({ attempts: 0, updatedAt: record.updatedAt });
+    // the next update of the record is not held back by the refused one
+    expect((await store.update(record.id, (current) => ({ ...current, attempts: 1 }))).attempts).toBe(1);
   });
 });
 
