@@ -1,5 +1,5 @@
 import { formatBuildEvent, type BuildEvent } from "@m1l0/config";
-import type { BuildStore, EventSink, PendingUploads, UploadState } from "@m1l0/queue";
+import type { BuildStore, EventSink, PendingUploads, StoredEvent, UploadState } from "@m1l0/queue";
 import { artifactKeys, type ArtifactStore } from "@m1l0/storage";
 import { createReadStream } from "node:fs";
 import { open, rm, type FileHandle } from "node:fs/promises";
@@ -35,14 +35,28 @@ export function streamIdAfter(a: string, b: string): boolean {
   return am > bm || (am === bm && as > bs);
 }
 
+/** Redis's stream after `after`: whether it lost events there to trimming, and its first page. */
+export interface TailRead {
+  after: string;
+  trimmed: boolean;
+  page: StoredEvent[];
+}
+
+/** The trim check and the first page travel together: one round trip. */
+export async function readTail(ctx: Pick<LogSpoolContext, "buildId" | "builds">, after: string): Promise<TailRead> {
+  const [trimmed, page] = await Promise.all([ctx.builds.trimmedAfter(ctx.buildId, after), ctx.builds.readEvents(ctx.buildId, after, { count: EVENT_PAGE })]);
+  return { after, trimmed, page };
+}
+
 /**
  * What the archive still needs after the uploaded parts, in order: the spool's lines past
  * them when the spool is readable here (same host), then whatever Redis's stream holds after
  * the last of those (events the spool never saw; the whole remainder when the spool is on
  * another host). Lines that neither still holds are named in a line of their own, never
- * silently missing.
+ * silently missing. `started` is a readTail begun before `state` was known (the pickup's
+ * path); it is used when it starts where the remainder does, else Redis is read again.
  */
-export async function* remainingLines(ctx: Pick<LogSpoolContext, "buildId" | "host" | "builds">, state: UploadState): AsyncGenerator<SpooledLine> {
+export async function* remainingLines(ctx: Pick<LogSpoolContext, "buildId" | "host" | "builds">, state: UploadState, started?: Promise<TailRead>): AsyncGenerator<SpooledLine> {
   let after = state.multipart?.parts.at(-1)?.lastId ?? "0";
   const spool = state.spool;
   let spoolRead = false;
@@ -57,13 +71,14 @@ export async function* remainingLines(ctx: Pick<LogSpoolContext, "buildId" | "ho
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     }
   }
-  // the trim check and the first page travel together: one round trip (this is on the pickup's path)
-  const [trimmed, firstPage] = await Promise.all([ctx.builds.trimmedAfter(ctx.buildId, after), ctx.builds.readEvents(ctx.buildId, after, { count: EVENT_PAGE })]);
-  if (trimmed) {
+  const early = await started?.catch(() => undefined); // a failed early read is read again
+  const tail = early?.after === after ? early : await readTail(ctx, after);
+  if (tail.trimmed) {
     const where = spool && !spoolRead ? `worker ${spool.worker} (host ${spool.host}), whose spool is not readable here,` : "the build";
     yield { id: after, text: `${new Date().toISOString()} [build] (log lines that ${where} wrote after the last uploaded part were lost: Redis's live tail no longer holds them)` };
   }
-  for (let page = firstPage; page.length > 0; page = await ctx.builds.readEvents(ctx.buildId, page.at(-1)!.id, { count: EVENT_PAGE })) {
+  // later pages from the last event read: events appended since the first page are read too
+  for (let page = tail.page; page.length > 0; page = await ctx.builds.readEvents(ctx.buildId, page.at(-1)!.id, { count: EVENT_PAGE })) {
     for (const item of page) yield { id: item.id, text: formatBuildEvent(item.event) };
   }
 }
@@ -111,11 +126,14 @@ export class LogSpool {
    */
   async open(): Promise<void> {
     try {
-      // both before the pickup's `fetching`: the upload state's read and the file's creation overlap
+      // before the pickup's `fetching`, so in one round trip: the upload state, the file's creation,
+      // and Redis's stream from its start (what a first attempt, with no parts, reads next)
+      const fromStart = readTail(this.ctx, "0");
+      fromStart.catch(() => undefined); // never unhandled: remainingLines reads again when it failed
       const [state] = await Promise.all([this.ctx.uploads.get(this.ctx.buildId), open(this.path, "w").then((file) => void (this.file = file))]);
       const previous = state.spool;
       this.state = { ...state, spool: { host: this.ctx.host, path: this.path, worker: this.ctx.worker, partEnd: 0 } };
-      for await (const line of remainingLines(this.ctx, state)) await this.append(line);
+      for await (const line of remainingLines(this.ctx, state, fromStart)) await this.append(line);
       // where the spool is (for a sweep on this host after a crash) is recorded as the first step
       // of the write chain, off the pickup's path: every part's record, which comes later, says it too
       const spool = this.state.spool;

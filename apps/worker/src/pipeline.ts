@@ -75,12 +75,14 @@ export type BuildOutcome =
 /**
  * One attempt at one build, as its phases: identify (build key; cached?) → fetch → plan
  * (generated or user Dockerfile) → build → import check → push. Each phase reports its status and log lines
- * through the store; the terminal state is recorded by finishBuild (finish.ts).
+ * through the store; the terminal state is recorded by finishBuild (finish.ts). `attemptNumber` is
+ * this attempt's number (1 for the first), recorded on the record with `fetching`.
  */
-export async function runBuild(deps: PipelineDeps, buildId: string, config: BuildConfig, signal?: AbortSignal): Promise<Extract<BuildOutcome, { kind: "succeeded" | "cached" }>> {
+export async function runBuild(deps: PipelineDeps, buildId: string, config: BuildConfig, signal?: AbortSignal, attemptNumber = 1): Promise<Extract<BuildOutcome, { kind: "succeeded" | "cached" }>> {
   const { store } = deps;
   const logger = deps.logger.child({ buildId });
-  await store.transition(buildId, "fetching", { worker: deps.workerId });
+  // the attempt count is written with the status: the pickup's own write
+  await store.transition(buildId, "fetching", { worker: deps.workerId, attempts: attemptNumber });
   const attempt: Attempt = { deps, buildId, config, target: await resolveTarget(deps, config), signal, logger, log: phaseLogs(deps, buildId, logger) };
 
   return withWorkDir(attempt, async (workDir) => {

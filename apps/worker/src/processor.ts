@@ -33,14 +33,15 @@ async function processBuild(workerDeps: PipelineDeps, job: Job<BuildJobData>, me
       outcome,
     ).then(answerJob);
 
-  // Everything before `fetching` is pickup latency, so its steps overlap: the job's log line, the
-  // attempt count, and the spool (from here every event of this attempt is also spooled to disk,
+  // Everything before `fetching` is pickup latency, so its steps overlap, one round trip each:
+  // the job's log line, the record (for the cancel check; the attempt count is written with
+  // `fetching`), and the spool (from here every event of this attempt is also spooled to disk,
   // the complete archived log; none is written before `fetching`, so the spool's seed misses
-  // none). The record the count was written to answers the cancel check (a cancel after it
-  // reaches the running build through the lifecycle's channel and poll).
+  // none). A cancel after the read reaches the running build through the lifecycle's channel
+  // and poll.
   const spooling = deps.artifacts?.openLog(buildId);
   try {
-    const [, before] = await Promise.all([progress.start(attempt), deps.store.update(buildId, (record) => ({ ...record, attempts: attempt })), spooling]);
+    const [, before] = await Promise.all([progress.start(attempt), deps.store.require(buildId), spooling]);
     if (lifecycle && lifecycle.cancelRequested(before)) return await finish({ kind: "cancelled", when: "before-start" });
     return await finish(await runAttempt({ deps, job, buildId, config, attempt, before, ...(lifecycle ? { lifecycle } : {}) }));
   } finally {
@@ -68,7 +69,7 @@ async function runAttempt({ deps, job, buildId, config, attempt, before, lifecyc
   }
   const supervision = lifecycle?.supervise(buildId, config);
   try {
-    return await runBuild(deps, buildId, config, supervision?.signal);
+    return await runBuild(deps, buildId, config, supervision?.signal, attempt);
   } catch (error) {
     return outcomeOfFailure(error, abortReason(supervision?.signal), (job.opts.attempts ?? 1) - attempt);
   } finally {
