@@ -10,6 +10,7 @@ import {
 } from "@m1l0/config";
 import type { Redis } from "ioredis";
 import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT, truncateLogLine } from "./log-line.js";
 import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
 import { CLAIM_SCRIPT, CREATE_SCRIPT, RELEASE_SCRIPT, SET_IF_UNCHANGED_SCRIPT } from "./store-scripts.js";
@@ -220,6 +221,9 @@ export class BuildStore {
       const written = await (this.redis as RedisWithScripts).m1l0SetIfUnchanged(key, createHash("sha1").update(raw).digest("hex"), JSON.stringify(next));
       if (written === 1) return next;
       if (written === -1) throw new BuilderError("NOT_FOUND", `build ${id} not found`);
+      // another writer got there first: wait a random while before reading again, or the loser
+      // of a race can stay one round trip behind a writer with a burst of updates every time
+      await sleep(Math.random() * Math.min(2 ** attempt, 50));
     }
     throw new BuilderError("INTERNAL", `could not update build ${id}: too much contention`);
   }

@@ -87,11 +87,12 @@ describe("BuildStore.update (real Redis)", () => {
   it("never loses an update: two stores on their own connections increment one record concurrently", async () => {
     const record = newRecord();
     await store.create(record);
-    const other = new BuildStore(createRedis(REDIS_URL, "api"), prefix);
+    const otherConnection = createRedis(REDIS_URL, "producer");
+    const other = new BuildStore(otherConnection, prefix);
     const increment = (target: BuildStore) => target.update(record.id, (current) => ({ ...current, attempts: current.attempts + 1 }));
     await Promise.all(Array.from({ length: 40 }, (_, index) => increment(index % 2 === 0 ? store : other)));
     expect((await store.require(record.id)).attempts).toBe(40);
-    other.disconnect();
+    otherConnection.disconnect();
   });
 
   it("applies one store's updates of a record in call order, and keeps the finished record's TTL", async () => {
