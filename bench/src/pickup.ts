@@ -129,7 +129,7 @@ function partRows(measured: Measured): Array<[string, string]> {
   return [
     ["queued → job added (API: record, then queue.add)", p50p99(api)],
     ["job added → taken (BullMQ: worker wake-up, move to active)", p50p99(delivery)],
-    ["taken → fetching (worker: progress, attempt count, cancel check, log spool, status)", p50p99(worker)],
+    ["taken → fetching (worker: job log line, record read for the cancel check and log spool seed, in one round trip)", p50p99(worker)],
   ];
 }
 
