@@ -141,8 +141,13 @@ export class ImageCache {
 
   private danglingDue(now: number): boolean {
     if (this.options.danglingMinAgeSeconds <= 0) return false;
-    for (const since of this.danglingSince.values()) if (now - since >= this.options.danglingMinAgeSeconds * 1000) return true;
+    for (const since of this.danglingSince.values()) if (this.oldEnough(since, now)) return true;
     return false;
+  }
+
+  /** A dangling image first seen at `since` has been dangling for the minimum age. */
+  private oldEnough(since: number, now: number): boolean {
+    return now - since >= this.options.danglingMinAgeSeconds * 1000;
   }
 
   /** Runs one collection; calls during a run coalesce into one more run after it. */
@@ -205,7 +210,7 @@ export class ImageCache {
     for (const image of dangling) {
       const since = this.danglingSince.get(image.Id) ?? now;
       this.danglingSince.set(image.Id, since);
-      if (now - since >= this.options.danglingMinAgeSeconds * 1000) due.push(image.Id);
+      if (this.oldEnough(since, now)) due.push(image.Id);
     }
     if (due.length === 0) return 0;
     return this.exclusively(async () => {

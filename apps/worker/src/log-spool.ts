@@ -42,10 +42,10 @@ export interface TailRead {
   page: StoredEvent[];
 }
 
-/** The trim check and the first page travel together: one round trip. */
+/** The trim check and the first page: one round trip. */
 export async function readTail(ctx: Pick<LogSpoolContext, "buildId" | "builds">, after: string): Promise<TailRead> {
-  const [trimmed, page] = await Promise.all([ctx.builds.trimmedAfter(ctx.buildId, after), ctx.builds.readEvents(ctx.buildId, after, { count: EVENT_PAGE })]);
-  return { after, trimmed, page };
+  const { trimmed, events } = await ctx.builds.pageAfter(ctx.buildId, after, EVENT_PAGE);
+  return { after, trimmed, page: events };
 }
 
 /**
@@ -77,10 +77,10 @@ export async function* remainingLines(ctx: Pick<LogSpoolContext, "buildId" | "ho
     const where = spool && !spoolRead ? `worker ${spool.worker} (host ${spool.host}), whose spool is not readable here,` : "the build";
     yield { id: after, text: `${new Date().toISOString()} [build] (log lines that ${where} wrote after the last uploaded part were lost: Redis's live tail no longer holds them)` };
   }
+  for (const item of tail.page) yield { id: item.id, text: formatBuildEvent(item.event) };
   // later pages from the last event read: events appended since the first page are read too
-  for (let page = tail.page; page.length > 0; page = await ctx.builds.readEvents(ctx.buildId, page.at(-1)!.id, { count: EVENT_PAGE })) {
-    for (const item of page) yield { id: item.id, text: formatBuildEvent(item.event) };
-  }
+  const last = tail.page.at(-1);
+  if (last) for await (const item of ctx.builds.eventsAfter(ctx.buildId, last.id, EVENT_PAGE)) yield { id: item.id, text: formatBuildEvent(item.event) };
 }
 
 async function* readSpool(path: string, start: number): AsyncGenerator<SpooledLine> {

@@ -306,8 +306,20 @@ export class BuildStore {
    */
   async trimmedAfter(id: string, afterId = "0"): Promise<boolean> {
     if (afterId !== "0") return (await this.redis.xrange(this.eventsKey(id), afterId, afterId)).length === 0;
-    const [first] = await this.readEvents(id, "0", { count: 1 });
-    return first !== undefined && !(first.event.type === "status" && first.event.status === "queued");
+    return startsTrimmed(await this.readEvents(id, "0", { count: 1 }));
+  }
+
+  /**
+   * The first page of events after `afterId` and trimmedAfter's answer, in one round trip;
+   * from the stream's start the page itself answers (one read).
+   */
+  async pageAfter(id: string, afterId: string, count: number): Promise<{ trimmed: boolean; events: StoredEvent[] }> {
+    if (afterId === "0") {
+      const events = await this.readEvents(id, "0", { count });
+      return { trimmed: startsTrimmed(events), events };
+    }
+    const [trimmed, events] = await Promise.all([this.trimmedAfter(id, afterId), this.readEvents(id, afterId, { count })]);
+    return { trimmed, events };
   }
 
   /**
@@ -397,4 +409,10 @@ export class BuildStore {
     }
     return records;
   }
+}
+
+/** A stream read from its start lost events to trimming when its first event is not the build's first status. */
+function startsTrimmed(events: StoredEvent[]): boolean {
+  const first = events[0];
+  return first !== undefined && !(first.event.type === "status" && first.event.status === "queued");
 }
