@@ -103,19 +103,39 @@ export class DockerImageBuilder implements ImageBuilder {
   }
 
   async inspect(reference: string): Promise<LocalImage | undefined> {
-    let info: Docker.ImageInspectInfo;
+    const info = await this.inspectImage(reference);
+    if (!info) return undefined;
+    const layers = info.RootFS?.Layers ?? [];
+    return {
+      origin: (await this.builtHere(info)) ? "built" : "pulled",
+      contentId: `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`,
+    };
+  }
+
+  private async inspectImage(reference: string): Promise<Docker.ImageInspectInfo | undefined> {
     try {
-      info = await daemonCall(this.calls, `inspect of ${reference}`, (abortSignal) => this.docker.getImage(reference).inspect({ abortSignal } as Docker.ImageInspectOptions));
+      return await daemonCall(this.calls, `inspect of ${reference}`, (abortSignal) => this.docker.getImage(reference).inspect({ abortSignal } as Docker.ImageInspectOptions));
     } catch (cause) {
       if (daemonAnswered(cause) && cause.statusCode === 404) return undefined;
       throw isBuilderError(cause) ? cause : daemonError(cause, this.endpoint);
     }
-    const layers = info.RootFS?.Layers ?? [];
-    return {
-      // the classic builder records each step's image as the next one's Parent; pulled images have none
-      origin: info.Parent ? "built" : "pulled",
-      contentId: `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`,
-    };
+  }
+
+  /**
+   * Whether this daemon's build cache can reuse every step of the image: the classic builder
+   * records each step's image as the next one's Parent, with the config the step ran with
+   * (ContainerConfig), which is what its cache matches. Pulled images have no Parent; steps it
+   * restored from a pulled image through cachefrom have a Parent but no such config, so a later
+   * build without cachefrom would run them again: those count as pulled too.
+   */
+  private async builtHere(info: Docker.ImageInspectInfo): Promise<boolean> {
+    if (!info.Parent) return false;
+    let image: Docker.ImageInspectInfo | undefined = info;
+    while (image?.Parent) {
+      if (!image.ContainerConfig?.Cmd?.length) return false;
+      image = await this.inspectImage(image.Parent);
+    }
+    return image !== undefined;
   }
 
   async build(request: ImageBuildRequest): Promise<{ imageId: string }> {

@@ -124,6 +124,23 @@ function conformance(name: string, makeAdapter: () => Adapter) {
       expect(pulled?.contentId).toBe(built?.contentId);
     });
 
+    it("counts an image whose steps were restored from a pulled cachefrom image as `pulled`: a build without cachefrom would run them again", async () => {
+      const pushed = tag("restore-source");
+      const dockerfile = `FROM ${BASE}\nRUN echo ${run} > /dependency\nCOPY app.txt /app.txt\n`;
+      const context = (text: string) => tarOf({ Dockerfile: dockerfile, "app.txt": text });
+      await builder.build({ context: context("v1"), tag: pushed, dockerfile: "Dockerfile", networkMode: "none", onLine: noop });
+      await builder.push({ reference: pushed, registry: REGISTRY, auth, onLine: noop });
+      await adapter.forget(pushed); // with its untagged step images: nothing of it is left in the build cache
+      await builder.pull({ reference: pushed, auth });
+      const lines: string[] = [];
+      const rebuilt = tag("restored");
+      await builder.build({ context: context("v2"), tag: rebuilt, dockerfile: "Dockerfile", networkMode: "none", cacheFrom: [pushed], onLine: (line) => lines.push(line) });
+      expect((await builder.inspect(rebuilt))?.origin).toBe("pulled");
+      // and one built without cachefrom on plain local steps stays `built`
+      await builder.build({ context: context("v3"), tag: tag("plain"), dockerfile: "Dockerfile", networkMode: "none", onLine: noop });
+      expect((await builder.inspect(tag("plain")))?.origin).toBe("built");
+    });
+
     it("fails a pull of an image the registry does not have", async () => {
       await expect(builder.pull({ reference: tag("never-pushed"), auth })).rejects.toThrow(/pull of .* failed/);
     });

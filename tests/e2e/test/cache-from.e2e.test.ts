@@ -95,6 +95,15 @@ describe("dependency layer shared through the registry (cache-from across daemon
     const shared = built.layers.length - 1; // all but the code layer (COPY . ./)
     expect(rebuilt.layers.slice(0, shared)).toEqual(built.layers.slice(0, shared));
     expect(rebuilt.layers.at(-1)).not.toBe(built.layers.at(-1));
+
+    // B's image stands on steps its builder restored from the pull, which its local build cache
+    // cannot match: the next code-only change on B passes it as cachefrom and still reuses pip
+    const third = await waitForBuild(stack.apiUrl, await submit(stack.apiUrl, configFor(`${run}-v2b`, { "main.py": `${mainPy}\n# code-only change again ${run}\n` })));
+    expect(third.status, JSON.stringify(third)).toBe("succeeded");
+    const thirdLog = await getLog(stack.apiUrl, third.id);
+    expect(thirdLog).toContain(`cache from ${second.image!.reference}`);
+    expect(thirdLog).toMatch(/\[build\] Step \d+\/\d+ : RUN python3 -m pip install -r requirements.txt\n.*\[build\]\s+---> Using cache/);
+    expect((await describeImage(daemonB, third.image!.reference)).pip).toEqual(built.pip);
   }, 300_000);
 
   it("an unavailable cache image is logged and ignored; an image the daemon built itself is left to its local cache", async () => {

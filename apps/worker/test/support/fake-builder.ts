@@ -124,7 +124,9 @@ export class FakeImageBuilder implements ImageBuilder {
     for (const [name, body] of [...files].sort(([a], [b]) => a.localeCompare(b))) content = sha256(`${content}\n${name}\n${body.toString("base64")}`);
     labels = { ...labels, ...request.labels };
     const id = sha256(`${content}\n${JSON.stringify(labels)}`);
-    this.images.set(request.tag, { id, origin: "built", contentId: content, labels });
+    // like the classic builder: steps reused from a pulled cachefrom image are restored, not built here
+    const restored = (request.cacheFrom ?? []).some((reference) => this.images.get(reference)?.origin === "pulled");
+    this.images.set(request.tag, { id, origin: restored ? "pulled" : "built", contentId: content, labels });
     this.files.set(request.tag, files);
     return { imageId: id };
   }
