@@ -2,7 +2,7 @@ import { BuilderError, isImageReference } from "@m1l0/config";
 import { PROJECT_INSTALL_RUN, PYPROJECT_DEPS_RUN, aptRunInstruction } from "./layouts.js";
 
 /** Bump whenever the generated text changes for the same spec (it is part of build cache keys). */
-export const GENERATOR_VERSION = "2";
+export const GENERATOR_VERSION = "3";
 
 export interface DockerfileSpec {
   /** image reference for FROM (from the catalog, after overrides) */
@@ -62,10 +62,27 @@ export function quoteLabelText(value: string): string {
  * Renders a Dockerfile for a Python project. Pure: same spec, same text. Layer order is chosen
  * for caching: apt.txt's packages, requirements.txt and pyproject.toml's static dependencies each
  * install in their own layer before the code is copied (a code-only change reuses them); the
- * project itself (`pip install .`) needs its code, so it comes after; the labels (per-build
- * values) come after every cached layer.
+ * ENTRYPOINT (stable across code changes) comes before the code too, so a code-only rebuild finds
+ * it cached; the project itself (`pip install .`) needs its code, so it comes after; the labels
+ * (per-build values) come last, after every cached layer.
  */
 export function generateDockerfile(spec: DockerfileSpec): string {
+  return `${[HEADER, ...generatedInstructions(spec)].join("\n")}\n`;
+}
+
+/**
+ * The step of the generated Dockerfile after which the image's files are final, numbered as the
+ * classic builder numbers its steps (1 is FROM): every later step only sets metadata (the
+ * labels), so the image of this step runs exactly as the finished one will (the worker starts
+ * its import check there while the builder commits the label step).
+ */
+export function lastFilesystemStep(spec: DockerfileSpec): number {
+  const instructions = generatedInstructions(spec);
+  const last = instructions.findLastIndex((instruction) => /^(COPY|RUN) /.test(instruction));
+  return last + 1;
+}
+
+function generatedInstructions(spec: DockerfileSpec): string[] {
   if (typeof spec.baseImage !== "string" || !isImageReference(spec.baseImage)) {
     throw new BuilderError("INTERNAL", `the base image ${JSON.stringify(spec.baseImage)} is not a valid image reference`, { retryable: false });
   }
@@ -87,19 +104,17 @@ export function generateDockerfile(spec: DockerfileSpec): string {
     labelLines.push(`${quoteLabelText(key)}=${quoteLabelText(value)}`);
   }
 
-  const lines = [HEADER, `FROM ${spec.baseImage}`, ENV, `WORKDIR ${workdir}`];
-  if (spec.aptPackages && spec.aptPackages.length > 0) lines.push(aptRunInstruction(spec.aptPackages, spec.aptSources ?? []));
+  const instructions = [`FROM ${spec.baseImage}`, ENV, `WORKDIR ${workdir}`];
+  if (spec.aptPackages && spec.aptPackages.length > 0) instructions.push(aptRunInstruction(spec.aptPackages, spec.aptSources ?? []));
   if (spec.hasRequirements) {
-    lines.push("COPY requirements.txt ./", "RUN python3 -m pip install -r requirements.txt");
+    instructions.push("COPY requirements.txt ./", "RUN python3 -m pip install -r requirements.txt");
   }
-  if (spec.project?.pyproject) lines.push("COPY pyproject.toml ./", PYPROJECT_DEPS_RUN);
-  lines.push("COPY . ./");
-  if (spec.project) lines.push(PROJECT_INSTALL_RUN);
-  if (labelLines.length > 0) {
-    lines.push(`LABEL ${labelLines.join(" \\\n      ")}`);
-  }
+  if (spec.project?.pyproject) instructions.push("COPY pyproject.toml ./", PYPROJECT_DEPS_RUN);
   // Exec form: no shell, no variable substitution; JSON.stringify escapes quotes, backslashes
-  // and control characters.
-  lines.push(`ENTRYPOINT ${JSON.stringify(["python3", spec.entry])}`);
-  return `${lines.join("\n")}\n`;
+  // and control characters. It does not affect RUN steps, so it may precede the code.
+  instructions.push(`ENTRYPOINT ${JSON.stringify(["python3", spec.entry])}`);
+  instructions.push("COPY . ./");
+  if (spec.project) instructions.push(PROJECT_INSTALL_RUN);
+  if (labelLines.length > 0) instructions.push(`LABEL ${labelLines.join(" \\\n      ")}`);
+  return instructions;
 }

@@ -1,6 +1,6 @@
 import { BuilderError, parseBuildConfig } from "@m1l0/config";
 import { describe, expect, it } from "vitest";
-import { GENERATOR_VERSION, buildLabels, generateDockerfile, type DockerfileSpec } from "../src/index.js";
+import { GENERATOR_VERSION, buildLabels, generateDockerfile, lastFilesystemStep, type DockerfileSpec } from "../src/index.js";
 
 // ---------------------------------------------------------------------------------------------
 // A small model of how BuildKit's Dockerfile frontend reads what we generate: physical lines,
@@ -174,6 +174,7 @@ describe("generateDockerfile", () => {
         "WORKDIR /app",
         "COPY requirements.txt ./",
         "RUN python3 -m pip install -r requirements.txt",
+        'ENTRYPOINT ["python3","main.py"]',
         "COPY . ./",
         'LABEL "org.opencontainers.image.source"="https://github.com/m1l0ai/mnist.git" \\',
         '      "org.opencontainers.image.revision"="0123456789abcdef0123456789abcdef01234567" \\',
@@ -188,7 +189,6 @@ describe("generateDockerfile", () => {
         '      "ai.m1l0.resource"="cpu" \\',
         '      "ai.m1l0.base-image"="tensorflow/tensorflow:2.6.0" \\',
         '      "ai.m1l0.tag.team"="vision"',
-        'ENTRYPOINT ["python3","main.py"]',
         "",
       ].join("\n"),
     );
@@ -202,16 +202,16 @@ describe("generateDockerfile", () => {
         "FROM m1l0-local/python:3.11-bookworm",
         "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
         "WORKDIR /opt/model",
-        "COPY . ./",
         'ENTRYPOINT ["python3","src/app.py"]',
+        "COPY . ./",
         "",
       ].join("\n"),
     );
   });
 
-  it("orders layers for caching: pip before the code, labels after every cached layer", () => {
+  it("orders layers for caching: pip and the entrypoint before the code, labels after every cached layer", () => {
     const keywords = parseDockerfile(generateDockerfile({ baseImage: "python:3.11-slim", entry: "main.py", hasRequirements: true, labels: seedLabels() })).map((i) => i.keyword);
-    expect(keywords).toEqual(["FROM", "ENV", "WORKDIR", "COPY", "RUN", "COPY", "LABEL", "ENTRYPOINT"]);
+    expect(keywords).toEqual(["FROM", "ENV", "WORKDIR", "COPY", "RUN", "ENTRYPOINT", "COPY", "LABEL"]);
     // two builds differing only in build id / commit share every line up to the LABEL
     const a = generateDockerfile({ baseImage: "python:3.11-slim", entry: "main.py", hasRequirements: true, labels: { "ai.m1l0.build-id": "a" } });
     const b = generateDockerfile({ baseImage: "python:3.11-slim", entry: "main.py", hasRequirements: true, labels: { "ai.m1l0.build-id": "b" } });
@@ -277,6 +277,27 @@ describe("generateDockerfile", () => {
     const text = generateDockerfile({ baseImage: "python:3.11-slim", entry, hasRequirements: false, labels: {} });
     const instruction = parseDockerfile(text).find((i) => i.keyword === "ENTRYPOINT");
     expect(JSON.parse(instruction?.rest ?? "")).toEqual(["python3", entry]);
+  });
+});
+
+describe("lastFilesystemStep", () => {
+  // the classic builder numbers every instruction as a step, FROM being 1
+  const steps = (spec: DockerfileSpec) => parseDockerfile(generateDockerfile(spec)).map((instruction) => instruction.keyword);
+  it.each([
+    ["code only", { hasRequirements: false }],
+    ["requirements", { hasRequirements: true }],
+    ["project (pip install . after the code)", { hasRequirements: true, project: { pyproject: true }, aptPackages: ["curl"] }],
+  ] as const)("%s: the step is the last that changes files, and only LABEL follows it", (_name, layout) => {
+    const spec: DockerfileSpec = { baseImage: "python:3.11-slim", entry: "main.py", labels: seedLabels(), ...layout };
+    const keywords = steps(spec);
+    const step = lastFilesystemStep(spec);
+    expect(["COPY", "RUN"]).toContain(keywords[step - 1]);
+    expect(keywords.slice(step)).toEqual(["LABEL"]);
+  });
+
+  it("is the last step when there are no labels", () => {
+    const spec: DockerfileSpec = { baseImage: "python:3.11-slim", entry: "main.py", hasRequirements: true, labels: {} };
+    expect(lastFilesystemStep(spec)).toBe(steps(spec).length);
   });
 });
 
@@ -368,12 +389,12 @@ describe("property: user text never escapes its place", () => {
 
       const physicalLines = text.split("\n").length;
       const labelCount = Object.keys(labels).length;
-      // header + FROM, ENV, WORKDIR, [COPY, RUN], COPY, one line per label, ENTRYPOINT, trailing ""
+      // header + FROM, ENV, WORKDIR, [COPY, RUN], ENTRYPOINT, COPY, one line per label, trailing ""
       expect(physicalLines, text).toBe(1 + 3 + (hasRequirements ? 2 : 0) + 1 + labelCount + 1 + 1);
 
       const instructions = parseDockerfile(text);
       expect(instructions.map((x) => x.keyword)).toEqual(
-        hasRequirements ? ["FROM", "ENV", "WORKDIR", "COPY", "RUN", "COPY", "LABEL", "ENTRYPOINT"] : ["FROM", "ENV", "WORKDIR", "COPY", "LABEL", "ENTRYPOINT"],
+        hasRequirements ? ["FROM", "ENV", "WORKDIR", "COPY", "RUN", "ENTRYPOINT", "COPY", "LABEL"] : ["FROM", "ENV", "WORKDIR", "ENTRYPOINT", "COPY", "LABEL"],
       );
       const label = instructions.find((x) => x.keyword === "LABEL");
       expect(parseLabels(label?.rest ?? ""), text).toEqual(Object.entries(labels));

@@ -106,12 +106,12 @@ describe("generated Dockerfile per layout", () => {
     expect(lines[code + 1]).toBe('RUN ["python3","-m","pip","install","."]');
   });
 
-  it("every layout together: apt, requirements, pyproject dependencies, code, project, labels, entry", () => {
+  it("every layout together: apt, requirements, pyproject dependencies, entry, code, project, labels", () => {
     const lines = instructions(generateDockerfile({ ...base, hasRequirements: true, aptPackages: ["curl"], project: { pyproject: true } }));
     const kinds = lines.map((line) =>
       line.includes("apt-get") ? "apt" : line.includes("requirements.txt") ? line.split(" ")[0] + " requirements" : line.includes("pyproject.toml") ? line.split(" ")[0] + " pyproject" : line === "COPY . ./" ? "code" : line.includes('"pip","install","."') ? "project" : line.split(" ")[0],
     );
-    expect(kinds).toEqual(["FROM", "ENV", "WORKDIR", "apt", "COPY requirements", "RUN requirements", "COPY pyproject", "RUN pyproject", "code", "project", "LABEL", "ENTRYPOINT"]);
+    expect(kinds).toEqual(["FROM", "ENV", "WORKDIR", "apt", "COPY requirements", "RUN requirements", "COPY pyproject", "RUN pyproject", "ENTRYPOINT", "code", "project", "LABEL"]);
   });
 
   // Docker reuses a step's layer when the step text and everything before it is unchanged and,
