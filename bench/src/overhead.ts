@@ -78,9 +78,23 @@ export function cachedSteps(output: string): string[] {
 /** Metadata-only steps before the salted COPY (ENV, WORKDIR) may come from any earlier build on the shared daemon; they cost nothing either way. */
 const isCostlyStep = (instruction: string) => ["COPY", "ADD", "RUN"].includes(instruction);
 
-function importCheckOf(log: string): { importCheckMs?: number } {
+/**
+ * The import check's container run (its own figure, from its log line) and what of it the build
+ * waited for: from the worker's `built image` line to the check's verdict (the check starts on
+ * the last file step's image, alongside the label step, so most of it overlaps the build).
+ */
+function importCheckOf(log: string): { importCheckMs?: number; importCheckWaitMs?: number } {
   const ms = /import check: passed, .*?; (\d+) ms \(checker/.exec(log)?.[1];
-  return ms === undefined ? {} : { importCheckMs: Number(ms) };
+  const at = (pattern: RegExp) => {
+    const stamp = new RegExp(`^(\\S+) \\[build\\] ${pattern.source}`, "m").exec(log)?.[1];
+    return stamp === undefined ? undefined : Date.parse(stamp);
+  };
+  const built = at(/built image /);
+  const verdict = at(/import check: passed/);
+  return {
+    ...(ms === undefined ? {} : { importCheckMs: Number(ms) }),
+    ...(built !== undefined && verdict !== undefined ? { importCheckWaitMs: Math.max(0, verdict - built) } : {}),
+  };
 }
 
 export function projectInput(project: BenchProject): Record<string, unknown> {
@@ -136,7 +150,8 @@ async function ours(project: BenchProject, services: Services, apiUrl: string, r
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
         "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
         "building → pushing (context + docker build + import check)": between(record, "building", "pushing"),
-        "  of which the import check (runs the image once; the CLI has none)": importCheckOf(log).importCheckMs,
+        "  the import check (runs the image once; the CLI has none), alongside the label step": importCheckOf(log).importCheckMs,
+        "  of which the build waited for, after the daemon's last step": importCheckOf(log).importCheckWaitMs,
         "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
       },
     };

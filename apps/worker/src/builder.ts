@@ -17,6 +17,12 @@ export interface ImageBuildRequest {
   cacheFrom?: string[];
   signal?: AbortSignal;
   onLine: (line: string) => void;
+  /**
+   * Told each step's image as the builder commits it (steps numbered from 1, FROM's being its
+   * base image), so work on an intermediate image can start before the build ends. A builder
+   * that cannot tell leaves it uncalled: callers fall back to the finished image.
+   */
+  onStepImage?: (step: number, imageId: string) => void;
 }
 
 export interface PullRequest {

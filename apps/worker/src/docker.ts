@@ -19,6 +19,10 @@ import {
   type SignalledCalls,
 } from "./daemon.js";
 
+/** The classic builder's step header and the line that closes a step with its image (a short id). */
+const STEP_LINE = /^Step (\d+)\/\d+ : /;
+const STEP_IMAGE_LINE = /^\s*---> ([0-9a-f]{12,64})\s*$/;
+
 export type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequest, RunRequest, RunResult } from "./builder.js";
 export { ForwardingBuilder } from "./builder.js";
 export { DAEMON_CALL_TIMEOUT_MS, classifyBuildError, daemonCall } from "./daemon.js";
@@ -205,14 +209,27 @@ export class DockerImageBuilder implements ImageBuilder {
     }
     let imageId = "";
     let currentStep = "";
+    let stepNumber = 0;
+    let stepImage: string | undefined;
+    const reportStepImage = () => {
+      if (stepImage) request.onStepImage?.(stepNumber, stepImage);
+      stepImage = undefined;
+    };
     const recent: string[] = [];
     let error: { text: string; step: string } | undefined;
     // the daemon's chunks are not line-aligned: whole lines only, progress bars at their last state
     const output = new LineJoiner((line) => {
-      if (/^Step \d+\/\d+ : /.test(line)) {
+      const step = STEP_LINE.exec(line);
+      if (step) {
+        reportStepImage();
         currentStep = line;
+        stepNumber = Number(step[1]);
         recent.length = 0; // classify errors by the failing step's own output
       }
+      // the builder's ` ---> <id>` closes a step; a RUN step's own output could print one too,
+      // so the step's last one counts, reported when the next step starts (callers verify it)
+      const image = STEP_IMAGE_LINE.exec(line);
+      if (image && stepNumber > 0) stepImage = image[1];
       recent.push(line);
       if (recent.length > 200) recent.shift();
       request.onLine(line);
@@ -231,6 +248,7 @@ export class DockerImageBuilder implements ImageBuilder {
     // reach the stream after the daemon's error message
     if (error) throw classifyBuildError(error.text, error.step, recent);
     if (!imageId) throw new BuilderError("BUILD_FAILED", "the daemon finished the build without reporting an image id");
+    reportStepImage();
     return { imageId };
   }
 

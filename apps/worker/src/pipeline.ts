@@ -12,7 +12,7 @@ import type { BuildEgress } from "./egress/index.js";
 import { phaseLogs, type Attempt } from "./phases/attempt.js";
 import { fetchPhase, sourceFetch, withWorkDir } from "./phases/fetch.js";
 import { identify } from "./phases/identify.js";
-import { importCheckPhase } from "./phases/check.js";
+import { ImportCheck } from "./phases/check.js";
 import { buildPhase, cachePull, pushPhase, targetImage } from "./phases/image.js";
 import { planPhase } from "./phases/plan.js";
 
@@ -114,8 +114,13 @@ export async function runBuild(deps: PipelineDeps, buildId: string, config: Buil
         ...(plan.layouts ? { layouts: plan.layouts } : {}),
         ...(fetched.buildKey ? { buildKey: fetched.buildKey } : {}),
       });
-      await buildPhase(attempt, fetched, plan, cache);
-      await importCheckPhase(attempt, plan.layouts);
+      // with a generated Dockerfile the check starts on the step whose files are final, alongside the label step
+      const check = new ImportCheck(attempt, plan);
+      await buildPhase(attempt, fetched, plan, cache, check.onStepImage).catch(async (error: unknown) => {
+        await check.drop("the build failed");
+        throw error;
+      });
+      await check.finish(attempt.target.reference);
       // the target is recorded before the push so gRPC Build can answer `imagename: <ref>` as soon as the build phase ends
       await store.transition(buildId, "pushing", { image: targetImage(attempt) });
       const { digest } = await pushPhase(attempt);

@@ -82,6 +82,25 @@ function conformance(name: string, makeAdapter: () => Adapter) {
       expect(image?.contentId).not.toBe((await builder.inspect(BASE))?.contentId);
     });
 
+    it("reports each step's image; one followed only by metadata steps has the built image's layers, and runs", async () => {
+      const reference = tag("steps");
+      const steps: Array<[number, string]> = [];
+      // the RUN step prints what looks like the builder's own line: the step's image is still its own
+      await builder.build({
+        context: tarOf({ Dockerfile: `FROM ${BASE}\nRUN echo " ---> 0123456789ab"\nCOPY app.txt /app.txt\nLABEL run=${run}-steps\n`, "app.txt": `conformance ${run}\n` }),
+        tag: reference, dockerfile: "Dockerfile", networkMode: "none", onLine: noop,
+        onStepImage: (step, imageId) => steps.push([step, imageId]),
+      });
+      expect(steps.map(([step]) => step)).toEqual([1, 2, 3, 4]);
+      expect(steps.map(([, imageId]) => imageId)).not.toContain("0123456789ab");
+      const [copied, labelled] = [steps[2]![1], steps[3]![1]];
+      const built = await builder.inspect(reference);
+      expect((await builder.inspect(copied))?.contentId).toBe(built?.contentId);
+      expect((await builder.inspect(labelled))?.contentId).toBe(built?.contentId);
+      expect((await builder.inspect(steps[1]![1]))?.contentId).not.toBe(built?.contentId);
+      expect(await builder.run({ image: copied, command: ["sh", "-c", "exit 0"], timeoutMs: 60_000 })).toMatchObject({ exitCode: 0, timedOut: false });
+    });
+
     it("builds the same context to the same content", async () => {
       const dockerfile = `FROM ${BASE}\nCOPY app.txt /app.txt\n`;
       await build(tag("same-a"), dockerfile);

@@ -36,7 +36,7 @@ describe("the import check before push", () => {
     expect(builder.calls.map((call) => call.method)).toEqual(["build", "run"]);
     expect(builder.registry.images.size).toBe(0);
     expect(await statuses(id)).not.toContain("pushing");
-    expect((await lines(id)).join("\n")).toMatch(/build: import check: failed, 1 missing module\(s\); 1 file\(s\), 2 import\(s\), python 3\.\d+(\.\d+)?; \d+ ms \(checker [\d.]+ ms\); nothing is pushed/);
+    expect((await lines(id)).join("\n")).toMatch(/build: import check: failed, 1 missing module\(s\); 1 file\(s\), 2 import\(s\), python 3\.\d+(\.\d+)?; \d+ ms \(checker [\d.]+ ms\), on step \d+'s image alongside the label step; nothing is pushed/);
   });
 
   it("passes a guarded optional import with a note, and pushes", async () => {
@@ -47,6 +47,48 @@ describe("the import check before push", () => {
     expect(log).toMatch(/import check: note: main\.py:2 imports "ujson_m1l0_absent" under a guard/);
     expect(log).toMatch(/import check: passed, 1 file\(s\)/);
     expect(builder.calls.map((call) => call.method)).toEqual(["build", "run", "push"]);
+  });
+
+  it("starts on the image of the step whose files are final, before the build has ended", async () => {
+    const builder = new FakeImageBuilder({ anyBase: true });
+    const seen: Array<{ image: string; buildEnded: boolean }> = [];
+    builder.python = (request, files) => {
+      seen.push({ image: request.image, buildEnded: builder.images.has(target) });
+      return hostPython(request, files);
+    };
+    const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "import json\n" }) });
+    const deps = fixture.deps({ builder, importCheck });
+    const target = (await deps.registry[config.service]!.resolve(config)).reference;
+    await expect(runBuild(deps, id, config)).resolves.toMatchObject({ kind: "succeeded" });
+    expect(seen).toEqual([{ image: expect.stringMatching(/^sha256:/) as string, buildEnded: false }]);
+    expect(seen[0]!.image).not.toBe(target);
+    expect((await lines(id)).join("\n")).toMatch(/import check: passed, 1 file\(s\), 1 import\(s\), python [\d.]+; \d+ ms \(checker [\d.]+ ms\), on step \d+'s image alongside the label step/);
+  });
+
+  it("discards an early run on an image without the built image's layers, unread, and checks the built image", async () => {
+    const builder = pythonBuilder();
+    // a RUN step's output could name another image as if the builder had: here every step reports one with none of the project
+    const foreign = "sha256:" + "f".repeat(64);
+    builder.images.set(foreign, { id: foreign, origin: "built", contentId: "sha256:" + "e".repeat(64), labels: {} });
+    builder.files.set(foreign, new Map([["main.py", Buffer.from("import foreign_secret_module_m1l0\n")]]));
+    builder.reportStepImage = () => foreign;
+    const { id, config } = await fixture.submit({ source: fixture.project({ "main.py": "import json\n" }) });
+    const deps = fixture.deps({ builder, importCheck });
+    const target = (await deps.registry[config.service]!.resolve(config)).reference;
+    await expect(runBuild(deps, id, config)).resolves.toMatchObject({ kind: "succeeded" });
+    expect(builder.calls.filter((call) => call.method === "run").map((call) => call.reference)).toEqual([foreign, target]);
+    const log = (await lines(id)).join("\n");
+    expect(log).not.toContain("foreign_secret_module_m1l0");
+    expect(log).toMatch(/import check: passed, 1 file\(s\), 1 import\(s\), python [\d.]+; \d+ ms \(checker [\d.]+ ms\)$/m);
+  });
+
+  it("checks the built image of a user's own Dockerfile, once the build has ended", async () => {
+    const builder = pythonBuilder();
+    const { id, config } = await fixture.submit({ source: fixture.project({ "Dockerfile": "FROM python\nCOPY . /app\nLABEL a=b\n", "main.py": "import json\n" }), dockerfile: "Dockerfile" });
+    const deps = fixture.deps({ builder, importCheck });
+    const target = (await deps.registry[config.service]!.resolve(config)).reference;
+    await expect(runBuild(deps, id, config)).resolves.toMatchObject({ kind: "succeeded" });
+    expect(builder.calls.filter((call) => call.method === "run").map((call) => call.reference)).toEqual([target]);
   });
 
   it("skips an image without python3 with a note, and pushes", async () => {

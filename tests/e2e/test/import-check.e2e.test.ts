@@ -59,7 +59,7 @@ describe("import check before push (real worker, daemon and registry)", () => {
     expect(record.image?.digest).toBeUndefined();
     expect(Object.keys(record.timestamps)).not.toContain("pushing");
     expect(await registryDigest("m1l0/e2e-import-check", `${run}-missing`)).toBeNull();
-    expect(log).toMatch(/\[build\] import check: failed, 1 missing module\(s\); 2 file\(s\), 4 import\(s\), python 3\.11\.\d+; \d+ ms \(checker [\d.]+ ms\); nothing is pushed/);
+    expect(log).toMatch(/\[build\] import check: failed, 1 missing module\(s\); 2 file\(s\), 4 import\(s\), python 3\.11\.\d+; \d+ ms \(checker [\d.]+ ms\), on step \d+'s image alongside the label step; nothing is pushed/);
     expect(log).not.toMatch(/\[push\]/);
     expect(await containersOf(`${services.registryHost}/m1l0/e2e-import-check:${run}-missing`)).toBe(0);
   });

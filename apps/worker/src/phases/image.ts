@@ -19,7 +19,7 @@ export function cachePull(attempt: Attempt): Prefetch<string | undefined> {
 }
 
 /** Streams the packed context to the daemon and builds the image, tagged as the target. */
-export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan, cache: Prefetch<string | undefined>): Promise<{ imageId: string }> {
+export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan, cache: Prefetch<string | undefined>, onStepImage: (step: number, imageId: string) => void): Promise<{ imageId: string }> {
   const { deps, buildId, target, signal } = attempt;
   const buildLog = (line: string) => void attempt.log.build(line);
   // checked (and repaired) right before the daemon is asked: a build never runs on a network whose rules are gone
@@ -42,6 +42,7 @@ export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan,
       ...(cacheFrom ? { cacheFrom: [cacheFrom] } : {}),
       ...withSignal(signal),
       onLine: buildLog,
+      onStepImage,
     })
     .finally(() => capture?.finish());
   await attempt.log.build(`built image ${imageId} tagged ${target.reference}`);

@@ -1,7 +1,7 @@
 import { resolveBaseImage } from "@m1l0/catalog";
 import { BuilderError, type BuildConfig } from "@m1l0/config";
 import { contextHasFile, type ExtraFile } from "@m1l0/context";
-import { buildLabels, generateDockerfile } from "@m1l0/dockerfile";
+import { buildLabels, generateDockerfile, lastFilesystemStep, type DockerfileSpec } from "@m1l0/dockerfile";
 import { detectLayouts, type DetectedLayouts } from "../layouts.js";
 import { describeSource } from "@m1l0/source";
 import { checkDockerfileBaseImages } from "../base-images.js";
@@ -23,6 +23,8 @@ export interface Plan {
   labels?: Record<string, string>;
   /** the layouts the generated Dockerfile installs (generated Dockerfiles only), for the record */
   layouts?: DetectedLayouts["names"];
+  /** the generated Dockerfile's step after which the image's files are final (lastFilesystemStep) */
+  filesFinalStep?: number;
 }
 
 export function resolveCatalogBase(deps: Pick<PipelineDeps, "catalog">, config: BuildConfig) {
@@ -71,12 +73,14 @@ async function planGenerated(attempt: Attempt, fetched: Fetched): Promise<Plan> 
   };
   void attempt.log.fetch(`base image ${base.publicImage}${base.image !== base.publicImage ? ` (served locally as ${base.image})` : ""}`);
   void attempt.log.fetch(layouts.description);
+  const spec: DockerfileSpec = { baseImage: base.image, entry: config.entry, labels, ...layouts.spec, aptSources: deps.aptSources ?? [] };
   return {
     dockerfile: GENERATED_DOCKERFILE,
     baseImage: base.image,
     layouts: layouts.names,
+    filesFinalStep: lastFilesystemStep(spec),
     extraFiles: [
-      { name: GENERATED_DOCKERFILE, content: generateDockerfile({ baseImage: base.image, entry: config.entry, labels, ...layouts.spec, aptSources: deps.aptSources ?? [] }) },
+      { name: GENERATED_DOCKERFILE, content: generateDockerfile(spec) },
       // The user's ignores are already applied while packing. This replacement makes the
       // daemon drop our Dockerfile (and itself) from the context before `COPY . ./`.
       { name: ".dockerignore", content: `${GENERATED_DOCKERFILE}\n.dockerignore\n` },

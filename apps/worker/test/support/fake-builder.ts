@@ -9,6 +9,7 @@ import type { ImageBuilder, ImageBuildRequest, LocalImage, PullRequest, PushRequ
  * image it holds, `RUN exit N` fails, unknown instructions are Dockerfile errors) and pushes
  * to and pulls from a FakeRegistry. builder.conformance.test.ts holds it to the real one.
  */
+const FILE_INSTRUCTIONS = new Set(["RUN", "COPY", "ADD", "WORKDIR"]);
 const INSTRUCTIONS = new Set(["FROM", "RUN", "COPY", "ADD", "LABEL", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "VOLUME", "SHELL", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD"]);
 
 interface FakeImage extends LocalImage {
@@ -49,6 +50,8 @@ export class FakeImageBuilder implements ImageBuilder {
    * Gets the image's context files, as the generated Dockerfile copies them to its workdir.
    */
   python: ((request: RunRequest, files: ReadonlyMap<string, Buffer>) => RunResult | Promise<RunResult>) | undefined;
+  /** what the build reports as a step's image (a RUN step can print a line that looks like the builder's); unset: the step's own */
+  reportStepImage: ((step: number, imageId: string) => string) | undefined;
   /** the context files of each image built here */
   readonly files = new Map<string, ReadonlyMap<string, Buffer>>();
 
@@ -95,33 +98,40 @@ export class FakeImageBuilder implements ImageBuilder {
       .filter((line) => line && !line.startsWith("#"));
     let content = "";
     let labels: Record<string, string> = {};
+    // what COPY and ADD could take: every file of the context
+    const contextContent = [...files].sort(([a], [b]) => a.localeCompare(b)).map(([name, body]) => `${name}\n${body.toString("base64")}`).join("\n");
     for (const [index, step] of steps.entries()) {
       const [instruction = "", ...rest] = step.split(/\s+/);
+      const keyword = instruction.toUpperCase();
       const argument = rest.join(" ");
-      const line = `Step ${index + 1}/${steps.length} : ${instruction.toUpperCase()} ${argument}`;
+      const line = `Step ${index + 1}/${steps.length} : ${keyword} ${argument}`;
       request.onLine(line);
-      if (!INSTRUCTIONS.has(instruction.toUpperCase())) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: dockerfile parse error line ${index + 1}: unknown instruction: ${instruction.toUpperCase()}`);
-      if (instruction.toUpperCase() === "FROM") {
+      if (!INSTRUCTIONS.has(keyword)) throw new BuilderError("DOCKERFILE_ERROR", `Dockerfile error: dockerfile parse error line ${index + 1}: unknown instruction: ${keyword}`);
+      if (keyword === "FROM") {
         if (this.anyBase && !this.images.has(argument)) this.images.set(argument, { id: sha256(`base ${argument}`), origin: "pulled", contentId: sha256(`layers of ${argument}`), labels: {} });
         const base = this.images.get(argument);
         if (!base) throw new BuilderError("BASE_IMAGE_UNAVAILABLE", `base image ${argument} is not available to the build daemon (pull access denied for ${argument}); ask the operator to make it pullable or pre-load it`);
         content = base.contentId;
         labels = { ...base.labels };
+        this.images.set(base.id, base);
+        request.onStepImage?.(index + 1, this.reportStepImage?.(index + 1, base.id) ?? base.id);
         continue;
       }
       const exit = /^exit (\d+)$|^(false)$/.exec(argument);
-      if (instruction.toUpperCase() === "RUN" && exit && (exit[1] ?? "1") !== "0") {
+      if (keyword === "RUN" && exit && (exit[1] ?? "1") !== "0") {
         const code = exit[1] ?? "1";
         request.onLine(`ERROR: The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
         throw new BuilderError("BUILD_FAILED", `build failed at "${line}": The command '/bin/sh -c ${argument}' returned a non-zero code: ${code}`);
       }
-      if (instruction.toUpperCase() === "LABEL") {
+      if (keyword === "LABEL") {
         for (const [, key = "", value = ""] of argument.matchAll(/("[^"]*"|[^\s="]+)=("[^"]*"|\S+)/g)) labels[key.replace(/^"|"$/g, "")] = value.replace(/^"|"$/g, "");
       }
-      content = sha256(`${content}\n${step}`);
+      // like the classic builder, only steps that change files change the layers; the rest is metadata
+      if (FILE_INSTRUCTIONS.has(keyword)) content = sha256(`${content}\n${step}${keyword === "COPY" || keyword === "ADD" ? `\n${contextContent}` : ""}`);
+      const image: FakeImage = { id: sha256(`${content}\n${index}\n${JSON.stringify(labels)}`), origin: "built", contentId: content, labels: { ...labels } };
+      this.images.set(image.id, image);
+      this.stepImage(request, index + 1, image.id, files);
     }
-    // what COPY could take: every file of the context
-    for (const [name, body] of [...files].sort(([a], [b]) => a.localeCompare(b))) content = sha256(`${content}\n${name}\n${body.toString("base64")}`);
     labels = { ...labels, ...request.labels };
     const id = sha256(`${content}\n${JSON.stringify(labels)}`);
     // like the classic builder: steps reused from a pulled cachefrom image are restored, not built here
@@ -129,6 +139,12 @@ export class FakeImageBuilder implements ImageBuilder {
     this.images.set(request.tag, { id, origin: restored ? "pulled" : "built", contentId: content, labels });
     this.files.set(request.tag, files);
     return { imageId: id };
+  }
+
+  /** Reports a step's image, which runs like the finished one (the fake's files are the context's). */
+  private stepImage(request: ImageBuildRequest, step: number, id: string, files: ReadonlyMap<string, Buffer>): void {
+    this.files.set(id, files);
+    request.onStepImage?.(step, this.reportStepImage?.(step, id) ?? id);
   }
 
   async push(request: PushRequest): Promise<{ digest: string }> {
