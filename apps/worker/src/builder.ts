@@ -97,6 +97,8 @@ export interface ImageBuilder {
   pull(request: PullRequest): Promise<void>;
   /** the image this daemon holds under `reference`, or undefined when it holds none */
   inspect(reference: string): Promise<LocalImage | undefined>;
+  /** LocalImage.contentId alone, without working out the origin (one daemon call); undefined when it holds no such image */
+  contentId(reference: string): Promise<string | undefined>;
   /** runs a program once in an image it holds, sandboxed (RunRequest); rejects when the image is not here or the daemon fails */
   run(request: RunRequest): Promise<RunResult>;
 }
@@ -123,6 +125,10 @@ export class ForwardingBuilder implements ImageBuilder {
 
   inspect(reference: string): Promise<LocalImage | undefined> {
     return this.inner.inspect(reference);
+  }
+
+  contentId(reference: string): Promise<string | undefined> {
+    return this.inner.contentId(reference);
   }
 
   run(request: RunRequest): Promise<RunResult> {

@@ -248,7 +248,7 @@ export class ImageCache {
  * The image builder port, reporting to the cache: built images are marked recent and held
  * until their push ends, so a collection never takes an image a build still needs; builds,
  * pulls and pushes are noted as changes (the next collection after a job runs). Ping,
- * inspect and run are forwarded as they are.
+ * inspect, contentId and run are forwarded as they are.
  */
 export class ImageCachingBuilder extends ForwardingBuilder {
   /** tag → image id awaiting its push */

@@ -19,6 +19,11 @@ import {
   type SignalledCalls,
 } from "./daemon.js";
 
+/** A hash of the image's layer diff ids: equal on every daemon that has the same layers. */
+function contentIdOf(info: Docker.ImageInspectInfo): string {
+  return `sha256:${createHash("sha256").update((info.RootFS?.Layers ?? []).join("\n")).digest("hex")}`;
+}
+
 /** The classic builder's step header and the line that closes a step with its image (a short id). */
 const STEP_LINE = /^Step (\d+)\/\d+ : /;
 const STEP_IMAGE_LINE = /^\s*---> ([0-9a-f]{12,64})\s*$/;
@@ -109,11 +114,12 @@ export class DockerImageBuilder implements ImageBuilder {
   async inspect(reference: string): Promise<LocalImage | undefined> {
     const info = await this.inspectImage(reference);
     if (!info) return undefined;
-    const layers = info.RootFS?.Layers ?? [];
-    return {
-      origin: (await this.builtHere(info)) ? "built" : "pulled",
-      contentId: `sha256:${createHash("sha256").update(layers.join("\n")).digest("hex")}`,
-    };
+    return { origin: (await this.builtHere(info)) ? "built" : "pulled", contentId: contentIdOf(info) };
+  }
+
+  async contentId(reference: string): Promise<string | undefined> {
+    const info = await this.inspectImage(reference);
+    return info ? contentIdOf(info) : undefined;
   }
 
   private async inspectImage(reference: string): Promise<Docker.ImageInspectInfo | undefined> {

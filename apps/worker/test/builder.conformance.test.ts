@@ -29,6 +29,7 @@ function realAdapter(): Adapter {
   const tracked: ImageBuilder = {
     ping: () => builder.ping(),
     inspect: (reference) => builder.inspect(reference),
+    contentId: (reference) => builder.contentId(reference),
     push: (request) => builder.push(request),
     pull: (request) => (tags.add(request.reference), builder.pull(request)),
     build: (request) => (tags.add(request.tag), builder.build(request)),
@@ -64,10 +65,12 @@ function conformance(name: string, makeAdapter: () => Adapter) {
       await expect(builder.inspect(tag("never-built"))).resolves.toBeUndefined();
     });
 
-    it("holds the base image as pulled, with a content id", async () => {
+    it("holds the base image as pulled, with a content id (also alone, from contentId)", async () => {
       const base = await builder.inspect(BASE);
       expect(base?.origin).toBe("pulled");
       expect(base?.contentId).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(await builder.contentId(BASE)).toBe(base?.contentId);
+      expect(await builder.contentId(tag("never-built"))).toBeUndefined();
     });
 
     it("builds step by step, and the image is `built` here", async () => {

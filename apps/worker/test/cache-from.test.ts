@@ -23,6 +23,7 @@ function fakes(options: { last?: string; origin?: "absent" | "built" | "pulled";
     ping: async () => undefined,
     run: async () => ({ exitCode: 0, stdout: "", stderr: "", timedOut: false }),
     inspect: async () => (options.origin && options.origin !== "absent" ? { origin: options.origin, contentId: "sha256:c" } : undefined),
+    contentId: async () => (options.origin && options.origin !== "absent" ? "sha256:c" : undefined),
     pull: async (request) => {
       pulls.push(request);
       if (options.pullError) throw options.pullError;

@@ -63,8 +63,8 @@ export class ImportCheck {
   private async qualifiedEarlyRun(built: string): Promise<CheckRun | undefined> {
     if (!this.early) return undefined;
     const { builder } = this.attempt.deps;
-    const [checked, final] = await Promise.all([builder.inspect(this.early.image), builder.inspect(built)]);
-    if (checked && final && checked.contentId === final.contentId) return this.early.run.result();
+    const [checked, final] = await Promise.all([builder.contentId(this.early.image), builder.contentId(built)]);
+    if (checked !== undefined && checked === final) return this.early.run.result();
     this.attempt.logger.warn({ step: this.plan.filesFinalStep, image: this.early.image }, "the early import check ran on an image without the built image's layers; checking the built image");
     await this.early.run.drop("its image does not have the built image's layers");
     return undefined;

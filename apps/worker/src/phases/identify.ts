@@ -45,7 +45,7 @@ export async function identify(attempt: Attempt, hooks: IdentifyHooks): Promise<
       ...(deps.s3 ? { s3: { client: deps.s3 } } : {}),
       ...withSignal(signal),
     }),
-    base ? deps.builder.inspect(base.image).then((image) => image?.contentId) : undefined,
+    base ? deps.builder.contentId(base.image) : undefined,
   ]);
   if (!identity) return { release: unclaimed };
   const inputs: BuildKeyInputs = { config, source: identity.id, base: base ? { image: base.publicImage, content: baseContent, ...(deps.aptSources?.length ? { aptSources: deps.aptSources } : {}) } : undefined };

@@ -71,6 +71,11 @@ export class FakeImageBuilder implements ImageBuilder {
     this.checkUp();
   }
 
+  async contentId(reference: string): Promise<string | undefined> {
+    this.checkUp();
+    return this.images.get(reference)?.contentId;
+  }
+
   async inspect(reference: string): Promise<LocalImage | undefined> {
     this.checkUp();
     const image = this.images.get(reference);
