@@ -59,8 +59,6 @@ export interface Sample {
   cachedSteps: string[];
   /** ours: the pushed image's reference and its size on the daemon (uncompressed, with the base) */
   image?: { reference: string; bytes: number };
-  /** ours: the import check's container run after the build (worker log), part of building → pushing */
-  importCheckMs?: number;
 }
 
 /** Classic-builder output: "Step 3/9 : COPY …" followed by " ---> Using cache" for a cache hit. */
@@ -137,6 +135,7 @@ async function ours(project: BenchProject, services: Services, apiUrl: string, r
     await runCommand("docker", ["rmi", "-f", record.image?.reference ?? "", firstImage]).catch(() => undefined);
     const cloneDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-clone-"));
     const cloneFloor = await runCommand("git", ["clone", "-q", "--depth", "1", fixture.url, path.join(cloneDir, "repo")]).finally(() => rmSync(cloneDir, { recursive: true, force: true }));
+    const check = importCheckOf(log);
     return {
       totalMs,
       cloneFloorMs: cloneFloor.ms,
@@ -145,13 +144,12 @@ async function ours(project: BenchProject, services: Services, apiUrl: string, r
       floors,
       cachedSteps: cachedSteps(log),
       image: { reference: record.image?.reference ?? "", bytes: Number(imageBytes) },
-      ...importCheckOf(log),
       phases: {
         "queued → fetching (pickup)": between(record, "queued", "fetching"),
         "fetching → building (clone, filter, Dockerfile)": between(record, "fetching", "building"),
         "building → pushing (context + docker build + import check)": between(record, "building", "pushing"),
-        "  the import check (runs the image once; the CLI has none), alongside the label step": importCheckOf(log).importCheckMs,
-        "  of which the build waited for, after the daemon's last step": importCheckOf(log).importCheckWaitMs,
+        "  the import check (runs the image once; the CLI has none), alongside the label step": check.importCheckMs,
+        "  of which the build waited for, after the daemon's last step": check.importCheckWaitMs,
         "pushing → succeeded (push)": between(record, "pushing", "succeeded"),
       },
     };

@@ -1,6 +1,7 @@
 export * from "./jobs.js";
 export * from "./redis.js";
 export * from "./store.js";
+export * from "./list-filter.js";
 export type { LiveRecord } from "./newest-first.js";
 export * from "./cancel.js";
 export * from "./unavailable.js";

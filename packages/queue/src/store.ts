@@ -11,6 +11,8 @@ import {
 import type { Redis } from "ioredis";
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { InOrderPerKey } from "./in-order.js";
+import { matchesListFilter, type ListOptions } from "./list-filter.js";
 import { LOG_LINE_MAX_BYTES_DEFAULT, LOG_TAIL_EVENTS_DEFAULT, truncateLogLine } from "./log-line.js";
 import { walkIndexNewestFirst, type LiveRecord } from "./newest-first.js";
 import { CLAIM_SCRIPT, CREATE_SCRIPT, RELEASE_SCRIPT, SET_IF_UNCHANGED_SCRIPT } from "./store-scripts.js";
@@ -23,18 +25,6 @@ export interface StoredEvent {
   /** Redis stream id, usable as SSE Last-Event-ID */
   id: string;
   event: BuildEvent;
-}
-
-export interface ListOptions {
-  status?: BuildStatus;
-  /** only builds this token name submitted */
-  submitter?: string;
-  limit?: number;
-}
-
-/** Whether a record passes a list's filters. */
-export function matchesListFilter(record: BuildRecord, options: ListOptions): boolean {
-  return (!options.status || record.status === options.status) && (options.submitter === undefined || record.submitter === options.submitter);
 }
 
 export interface BuildStoreOptions {
@@ -50,15 +40,16 @@ export interface BuildStoreOptions {
  */
 export type EventSink = (streamId: Promise<string>, event: BuildEvent) => void;
 
+type RedisWithScripts = Redis & {
+  m1l0CreateBuild(...keysAndArgs: Array<string | number>): Promise<unknown>;
+  m1l0SetIfUnchanged(key: string, readSha1: string, value: string): Promise<number>;
+};
+
 /**
  * Build records and per-build event streams in Redis. Any API replica can read what any
  * worker wrote: the record is one JSON value, the events one Redis stream per build (a
  * bounded live tail: the complete log is archived by the worker).
  */
-type RedisWithScripts = Redis & {
-  m1l0CreateBuild(...keysAndArgs: Array<string | number>): Promise<unknown>;
-  m1l0SetIfUnchanged(key: string, readSha1: string, value: string): Promise<number>;
-};
 
 export class BuildStore {
   readonly logTailEvents: number;
@@ -196,20 +187,10 @@ export class BuildStore {
    * never queues behind the previous build's artifact statuses).
    */
   update(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
-    const previous = this.updating.get(id);
-    const run = (previous ?? Promise.resolve()).then(() => this.updateOnce(id, mutate));
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.updating.set(id, settled);
-    void settled.then(() => {
-      if (this.updating.get(id) === settled) this.updating.delete(id);
-    });
-    return run;
+    return this.updates.run(id, () => this.updateOnce(id, mutate));
   }
 
-  private readonly updating = new Map<string, Promise<void>>();
+  private readonly updates = new InOrderPerKey();
 
   private async updateOnce(id: string, mutate: (record: BuildRecord) => BuildRecord): Promise<BuildRecord> {
     const key = this.recordKey(id);
