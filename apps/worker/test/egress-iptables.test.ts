@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { firewallSnapshot } from "@m1l0/testkit";
 import { randomBytes } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
-import { IptablesFirewall, egressRuleset, reconcile, removeRules, type EgressSpec } from "../src/egress/index.js";
+import { IptablesFirewall, egressRuleset, reconcile, removeRules, type EgressSpec, type Firewall } from "../src/egress/index.js";
 
 /**
  * The rules on the host's real iptables (nft or legacy backend), for a bridge name no interface
@@ -59,8 +59,14 @@ describe("egress rules on the host's iptables", () => {
     expect(execFileSync("iptables", ["-S", "DOCKER-USER"]).toString().split("\n")[1]).toContain(`-i ${bridge} `);
     expect(execFileSync("iptables", ["-S", "INPUT"]).toString().split("\n").find((line) => line.startsWith("-A"))).toContain(`-i ${bridge} `);
 
-    // idempotent: nothing to do, nothing changed
-    expect((await reconcile(firewall, rules)).changed).toEqual([]);
+    // idempotent: nothing to do, nothing changed; and the check every build waits for reads one listing per family
+    const runs: string[] = [];
+    const counting: Firewall = {
+      run: (family, args) => (runs.push(`${family} ${args.join(" ")}`), firewall.run(family, args)),
+      restore: (family, text) => (runs.push(`${family} restore`), firewall.restore(family, text)),
+    };
+    expect((await reconcile(counting, rules)).changed).toEqual([]);
+    expect(runs.sort()).toEqual(["4 -S", "6 -S"]);
     expect(firewallSnapshot().filter(mentions(bridge))).toEqual(installed.filter(mentions(bridge)));
 
     // another bridge's jump on top of ours is not a reason to move (no ping-pong between workers)

@@ -80,29 +80,28 @@ export interface ReconcileResult {
  */
 export async function reconcile(firewall: Firewall, rules: Ruleset): Promise<ReconcileResult> {
   const changed: string[] = [];
-  const dockerUser = await list(firewall, 4, "DOCKER-USER");
-  if (dockerUser === undefined) {
+  // one listing per family, read at once: every build waits for this check, and each iptables
+  // run is a process of its own (5 ms here, more on a busy host); per chain it took seven
+  const families = [...new Set<4 | 6>([4, ...rules.jumps.map((jump) => jump.family)])];
+  const tables = new Map(await Promise.all(families.map(async (family) => [family, await readTable(firewall, family)] as const)));
+  const v4 = tables.get(4) ?? new Map<string, string[]>();
+  if (!v4.has("DOCKER-USER")) {
     throw new BuilderError(
       "EGRESS_POLICY_UNAVAILABLE",
       "the DOCKER-USER iptables chain does not exist: the Docker daemon on this host runs with --iptables=false (or iptables is not the host's firewall); build egress rules cannot be installed (set BUILD_EGRESS=none, or run a daemon that manages iptables)",
     );
   }
-  const current = (await list(firewall, 4, rules.forwardChain)) ?? "";
-  const currentInput = (await list(firewall, 4, rules.inputChain)) ?? "";
   const tag = `${RULE_TAG} ${rules.version}`;
-  const upToDate = (listing: string, expected: number) => {
-    const lines = listing.split("\n").filter((line) => line.startsWith("-A "));
-    return lines.length === expected && lines.every((line) => line.includes(`--comment "${tag}"`));
-  };
-  if (!upToDate(current, rules.forward.length) || !upToDate(currentInput, rules.input.length)) {
+  const upToDate = (lines: readonly string[], expected: number) => lines.length === expected && lines.every((line) => line.includes(`--comment "${tag}"`));
+  if (!upToDate(v4.get(rules.forwardChain) ?? [], rules.forward.length) || !upToDate(v4.get(rules.inputChain) ?? [], rules.input.length)) {
     await firewall.restore(4, restoreScript(rules));
     changed.push(`chains ${rules.forwardChain}, ${rules.inputChain} (version ${rules.version})`);
   }
+  // the restore replaces our own chains only: the shared chains' listings read above still hold
   for (const jump of rules.jumps) {
-    const listing = (await list(firewall, jump.family, jump.chain)) ?? "";
+    const lines = tables.get(jump.family)?.get(jump.chain) ?? [];
     const comment = `--comment "${jumpComment(jumpBridge(jump.rule))}"`;
-    const ours = listing.split("\n").filter((line) => line.startsWith("-A ") && line.includes(comment));
-    const lines = listing.split("\n").filter((line) => line.startsWith("-A "));
+    const ours = lines.filter((line) => line.includes(comment));
     const position = lines.findIndex((line) => line.includes(comment));
     // ahead of every rule but other m1l0 jumps (those match other bridges: their order is irrelevant)
     const onTop = position >= 0 && lines.slice(0, position).every((line) => line.includes(`--comment "${RULE_TAG} `));
@@ -113,6 +112,26 @@ export async function reconcile(firewall: Firewall, rules: Ruleset): Promise<Rec
     changed.push(`${jump.family === 4 ? "iptables" : "ip6tables"} ${jump.chain} jump${ours.length ? " (moved to the top)" : ""}: ${expected}`);
   }
   return { changed };
+}
+
+/**
+ * A family's filter table (`iptables -S`) by chain: each chain's rules ("-A CHAIN …") in order,
+ * an empty list for a chain without rules; a chain that does not exist is absent. A family
+ * whose tool cannot list (ip6tables on a host without IPv6) reads as an empty table, as a
+ * missing chain did before: the insert that follows says why.
+ */
+async function readTable(firewall: Firewall, family: 4 | 6): Promise<Map<string, string[]>> {
+  const chains = new Map<string, string[]>();
+  for (const line of ((await list(firewall, family)) ?? "").split("\n")) {
+    const declared = /^-[NP] (\S+)/.exec(line);
+    const rule = /^-A (\S+) /.exec(line);
+    const chain = declared?.[1] ?? rule?.[1];
+    if (!chain) continue;
+    const rules = chains.get(chain) ?? [];
+    if (rule) rules.push(line);
+    chains.set(chain, rules);
+  }
+  return chains;
 }
 
 function jumpBridge(rule: string): string {
