@@ -4,11 +4,12 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { DAEMON_SOCKETS, bridgeGateway, checkDaemons, daemonLabel, removeRepositoryImages } from "./daemons.js";
+import { DAEMON_SOCKETS, bridgeGateway, checkDaemons, daemonLabel, removeRepositoryImages, timedPull, type TimedPull } from "./daemons.js";
 import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
+import { stampedBuildLines, stepRows, stepTimes, type StepTimes } from "./steps.js";
 import { apiFetch, between, createGitFixture, forgetNamespace, postBuild, shortId, waitForTerminal } from "./util.js";
 
 const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
@@ -31,6 +32,11 @@ export interface Pair {
   pipStepMs: number | undefined;
   /** the rebuild's pull of the cache image, as the worker logged it */
   pullMs: number | undefined;
+  /** the same pull alone afterwards, on the rebuild's daemon once it holds nothing of the repository again: the daemon's floor */
+  pullFloor: TimedPull | undefined;
+  /** both builds step by step, from their log's line timestamps */
+  coldSteps: StepTimes | undefined;
+  warmSteps: StepTimes | undefined;
   /** recorded status timestamps of both builds */
   coldPhases: Record<string, number | undefined>;
   warmPhases: Record<string, number | undefined>;
@@ -54,6 +60,13 @@ export function stepDuration(log: string, from: RegExp): number | undefined {
   const at = (line: string | undefined) => (line ? Date.parse(line.slice(0, 24)) : Number.NaN);
   const duration = at(lines[end]) - at(lines[start]);
   return Number.isFinite(duration) ? duration : undefined;
+}
+
+/** A build's docker build step by step, timed within building → pushing. */
+function stepsOf(built: Built): StepTimes | undefined {
+  const building = built.record.timestamps.building;
+  const span = between(built.record, "building", "pushing");
+  return building && span !== undefined ? stepTimes(stampedBuildLines(built.log, building), span) : undefined;
 }
 
 export interface Built {
@@ -159,6 +172,10 @@ export async function measureCodeOnly(services: Services, project: CodeOnlyProje
         const warm = await build(stacks.get(warmDaemon)!, { ...config, revision: "v2", source: fixtures[1].url });
         project.check(cold, warm);
         const pulled = /pulled \S+ for its layers in ([\d.]+) s/.exec(warm.log);
+        const repository = `${services.registryHost}/${String(config.repository)}`;
+        await removeRepositoryImages(warmDaemon, repository);
+        const auth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
+        const pullFloor = cold.record.image ? await timedPull(warmDaemon, cold.record.image.reference, auth) : undefined;
         const sample: Pair = {
           coldDaemon,
           warmDaemon,
@@ -166,6 +183,9 @@ export async function measureCodeOnly(services: Services, project: CodeOnlyProje
           warmMs: warm.ms,
           pipStepMs: stepDuration(cold.log, PIP_STEP),
           pullMs: pulled ? Number(pulled[1]) * 1000 : undefined,
+          pullFloor,
+          coldSteps: stepsOf(cold),
+          warmSteps: stepsOf(warm),
           coldPhases: phasesOf(cold.record),
           warmPhases: phasesOf(warm.record),
         };
@@ -226,6 +246,7 @@ function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: str
   }
   if (pips.length) rows.push(["  the cold build's pip step (log timestamps)", "", formatSummary(summarize(pips), formatMs), "", "", ""]);
   if (pulls.length) rows.push(["  the rebuild's pull of the cache image (worker log)", formatSummary(summarize(pulls), formatMs), "", "", "", ""]);
+  rows.push(...pullFloorRows(pairs), ...rebuildStepRows(pairs));
   return {
     title: "3. Code-only change — dependency layer reused on another daemon",
     columns: ["metric", "ours: code-only rebuild on the other daemon (POST /builds → succeeded)", "baseline: cold build + push on a daemon (same service)", "ratio", "target", "met?"],
@@ -235,9 +256,32 @@ function codeChangeTable(pairs: Pair[], options: CodeChangeOptions, daemonX: str
       "The rebuild's worker looks that image up, pulls it from the registry with its own credentials (only the layers its daemon lacks: the base is shared), logs `cache from <ref>` and passes it to the classic builder as `cachefrom`; the builder reports `Using cache` for every step up to the pip install, and runs `COPY . ./` and later steps. Checked on every pair: the benchmark fails if the cold build's pip step did not run or the rebuild's was not a cache hit.",
       `The dependency is realistic in cost and offline: requirements.txt names a local package index (\`--index-url http://${gateway}:<port>/simple/\`, \`--trusted-host\`; a Node HTTP server of the benchmark on the default daemon's bridge address, reachable from build containers of every daemon) serving one source distribution, ${PACKAGE_SUMMARY(options.dependency, sdistBytes)} pip downloads it, builds the wheel (PEP 517, build isolation) and installs it, under the worker's default egress policy (\`BUILD_EGRESS=public\` on its own build network, the index's address and port in \`BUILD_EGRESS_ALLOW\`).`,
       "Where the rebuild's time goes (see the rows by status timestamps): the clone and, at the same time, the pull of the cache image (the dependency layer's bytes, downloaded and unpacked; the worker starts it with the fetch), the cached steps (milliseconds, the ENTRYPOINT among them: the generated Dockerfile sets it before the code), then `COPY . ./` and the LABEL step (per-build values), each of which the classic builder commits through a container, with the import check running on the `COPY . ./` step's image meanwhile, and a push of only the new layers. That is the floor of a code-only rebuild on a daemon that has never seen the project; the bigger the dependency step relative to its layer, the lower the ratio.",
+      "Floor of the pull: after each pair, with the rebuild's daemon emptied of the repository again, the runner pulls the cold build's image there alone (the daemon's API, as the worker pulls; no clone or build alongside) and counts the layers it downloaded; the difference from the worker's pull is what the clone running alongside costs it on 2 cores.",
+      "Step by step: both builds' classic-builder lines, stamped by the worker as it reads them; a step lasts from its `Step N/M` line to the next one (the last to `Successfully built`), medians over the pairs; the rebuild's \"before Step 1\" holds the rest of its cache pull, since the build waits for that image before it starts.",
       "Ratio: median rebuild time ÷ median cold time; per daemon, the rebuilds landing on a daemon against the cold builds made on that daemon. Both figures include submission, clone, context streaming, build and push; the rebuild also includes the pull of the cache image.",
     ],
   };
+}
+
+function pullFloorRows(pairs: Pair[]): string[][] {
+  const floors = pairs.flatMap((pair) => (pair.pullFloor ? [pair.pullFloor] : []));
+  if (floors.length === 0) return [];
+  const layers = [...new Set(floors.map((floor) => `${floor.downloaded} downloaded, ${floor.present} already there`))].join("; ");
+  return [["  floor: the same pull alone afterwards (daemon API, layers: " + layers + ")", formatSummary(summarize(floors.map((floor) => floor.ms)), formatMs), "", "", "", ""]];
+}
+
+/** The rebuild against its cold build, step by step (the ratio column holds rebuild − cold). */
+function rebuildStepRows(pairs: Pair[]): string[][] {
+  const rows = stepRows(
+    pairs.flatMap((pair) => (pair.warmSteps ? [pair.warmSteps] : [])),
+    pairs.flatMap((pair) => (pair.coldSteps ? [pair.coldSteps] : [])),
+    {
+      before: "from `building`: the egress check, the daemon reading the context and, for the rebuild, the rest of its cache pull",
+      after: "to `pushing`: tag, the import check's wait",
+    },
+  );
+  if (rows.length === 0) return [];
+  return [["step by step, from the build log's line timestamps (ratio column: rebuild − cold):", "", "", "", "", ""], ...rows.map((row) => [...row, "", ""])];
 }
 
 const PACKAGE_SUMMARY = (spec: DependencySpec, sdistBytes: number) =>

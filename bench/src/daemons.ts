@@ -38,3 +38,22 @@ export async function bridgeGateway(): Promise<string> {
   if (!gateway) throw new Error(`the default daemon's bridge network (${bridge}) has no gateway address`);
   return gateway;
 }
+
+export interface TimedPull {
+  ms: number;
+  /** layers the daemon downloaded ("Pull complete") and those it already held ("Already exists") */
+  downloaded: number;
+  present: number;
+}
+
+/** `docker pull` through the daemon's API (as the worker pulls), timed from the request to the end of its progress stream. */
+export async function timedPull(socket: string, reference: string, auth: { username: string; password: string; serveraddress: string }): Promise<TimedPull> {
+  const docker = new Docker({ socketPath: socket });
+  const started = performance.now();
+  const stream = await docker.pull(reference, { authconfig: auth });
+  const events = await new Promise<Array<{ status?: string; error?: string }>>((resolve, reject) => docker.modem.followProgress(stream, (error, output) => (error ? reject(error) : resolve(output as Array<{ status?: string; error?: string }>))));
+  const ms = performance.now() - started;
+  const failure = events.find((event) => event.error);
+  if (failure) throw new Error(`pull of ${reference} failed: ${failure.error}`);
+  return { ms, downloaded: events.filter((event) => event.status === "Pull complete").length, present: events.filter((event) => event.status === "Already exists").length };
+}

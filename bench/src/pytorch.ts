@@ -2,7 +2,7 @@ import Docker from "dockerode";
 import path from "node:path";
 import { measureCodeOnly, type CodeOnlyProject, type Pair } from "./codechange.js";
 import { DAEMON_SOCKETS, daemonLabel } from "./daemons.js";
-import { cachedSteps, measureColdBuilds, projectInput, saltedFile, type BenchProject, type OverheadOptions, type Sample } from "./overhead.js";
+import { cachedSteps, measureColdBuilds, STEP_BY_STEP_NOTE, stepByStepRows, projectInput, saltedFile, type BenchProject, type OverheadOptions, type Sample } from "./overhead.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
@@ -106,6 +106,7 @@ function pytorchTable(cold: { ours: Sample[]; cli: Sample[] }, pairs: Pair[], im
     ["cold build + push, wall time", formatSummary(ours, formatMs), formatSummary(cli, formatMs), formatRatio(coldRatio), `≤ ${TARGET}×`, coldRatio === undefined ? "–" : coldRatio <= TARGET ? "yes" : "no"],
     ...phases(cold.ours).map(([name, value]) => [`  ours: ${name}`, value, "", "", "", ""]),
     ...phases(cold.cli).map(([name, value]) => [`  CLI: ${name}`, "", value, "", "", ""]),
+    ...stepByStepRows(cold.ours, cold.cli),
     [
       "image size: on the daemon (uncompressed) / in the registry (compressed layers + config)",
       `${imageBytes === undefined ? "–" : formatBytes(imageBytes)} / ${pushedBytes === undefined ? "–" : formatBytes(pushedBytes)}`,
@@ -139,6 +140,7 @@ function pytorchTable(cold: { ours: Sample[]; cli: Sample[] }, pairs: Pair[], im
     notes: [
       `Cold build + push: the method of benchmark 1 (same code, bench/src/overhead.ts) on ${PROJECT_NAME}: same daemon, registry, generated Dockerfile (catalog with local-additions.yaml), ignores, \`--network none\`, 4 GiB limit, classic builder (\`DOCKER_BUILDKIT=0\`) for the CLI; a fresh repository and a unique comment in main.py per build (the project has no requirements.txt, so \`COPY . ./\` is the first layer of its own), \`docker builder prune -af\` between builds, variants alternating, ${cold.ours.length} build(s) each.`,
       "Ours also runs the import check (IMPORT_CHECK, on by default) before the push: one sandboxed run of the image that imports the entry's modules, torch among them — work the CLI does not do. It starts on the image of the generated Dockerfile's last file step, while the daemon commits the label step; its own time and the part the build waited for after the daemon's last step (both from the worker log) are shown under building → pushing.",
+      STEP_BY_STEP_NOTE,
       `Before measuring, the base's layers are pushed once to ${BASE_REPOSITORY} from each daemon used (not counted): a daemon's first push of a ~${formatBytes(baseBytes)} base uploads it, later repositories mount it, as they mount a public framework image's layers on a real registry. So the push moves the project's layers only, and the size that matters is the pull's (the registry figure).`,
       pairs.length
         ? `Code-only rebuild: the method of benchmark 3 (bench/src/codechange.ts): v1 built cold on one daemon, v2 (one more comment in main.py) submitted to a stack whose only worker drives the other daemon; the rebuild pulls v1 as its cache image (\`cache from\`, checked) — the base is on both daemons (scripts/fleet.sh copies it), so only the project's layers move. With no dependency step to reuse, the rebuild does the cold build's work plus that pull: no target beyond reporting it.`

@@ -5,6 +5,7 @@ import { apiFetch, createGitFixture as createTestGitFixture } from "@m1l0/testki
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import type { Services } from "./stack.js";
+import { LineStamper, type StampedLine } from "./steps.js";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -18,16 +19,20 @@ export interface CommandResult {
   output: string;
   /** stdout alone, for machine-readable results */
   stdout: string;
+  /** stdout's lines, each with when it arrived (ms from spawn); only with `stampLines` */
+  lines?: StampedLine[];
 }
 
 /** Runs a command to completion, timing it from spawn to exit; throws with its output when it fails. */
-export function runCommand(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Promise<CommandResult> {
+export function runCommand(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; stampLines?: boolean } = {}): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const child = spawn(command, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ["pipe", "pipe", "pipe"] });
     const chunks: Buffer[] = [];
     const stdoutChunks: Buffer[] = [];
+    const stamper = options.stampLines ? new LineStamper(started) : undefined;
     child.stdout.on("data", (chunk: Buffer) => {
+      stamper?.write(chunk);
       chunks.push(chunk);
       stdoutChunks.push(chunk);
     });
@@ -37,7 +42,8 @@ export function runCommand(command: string, args: string[], options: { env?: Nod
     child.on("close", (code) => {
       const ms = performance.now() - started;
       const output = Buffer.concat(chunks).toString();
-      if (code === 0) resolve({ ms, output, stdout: Buffer.concat(stdoutChunks).toString() });
+      stamper?.end();
+      if (code === 0) resolve({ ms, output, stdout: Buffer.concat(stdoutChunks).toString(), ...(stamper ? { lines: stamper.lines } : {}) });
       else reject(new Error(`${command} ${args.join(" ")} exited with ${code}:\n${output.slice(-2000)}`));
     });
   });
