@@ -259,7 +259,14 @@ function scaleTable(options: ScaleOptions, worker: WorkerScaleResult, bytes: Awa
       "≤ 10 %",
       within(rssGrowth, 0.1),
     ],
-    [`  V8 heap used / reserved, same readings`, `${formatBytes(worker.heapBefore.usedBytes)} / ${formatBytes(worker.heapBefore.totalBytes)} → ${formatBytes(worker.heapAfter.usedBytes)} / ${formatBytes(worker.heapAfter.totalBytes)}`, "", "", "(evidence)", ""],
+    [
+      `  V8 heap used / reserved (of which new space), same readings`,
+      `${formatBytes(worker.heapBefore.usedBytes)} / ${formatBytes(worker.heapBefore.totalBytes)} (${formatBytes(worker.heapBefore.newSpaceBytes)}) → ${formatBytes(worker.heapAfter.usedBytes)} / ${formatBytes(worker.heapAfter.totalBytes)} (${formatBytes(worker.heapAfter.newSpaceBytes)})`,
+      "",
+      "",
+      "(evidence)",
+      "",
+    ],
     [
       `  after a full GC: live heap, then RSS, over ${worker.builds} more builds`,
       `${formatBytes(collected.before.usedBytes)} → ${formatBytes(collected.after.usedBytes)}; RSS ${formatBytes(collected.before.rssBytes)} → ${formatBytes(collected.after.rssBytes)}`,
