@@ -14,6 +14,8 @@ export interface PackChildResult {
   peakGrowthBytes: number;
   /** highest RSS seen by 5 ms sampling, minus RSS before packing */
   sampledGrowthBytes: number;
+  /** highest ArrayBuffer memory seen by the same sampling, minus before: the chunks pushed and not yet collected by V8 */
+  sampledArrayBufferGrowthBytes: number;
   hwmReset: boolean;
 }
 
@@ -35,10 +37,14 @@ try {
   hwmReset = false;
 }
 const rssStartBytes = process.memoryUsage.rss();
+const arrayBuffersStart = process.memoryUsage().arrayBuffers;
 let sampledPeak = rssStartBytes;
-const sampler = setInterval(() => {
+let arrayBuffersPeak = arrayBuffersStart;
+const sample = () => {
   sampledPeak = Math.max(sampledPeak, process.memoryUsage.rss());
-}, 5);
+  arrayBuffersPeak = Math.max(arrayBuffersPeak, process.memoryUsage().arrayBuffers);
+};
+const sampler = setInterval(sample, 5);
 
 const started = performance.now();
 const filter = await createContextFilter(root, ignores);
@@ -46,7 +52,7 @@ let bytes = 0;
 for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
 const ms = performance.now() - started;
 clearInterval(sampler);
-sampledPeak = Math.max(sampledPeak, process.memoryUsage.rss());
+sample();
 
 const result: PackChildResult = {
   bytes,
@@ -54,6 +60,7 @@ const result: PackChildResult = {
   rssStartBytes,
   peakGrowthBytes: vmHwmBytes() - rssStartBytes,
   sampledGrowthBytes: sampledPeak - rssStartBytes,
+  sampledArrayBufferGrowthBytes: arrayBuffersPeak - arrayBuffersStart,
   hwmReset,
 };
 process.stdout.write(`${JSON.stringify(result)}\n`);
