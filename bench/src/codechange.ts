@@ -9,7 +9,7 @@ import { startPackageIndex, type DependencySpec } from "./deps-index.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type RunningStack, type Services } from "./stack.js";
 import { formatBytes, formatMs, formatRatio, formatSummary, ratio, summarize } from "./stats.js";
-import { stampedBuildLines, stepRows, stepTimes, type StepTimes } from "./steps.js";
+import { buildSteps, stepRows, type StepTimes } from "./steps.js";
 import { apiFetch, between, createGitFixture, forgetNamespace, postBuild, shortId, waitForTerminal } from "./util.js";
 
 const BASE_IMAGE = "m1l0-local/python:3.11-bookworm";
@@ -51,24 +51,6 @@ const phasesOf = (record: BuildRecord): Record<string, number | undefined> => ({
 
 const MAIN_PY = (version: string) => `import m1l0_bench_deps\n\nprint("bench project ${version}", m1l0_bench_deps.CHAIN[:12])\n`;
 
-/** Milliseconds from a log line matching `from` to the next line starting a Dockerfile step. */
-export function stepDuration(log: string, from: RegExp): number | undefined {
-  const lines = log.split("\n");
-  const start = lines.findIndex((line) => from.test(line));
-  if (start < 0) return undefined;
-  const end = lines.findIndex((line, index) => index > start && /\[build\] Step \d+\/\d+ : /.test(line));
-  const at = (line: string | undefined) => (line ? Date.parse(line.slice(0, 24)) : Number.NaN);
-  const duration = at(lines[end]) - at(lines[start]);
-  return Number.isFinite(duration) ? duration : undefined;
-}
-
-/** A build's docker build step by step, timed within building → pushing. */
-function stepsOf(built: Built): StepTimes | undefined {
-  const building = built.record.timestamps.building;
-  const span = between(built.record, "building", "pushing");
-  return building && span !== undefined ? stepTimes(stampedBuildLines(built.log, building), span) : undefined;
-}
-
 export interface Built {
   ms: number;
   record: BuildRecord;
@@ -98,6 +80,8 @@ async function build(stack: RunningStack, config: Record<string, unknown>): Prom
 }
 
 const PIP_STEP = /\[build\] Step \d+\/\d+ : RUN python3 -m pip install -r requirements.txt/;
+/** the same step as `stepTimes` names it */
+const PIP_STEP_NAME = /^Step \d+\/\d+ RUN python3 -m pip install -r/;
 
 /** The classic builder's verdict on the pip step: "Using cache" (reused) or "Running in" (ran). */
 function pipStepCached(log: string): boolean | undefined {
@@ -176,16 +160,17 @@ export async function measureCodeOnly(services: Services, project: CodeOnlyProje
         await removeRepositoryImages(warmDaemon, repository);
         const auth = { username: services.registryUsername, password: services.registryPassword, serveraddress: services.registryHost };
         const pullFloor = cold.record.image ? await timedPull(warmDaemon, cold.record.image.reference, auth) : undefined;
+        const coldSteps = buildSteps(cold.record, cold.log);
         const sample: Pair = {
           coldDaemon,
           warmDaemon,
           coldMs: cold.ms,
           warmMs: warm.ms,
-          pipStepMs: stepDuration(cold.log, PIP_STEP),
+          pipStepMs: coldSteps?.find((step) => PIP_STEP_NAME.test(step.name))?.ms,
           pullMs: pulled ? Number(pulled[1]) * 1000 : undefined,
           pullFloor,
-          coldSteps: stepsOf(cold),
-          warmSteps: stepsOf(warm),
+          coldSteps,
+          warmSteps: buildSteps(warm.record, warm.log),
           coldPhases: phasesOf(cold.record),
           warmPhases: phasesOf(warm.record),
         };

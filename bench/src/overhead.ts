@@ -9,7 +9,7 @@ import { measureResubmitFloors, type ResubmitFloors } from "./floors.js";
 import type { Table } from "./report.js";
 import { ROOT_DIR, startStack, type Services } from "./stack.js";
 import { formatMs, formatRatio, formatSummary, ratio, summarize, type Summary } from "./stats.js";
-import { stampedBuildLines, stepRows, stepTimes, type StepTimes } from "./steps.js";
+import { buildSteps, stepRows, stepTimes, type StepTimes } from "./steps.js";
 import { apiFetch, between, createGitFixture, postBuild, runCommand, shortId, waitForTerminal } from "./util.js";
 
 /** An example project built cold by both variants; `salted` gives it a unique comment so no layer of it can come from cache. */
@@ -139,9 +139,7 @@ async function ours(project: BenchProject, services: Services, apiUrl: string, r
     const cloneDir = mkdtempSync(path.join(tmpdir(), "m1l0-bench-clone-"));
     const cloneFloor = await runCommand("git", ["clone", "-q", "--depth", "1", fixture.url, path.join(cloneDir, "repo")]).finally(() => rmSync(cloneDir, { recursive: true, force: true }));
     const check = importCheckOf(log);
-    const building = record.timestamps.building;
-    const buildingMs = between(record, "building", "pushing");
-    const steps = building && buildingMs !== undefined ? stepTimes(stampedBuildLines(log, building), buildingMs) : undefined;
+    const steps = buildSteps(record, log);
     return {
       totalMs,
       cloneFloorMs: cloneFloor.ms,

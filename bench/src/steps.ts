@@ -4,6 +4,7 @@
  * daemon; the runner stamps the CLI's stdout lines the same way). Both run the same generated
  * Dockerfile on the same daemon, so equal steps should cost the same and the gap shows where.
  */
+import type { BuildRecord } from "@m1l0/config";
 import { StringDecoder } from "node:string_decoder";
 import { formatMs, formatSummary, summarize } from "./stats.js";
 
@@ -61,6 +62,12 @@ export function stampedBuildLines(log: string, startIso: string): StampedLine[] 
     if (match) lines.push({ atMs: Date.parse(match[1]!) - start, text: match[2]! });
   }
   return lines;
+}
+
+/** A finished build's docker build step by step, from its log, timed within its building → pushing span. */
+export function buildSteps(record: BuildRecord, log: string): StepTimes | undefined {
+  const { building, pushing } = record.timestamps;
+  return building && pushing ? stepTimes(stampedBuildLines(log, building), Date.parse(pushing) - Date.parse(building)) : undefined;
 }
 
 /** Splits stdout chunks into lines stamped with the chunk's arrival (a chunk's lines share one stamp). */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { AFTER_LAST_STEP, BEFORE_FIRST_STEP, LineStamper, stampedBuildLines, stepRows, stepTimes } from "../src/index.js";
+import type { BuildRecord } from "@m1l0/config";
+import { AFTER_LAST_STEP, BEFORE_FIRST_STEP, buildSteps, LineStamper, stampedBuildLines, stepRows, stepTimes } from "../src/index.js";
 
 const CLASSIC_OUTPUT = [
   [40, "Sending build context to Docker daemon  4.096kB"],
@@ -41,6 +42,19 @@ describe("stampedBuildLines", () => {
       { atMs: 150, text: "Step 1/2 : FROM x" },
       { atMs: 800, text: "Successfully built abc123" },
     ]);
+  });
+});
+
+describe("buildSteps", () => {
+  it("times a build's steps within its building → pushing span, and is undefined without both", () => {
+    const log = ["2026-12-04T01:00:00.100Z [build] Step 1/1 : COPY . ./", "2026-12-04T01:00:00.300Z [build] Successfully built abc123"].join("\n");
+    const record = { timestamps: { building: "2026-12-04T01:00:00.000Z", pushing: "2026-12-04T01:00:00.450Z" } } as unknown as BuildRecord;
+    expect(buildSteps(record, log)).toEqual([
+      { name: BEFORE_FIRST_STEP, ms: 100 },
+      { name: "Step 1/1 COPY . ./", ms: 200 },
+      { name: AFTER_LAST_STEP, ms: 150 },
+    ]);
+    expect(buildSteps({ timestamps: { building: "2026-12-04T01:00:00.000Z" } } as unknown as BuildRecord, log)).toBeUndefined();
   });
 });
 
