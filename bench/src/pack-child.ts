@@ -1,10 +1,18 @@
 /**
- * Child process for the packing benchmark: packs one tree with our filter + packer into a byte
- * counter and reports time and memory as one JSON line. A process of its own so that VmHWM
- * (peak RSS) belongs to the packing alone and not to the runner.
+ * Child process for the packing benchmark: packs one tree with our filter + packer, piped
+ * (`stream.pipe`, as dockerode pipes the worker's packer into the daemon's socket) into
+ * - `socket`: fd 3, one end of a unix socket pair whose other end the runner counts, as the daemon
+ *   reads the worker's; or `pipe`: fd 3, a pipe with `wc -c` at the other end, as after GNU tar;
+ * - `process`: a Writable in this process that only calls back (the packer alone).
+ * Reports time and memory as one JSON line on stdout.
  */
 import { createContextFilter, packContext } from "@m1l0/context";
+import { once } from "node:events";
 import { readFileSync, writeFileSync } from "node:fs";
+import { Socket } from "node:net";
+import { Writable } from "node:stream";
+
+export type PackSink = "socket" | "pipe" | "process";
 
 export interface PackChildResult {
   bytes: number;
@@ -14,7 +22,7 @@ export interface PackChildResult {
   peakGrowthBytes: number;
   /** highest RSS seen by 5 ms sampling, minus RSS before packing */
   sampledGrowthBytes: number;
-  /** highest ArrayBuffer memory seen by the same sampling, minus before: the chunks pushed and not yet collected by V8 */
+  /** highest ArrayBuffer memory seen by the same sampling, minus before: the packer's buffers, and any not yet collected by V8 */
   sampledArrayBufferGrowthBytes: number;
   hwmReset: boolean;
 }
@@ -25,9 +33,25 @@ function vmHwmBytes(): number {
   return Number(match[1]) * 1024;
 }
 
-const [root, ignoresJson] = process.argv.slice(2);
-if (!root || !ignoresJson) throw new Error("usage: pack-child.js <root> <ignores as JSON>");
+const [sink, root, ignoresJson] = process.argv.slice(2) as [PackSink | undefined, string?, string?];
+if (!sink || !root || !ignoresJson) throw new Error("usage: pack-child.js socket|pipe|process <root> <ignores as JSON>");
 const ignores = JSON.parse(ignoresJson) as string[];
+
+async function packInto(destination: Writable): Promise<number> {
+  const filter = await createContextFilter(root!, ignores);
+  let bytes = 0;
+  const packed = packContext(root!, { filter, tap: { write: (chunk) => void (bytes += chunk.length), end: () => undefined } });
+  packed.pipe(destination);
+  await Promise.race([once(destination, "finish"), once(packed, "error").then(([error]) => Promise.reject(error as Error))]);
+  return bytes;
+}
+
+const counter = () =>
+  new Writable({
+    write(_chunk: Buffer, _encoding, callback) {
+      callback();
+    },
+  });
 
 let hwmReset = true;
 try {
@@ -47,9 +71,7 @@ const sample = () => {
 const sampler = setInterval(sample, 5);
 
 const started = performance.now();
-const filter = await createContextFilter(root, ignores);
-let bytes = 0;
-for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
+const bytes = await packInto(sink === "process" ? counter() : new Socket({ fd: 3, readable: false, writable: true }));
 const ms = performance.now() - started;
 clearInterval(sampler);
 sample();

@@ -1,11 +1,11 @@
 import { isTerminal, type ArtifactUploadStatus, type BuildArtifacts } from "@m1l0/config";
+import type { ContextTap } from "@m1l0/context";
 import type { BuildStore, PendingUploads, UploadState } from "@m1l0/queue";
 import { archiveRecord, artifactKeys, MULTIPART_MIN_PART_BYTES, type ArtifactStore } from "@m1l0/storage";
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { access, rm } from "node:fs/promises";
 import path from "node:path";
-import { Transform, pipeline, type Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { Logger } from "pino";
@@ -43,10 +43,10 @@ export interface ArtifactArchiverOptions {
 }
 
 export interface ContextCapture {
-  /** the context to hand to Docker: the same bytes, passed through */
-  stream: Readable;
+  /** given to packContext: sees every chunk Docker is sent (so the archive is exactly the context that was built) */
+  tap: ContextTap;
   /**
-   * Call once Docker is done with the stream (success or not). When Docker read the whole
+   * Call once Docker is done with the context (success or not). When the whole context was packed
    * context: records its digest and starts the background upload, returning `sha256:<hex>`.
    * Never throws: archiving must not fail a build.
    */
@@ -148,44 +148,49 @@ export class ArtifactArchiver {
     return this.options.artifacts.location;
   }
 
-  /** Tees the packed context: sha256 of the tar, and a gzip of it spooled to disk (never held in memory). */
-  captureContext(buildId: string, context: Readable): ContextCapture {
+  /**
+   * A tap for the packed context: sha256 of the tar, and a gzip of it spooled to disk (never held
+   * in memory). A chunk counts as taken once gzip has consumed it (its write callback), so the
+   * packer may reuse the buffer then, and packing follows the slower of Docker and the disk.
+   */
+  captureContext(buildId: string): ContextCapture {
     const log = this.options.logger.child({ buildId });
     const spoolPath = path.join(this.options.spoolDir, `m1l0-context-${buildId}-${randomUUID()}.tar.gz`);
     const hash = createHash("sha256");
     const gzip = createGzip();
     let spoolFailed = false;
     let readToEnd = false;
-    let waitingForDrain: (() => void) | undefined;
+    /** writes gzip has not called back for: released at once if the spool fails (a destroyed gzip may never call back) */
+    const waiting = new Set<() => void>();
     // gzip runs on libuv's thread pool, so compressing stays off the event loop
     const spooled = pipelineAsync(gzip, createWriteStream(spoolPath)).catch((error: unknown) => {
       spoolFailed = true;
       log.warn({ err: error }, "could not spool the build context; it will not be archived");
-      waitingForDrain?.();
+      for (const release of waiting) release();
+      waiting.clear();
     });
-    const tee = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
+    const tap: ContextTap = {
+      write(chunk) {
         hash.update(chunk);
-        if (spoolFailed || gzip.write(chunk)) return callback(null, chunk);
-        // follow the slower of Docker and the disk, so the spool never buffers a whole context
-        waitingForDrain = () => {
-          waitingForDrain = undefined;
-          callback(null, chunk);
-        };
-        gzip.once("drain", () => waitingForDrain?.());
+        if (spoolFailed) return undefined;
+        return new Promise<void>((resolve) => {
+          const release = () => {
+            waiting.delete(release);
+            resolve();
+          };
+          waiting.add(release);
+          gzip.write(chunk, release);
+        });
       },
-      flush(callback) {
+      end() {
         readToEnd = true;
         gzip.end();
-        callback();
       },
-    });
-    pipeline(context, tee, () => undefined);
+    };
 
     const finish = async (): Promise<string | undefined> => {
       if (!readToEnd) {
         gzip.destroy();
-        tee.destroy();
         await spooled;
         await rm(spoolPath, { force: true });
         return undefined;
@@ -210,7 +215,7 @@ export class ArtifactArchiver {
       this.contextUploads.set(buildId, upload);
       return digest;
     };
-    return { stream: tee, finish };
+    return { tap, finish };
   }
 
   /**

@@ -1,121 +1,68 @@
-import { BuilderError, formatBytes, isBuilderError, isInside } from "@m1l0/config";
-import { closeSync, constants, fstatSync, openSync, readdirSync, readlinkSync, readSync, type Dirent } from "node:fs";
+import { BuilderError, isBuilderError } from "@m1l0/config";
 import { lstat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { describeError, errorCode, type ContextFilter } from "./filter.js";
-import { BLOCK_SIZE, END_OF_ARCHIVE, encodeHeader, encodeUstarHeaderInto, padding, paddedSize, type EntryHeader } from "./tar.js";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { describeError, type ContextFilter } from "./filter.js";
+import { normalizeRelativePath, TarProducer, type PackOptions } from "./producer.js";
 
-export interface ExtraFile {
-  name: string;
-  content: string | Buffer;
-  mode?: number;
-}
+export { DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, FIXED_MTIME, type ExtraFile, type PackOptions } from "./producer.js";
 
-export interface PackOptions {
-  filter: ContextFilter;
-  /** files added at the end of the archive, e.g. the generated Dockerfile; they replace a same-named source entry */
-  extraFiles?: ExtraFile[];
-  /** most entries (files, directories, symlinks) the archive may hold; default 200,000 */
-  maxFiles?: number;
-  /** most file content bytes the archive may hold; default 10 GiB */
-  maxBytes?: number;
-}
-
-export const DEFAULT_MAX_FILES = 200_000;
-export const DEFAULT_MAX_BYTES = 10 * 1024 ** 3;
-/** Fixed so that equal trees give byte-identical archives (Docker's build cache and content digests depend on it). */
-export const FIXED_MTIME = new Date(Date.UTC(2000, 0, 1));
-const FILE_MODE = 0o644;
-const EXECUTABLE_MODE = 0o755;
-const DIRECTORY_MODE = 0o755;
-const SYMLINK_MODE = 0o777;
 /**
- * Size of each pushed chunk (and the stream's high-water mark): file content is read straight into it.
- * Chunks this small are recycled by malloc from freed heap memory rather than mapped afresh (fewer
- * page faults): 128 KiB measured the lowest system time among 64 KiB–1 MiB.
+ * Sees every chunk of the archive, in order, before its consumer does (the worker's sha256 and
+ * gzip spool of the context). `write` may return a promise: the chunk is not handed on, nor its
+ * buffer reused, before it settles. `end` is called once the whole archive has been produced.
+ */
+export interface ContextTap {
+  write(chunk: Buffer): Promise<void> | undefined;
+  end(): void;
+}
+
+/**
+ * Size of each chunk (and the stream's high-water mark): file content is read straight into it.
+ * 128 KiB measured the lowest system time among 64 KiB–1 MiB.
  */
 const CHUNK_SIZE = 128 * 1024;
 /**
- * A consumer that reads as fast as chunks arrive (for await, or a pipe that never fills) would
- * otherwise keep the producer on process.nextTick forever and starve timers and I/O of everything
- * else in the process: after this many bytes the next chunk waits for one turn of the event loop.
+ * Chunks a pipe() keeps in flight: each is reused once its writes have called back, so packing
+ * holds at most this many × CHUNK_SIZE however large the context, and V8 has no buffers to collect.
+ */
+const POOL_CHUNKS = 8;
+/**
+ * A consumer that takes chunks as fast as they come (for await, or a writable that calls back at
+ * once) would otherwise keep the producer on process.nextTick forever and starve timers and I/O of
+ * everything else in the process: after this many bytes the next chunk waits for one turn of the
+ * event loop.
  */
 const YIELD_EVERY_BYTES = 4 * 1024 * 1024;
-// O_NOFOLLOW: a file swapped for a symlink after readdir must not be read through; O_NONBLOCK: nor may a FIFO block us.
-const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /**
- * An uncompressed tar of the filtered tree, produced while reading: each `_read` fills one 128 KiB
- * chunk (headers, file content read straight into it, padding) and pushes it, so memory does not
- * grow with the context. Errors destroy the stream with a BuilderError ("ARCHIVE_INVALID" for an
+ * An uncompressed tar of the filtered tree, produced while it is consumed, so memory does not grow
+ * with the context. Errors destroy the stream with a BuilderError ("ARCHIVE_INVALID" for an
  * unreadable tree or exceeded caps).
  *
- * The file system is used synchronously on purpose: each async fs call is a thread-pool round trip,
- * which made packing many small files several times slower than GNU tar. One `_read` does at most
- * one chunk's worth of reads (plus a directory listing), and the event loop runs between chunks.
+ * Two ways to consume it, the same bytes either way:
+ * - read it (for await, 'data', a Transform piped from it by `stream.pipeline`... any Readable use):
+ *   each chunk is a fresh 128 KiB Buffer, since a reader may keep what it was given;
+ * - `pipe(writable)` (what dockerode does with a build context): it writes with callbacks and
+ *   reuses a pool of POOL_CHUNKS buffers, a buffer going back to the pool once the writable (and
+ *   the tap) called back for it. Without that, each chunk would stay memory until V8 collected it,
+ *   which it schedules by ArrayBuffer growth: tens of MiB of RSS, and collections, per build.
  */
-export function packContext(root: string, options: PackOptions): Readable {
-  const extraFiles = (options.extraFiles ?? []).map(normalizeExtraFile);
-  return new ContextPacker(path.resolve(root), options, extraFiles);
+export function packContext(root: string, options: PackOptions & { tap?: ContextTap }): Readable {
+  return new ContextStream(new TarProducer(root, options), options.tap);
 }
 
-interface NormalizedExtraFile {
-  name: string;
-  content: Buffer;
-  mode: number;
-}
-
-interface Frame {
-  relDir: string;
-  entries: Dirent[] | null;
-  index: number;
-  /** an ignored directory we descended into for `!` exceptions (its header is written only if needed) */
-  pending: boolean;
-}
-
-interface OpenFile {
-  fd: number;
-  relPath: string;
-  size: number;
-  position: number;
-}
-
-const ZEROS = Buffer.alloc(CHUNK_SIZE);
-
-class ContextPacker extends Readable {
-  readonly #root: string;
-  readonly #filter: ContextFilter;
-  readonly #extraFiles: readonly NormalizedExtraFile[];
-  readonly #replacedPaths: ReadonlySet<string>;
-  readonly #maxFiles: number;
-  readonly #maxBytes: number;
-  readonly #hasExceptions: boolean;
-  /** Ignored directories we descended into (for `!` exceptions); their headers are written only once something inside is included. */
-  readonly #pendingDirectories: string[] = [];
-  readonly #stack: Frame[] = [];
-  /** bytes produced but not yet copied into a chunk (headers that did not fit, extra files) */
-  readonly #queue: Buffer[] = [];
-  #file: OpenFile | null = null;
-  #padding = 0;
-  #extraIndex = 0;
-  #endWritten = false;
-  #entryCount = 0;
-  #byteCount = 0;
-  #chunk: Buffer = ZEROS;
-  #used = 0;
+class ContextStream extends Readable {
+  readonly #producer: TarProducer;
+  readonly #tap: ContextTap | undefined;
   #sinceYield = 0;
+  #piped = false;
 
-  constructor(root: string, options: PackOptions, extraFiles: NormalizedExtraFile[]) {
+  constructor(producer: TarProducer, tap: ContextTap | undefined) {
     super({ highWaterMark: CHUNK_SIZE });
-    this.#root = root;
-    this.#filter = options.filter;
-    this.#extraFiles = extraFiles;
-    this.#replacedPaths = new Set(extraFiles.map((file) => file.name));
-    this.#maxFiles = positiveLimit(options.maxFiles, DEFAULT_MAX_FILES, "maxFiles");
-    this.#maxBytes = positiveLimit(options.maxBytes, DEFAULT_MAX_BYTES, "maxBytes");
-    this.#hasExceptions = options.filter.patterns.some((pattern) => pattern.trim().startsWith("!"));
-    this.#stack.push({ relDir: "", entries: null, index: 0, pending: false });
+    this.#producer = producer;
+    this.#tap = tap;
   }
 
   override _read(): void {
@@ -127,199 +74,134 @@ class ContextPacker extends Readable {
       return;
     }
     try {
-      this.#chunk = Buffer.allocUnsafe(CHUNK_SIZE);
-      this.#used = 0;
-      let done = false;
-      while (this.#used < CHUNK_SIZE && !(done = this.#step()));
-      this.#sinceYield += this.#used;
-      if (this.#used > 0) this.push(this.#used === CHUNK_SIZE ? this.#chunk : this.#chunk.subarray(0, this.#used));
-      if (done) this.push(null);
+      const { chunk, done } = this.#fill(Buffer.allocUnsafe(CHUNK_SIZE));
+      const deliver = () => {
+        if (this.destroyed) return;
+        if (chunk.length > 0) this.push(chunk);
+        if (done) this.#end();
+      };
+      const tapped = chunk.length > 0 ? this.#tap?.write(chunk) : undefined;
+      if (tapped) tapped.then(deliver, (error: unknown) => this.#fail(error));
+      else deliver();
     } catch (error) {
-      this.#closeFile();
-      this.destroy(isBuilderError(error) ? error : new BuilderError("ARCHIVE_INVALID", `cannot pack the build context: ${describeError(error)}`, { cause: error }));
+      this.#fail(error);
     }
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#closeFile();
+    this.#producer.close();
     callback(error);
   }
 
-  /** Does one unit of work (copies queued bytes, reads file content, or visits one entry); true when the archive is complete. */
-  #step(): boolean {
-    const space = CHUNK_SIZE - this.#used;
-    const queued = this.#queue[0];
-    if (queued) {
-      const length = Math.min(space, queued.length);
-      queued.copy(this.#chunk, this.#used, 0, length);
-      this.#used += length;
-      if (length === queued.length) this.#queue.shift();
-      else this.#queue[0] = queued.subarray(length);
-      return false;
+  /** Writes the archive into `destination` with reused buffers (see packContext); once only, and only into a stream nothing has read from. */
+  override pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    if (this.#piped || this.readableDidRead || this.readableFlowing !== null) {
+      throw new BuilderError("INTERNAL", "a packed build context can be piped once, into one destination, and only before anything read it");
     }
-    const file = this.#file;
-    if (file) {
-      const bytesRead = readSync(file.fd, this.#chunk, this.#used, Math.min(space, file.size - file.position), file.position);
-      if (bytesRead === 0) throw new BuilderError("ARCHIVE_INVALID", `"${file.relPath}" shrank while the build context was being packed`);
-      this.#used += bytesRead;
-      file.position += bytesRead;
-      if (file.position === file.size) {
-        this.#closeFile();
-        this.#padding = paddedSize(file.size) - file.size;
-      }
-      return false;
-    }
-    if (this.#padding > 0) {
-      const length = Math.min(space, this.#padding);
-      this.#chunk.fill(0, this.#used, this.#used + length);
-      this.#used += length;
-      this.#padding -= length;
-      return false;
-    }
-    const frame = this.#stack.at(-1);
-    if (frame) {
-      this.#visit(frame);
-      return false;
-    }
-    const extra = this.#extraFiles[this.#extraIndex];
-    if (extra) {
-      this.#extraIndex += 1;
-      this.#count(extra.name, extra.content.length);
-      this.#header(fileHeader(extra.name, extra.mode, extra.content.length));
-      this.#queue.push(extra.content, padding(extra.content.length));
-      return false;
-    }
-    if (!this.#endWritten) {
-      this.#endWritten = true;
-      this.#queue.push(END_OF_ARCHIVE);
-      return false;
-    }
-    return true;
+    this.#piped = true;
+    void this.#writeInto(destination, options?.end !== false);
+    return destination;
   }
 
-  #visit(frame: Frame): void {
-    frame.entries ??= this.#readDirectory(frame.relDir);
-    const entry = frame.entries[frame.index++];
-    if (!entry) {
-      this.#stack.pop();
-      if (frame.pending && this.#pendingDirectories.at(-1) === frame.relDir) this.#pendingDirectories.pop();
-      return;
-    }
-    const relPath = frame.relDir === "" ? entry.name : `${frame.relDir}/${entry.name}`;
-    if (this.#replacedPaths.has(relPath)) return;
-    const ignored = this.#filter.isIgnored(relPath);
-    if (entry.isDirectory()) {
-      if (!ignored) {
-        this.#flushPendingDirectories();
-        this.#directoryHeader(relPath);
-        this.#stack.push({ relDir: relPath, entries: null, index: 0, pending: false });
-      } else if (!this.#canSkipDirectory(relPath)) {
-        this.#pendingDirectories.push(relPath);
-        this.#stack.push({ relDir: relPath, entries: null, index: 0, pending: true });
-      }
-    } else if (ignored) {
-      return;
-    } else if (entry.isFile()) {
-      this.#openFile(relPath);
-    } else if (entry.isSymbolicLink()) {
-      this.#symlink(relPath);
-    }
-    // Sockets, FIFOs and devices have no place in a build context.
-  }
-
-  #readDirectory(relDir: string): Dirent[] {
-    let entries: Dirent[];
+  async #writeInto(destination: NodeJS.WritableStream, end: boolean): Promise<void> {
+    const free: Buffer[] = [];
+    let allocated = 0;
+    let inFlight = 0;
+    /** set when the destination is gone: stop quietly, as Readable.pipe does (its owner reports why) */
+    let gone = false;
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    const settle = () => {
+      const waiting = wake;
+      wake = undefined;
+      waiting?.();
+    };
+    const waitForSettle = () => new Promise<void>((resolve) => (wake = resolve));
+    const onGone = () => {
+      gone = true;
+      settle();
+    };
+    // a destroyed writable closes; its owner has the error (Readable.pipe, too, only stops then)
+    destination.once("close", onGone);
     try {
-      entries = readdirSync(this.#absolute(relDir), { withFileTypes: true });
+      for (let done = false; !done; ) {
+        if (gone || failure !== undefined || this.destroyed) break;
+        const buffer = free.pop() ?? (allocated < POOL_CHUNKS ? (allocated++, Buffer.allocUnsafe(CHUNK_SIZE)) : undefined);
+        if (!buffer) {
+          await waitForSettle();
+          continue;
+        }
+        const filled = this.#fill(buffer);
+        done = filled.done;
+        if (filled.chunk.length > 0) {
+          inFlight++;
+          this.#deliverTo(destination, filled.chunk).then(
+            () => free.push(buffer),
+            (error: unknown) => (isDestinationError(error) ? (gone = true) : (failure ??= error)),
+          ).finally(() => {
+            inFlight--;
+            settle();
+          });
+        }
+        if (this.#sinceYield >= YIELD_EVERY_BYTES) {
+          this.#sinceYield = 0;
+          await nextTurn();
+        }
+      }
+      while (inFlight > 0 && !gone && failure === undefined && !this.destroyed) await waitForSettle();
+      if (failure !== undefined) throw failure;
+      if (gone || this.destroyed) {
+        this.destroy();
+        return;
+      }
+      this.#tap?.end();
+      if (end) destination.end();
+      // ends this side too, so 'end' and 'close' come as for any consumed stream
+      this.push(null);
+      this.resume();
     } catch (error) {
-      throw new BuilderError("ARCHIVE_INVALID", `cannot read directory "${relDir || "."}" of the build context: ${describeError(error)}`, { cause: error });
-    }
-    // Sorting here makes the order ours (code units, never locale-dependent).
-    return entries.sort((left, right) => (left.name < right.name ? -1 : left.name > right.name ? 1 : 0));
-  }
-
-  #canSkipDirectory(relDir: string): boolean {
-    if (this.#filter.canSkipDirectory) return this.#filter.canSkipDirectory(relDir);
-    return !this.#hasExceptions;
-  }
-
-  #flushPendingDirectories(): void {
-    for (const relDir of this.#pendingDirectories) this.#directoryHeader(relDir);
-    this.#pendingDirectories.length = 0;
-  }
-
-  #directoryHeader(relDir: string): void {
-    this.#count(relDir, 0);
-    this.#header({ name: `${relDir}/`, type: "directory", mode: DIRECTORY_MODE, size: 0, mtime: FIXED_MTIME });
-  }
-
-  /** Writes a header straight into the chunk when it fits (the common case), else queues it. */
-  #header(header: EntryHeader): void {
-    if (this.#queue.length === 0 && CHUNK_SIZE - this.#used >= BLOCK_SIZE && encodeUstarHeaderInto(header, this.#chunk, this.#used)) {
-      this.#used += BLOCK_SIZE;
-      return;
-    }
-    this.#queue.push(encodeHeader(header));
-  }
-
-  #openFile(relPath: string): void {
-    let fd: number;
-    try {
-      fd = openSync(this.#absolute(relPath), OPEN_FLAGS);
-    } catch (error) {
-      if (errorCode(error) === "ELOOP") return;
-      throw new BuilderError("ARCHIVE_INVALID", `cannot read "${relPath}" in the build context: ${describeError(error)}`, { cause: error });
-    }
-    let keep = false;
-    try {
-      const stats = fstatSync(fd);
-      if (!stats.isFile()) return;
-      const size = stats.size;
-      this.#count(relPath, size);
-      this.#flushPendingDirectories();
-      this.#header(fileHeader(relPath, (stats.mode & 0o111) !== 0 ? EXECUTABLE_MODE : FILE_MODE, size));
-      if (size > 0) {
-        this.#file = { fd, relPath, size, position: 0 };
-        keep = true;
-      }
+      this.#fail(error);
     } finally {
-      if (!keep) closeSync(fd);
+      destination.removeListener("close", onGone);
     }
   }
 
-  #closeFile(): void {
-    if (this.#file) {
-      closeSync(this.#file.fd);
-      this.#file = null;
-    }
+  /** Resolves once the destination and the tap have both called back for `chunk`. */
+  #deliverTo(destination: NodeJS.WritableStream, chunk: Buffer): Promise<void> {
+    const written = new Promise<void>((resolve, reject) => {
+      destination.write(chunk, (error) => (error ? reject(new DestinationError(error)) : resolve()));
+    });
+    const tapped = this.#tap?.write(chunk);
+    return tapped ? Promise.all([written, tapped]).then(() => undefined) : written;
   }
 
-  #symlink(relPath: string): void {
-    const absolutePath = this.#absolute(relPath);
-    const target = readlinkSync(absolutePath);
-    // Judged on the link text alone (never followed): absolute targets are meaningless in the image, and ".." may leave the context.
-    if (path.isAbsolute(target)) return;
-    if (!isInside(this.#root, path.resolve(path.dirname(absolutePath), target))) return;
-    this.#count(relPath, 0);
-    this.#flushPendingDirectories();
-    this.#header({ name: relPath, type: "symlink", mode: SYMLINK_MODE, size: 0, mtime: FIXED_MTIME, linkname: target });
+  /** The next chunk of the archive, in (a prefix of) `buffer`. */
+  #fill(buffer: Buffer): { chunk: Buffer; done: boolean } {
+    const { used, done } = this.#producer.fill(buffer);
+    this.#sinceYield += used;
+    return { chunk: used === buffer.length ? buffer : buffer.subarray(0, used), done };
   }
 
-  #count(relPath: string, bytes: number): void {
-    this.#entryCount += 1;
-    this.#byteCount += bytes;
-    if (this.#entryCount > this.#maxFiles) {
-      throw new BuilderError("ARCHIVE_INVALID", `the build context has more than ${this.#maxFiles} files and directories (at "${relPath}"); exclude some with ignores or .dockerignore`);
-    }
-    if (this.#byteCount > this.#maxBytes) {
-      throw new BuilderError("ARCHIVE_INVALID", `the build context is larger than ${formatBytes(this.#maxBytes)} (at "${relPath}"); exclude data, models or checkpoints with ignores or .dockerignore`);
-    }
+  #end(): void {
+    this.#tap?.end();
+    this.push(null);
   }
 
-  #absolute(relPath: string): string {
-    // relPath is made of names readdir returned: plain concatenation is exact (no normalisation needed)
-    return relPath === "" ? this.#root : `${this.#root}/${relPath}`;
+  #fail(error: unknown): void {
+    this.#producer.close();
+    this.destroy(isBuilderError(error) ? error : new BuilderError("ARCHIVE_INVALID", `cannot pack the build context: ${describeError(error)}`, { cause: error }));
   }
+}
+
+/** A write the destination refused (it was destroyed or failed): the destination's owner reports that, not the packer. */
+class DestinationError extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+  }
+}
+
+function isDestinationError(error: unknown): boolean {
+  return error instanceof DestinationError;
 }
 
 /** true when relPath exists as a regular file (not a symlink, under no symlinked directory) in root and is not ignored. */
@@ -336,29 +218,3 @@ export async function contextHasFile(root: string, filter: ContextFilter, relPat
   }
   return true;
 }
-
-function fileHeader(name: string, mode: number, size: number): EntryHeader {
-  return { name, type: "file", mode, size, mtime: FIXED_MTIME };
-}
-
-function normalizeExtraFile(file: ExtraFile): NormalizedExtraFile {
-  const name = normalizeRelativePath(file.name);
-  if (name === null) throw new BuilderError("INTERNAL", `extra file name "${file.name}" must be a relative path inside the build context`);
-  return { name, content: typeof file.content === "string" ? Buffer.from(file.content, "utf8") : file.content, mode: file.mode ?? FILE_MODE };
-}
-
-/** POSIX path relative to the context root without "./", or null when it is empty, absolute or leaves the root. */
-function normalizeRelativePath(relPath: string): string | null {
-  if (relPath === "" || relPath.startsWith("/")) return null;
-  const normalized = path.posix.normalize(relPath).replace(/\/+$/, "");
-  if (normalized === "." || normalized === ".." || normalized.startsWith("../")) return null;
-  return normalized;
-}
-
-function positiveLimit(value: number | undefined, fallback: number, name: string): number {
-  if (value === undefined) return fallback;
-  if (!(value > 0)) throw new BuilderError("INTERNAL", `${name} must be a positive number`);
-  return value;
-}
-
-

@@ -1,3 +1,5 @@
+import { existsSync, readdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -82,4 +84,28 @@ export function namesOf(entries: readonly TarEntry[]): string[] {
 
 export function contentOf(entries: readonly TarEntry[], name: string): string | undefined {
   return entries.find((entry) => entry.name === name)?.content.toString("utf8");
+}
+
+/** Open file descriptors of this process, or null where /proc is missing. */
+export function countOpenFiles(): number | null {
+  return existsSync("/proc/self/fd") ? readdirSync("/proc/self/fd").length : null;
+}
+
+/** A fresh temp dir holding `count` files `blob-N.bin` of 1 MiB random bytes each. */
+export async function blobTree(count: number): Promise<string> {
+  const root = await makeTempDir();
+  await writeTree(root, Object.fromEntries(Array.from({ length: count }, (_, index) => [`blob-${index}.bin`, randomBytes(1024 * 1024)])));
+  return root;
+}
+
+/** Runs `consume` with a 0 ms interval ticking alongside; returns how often it ticked. */
+export async function ticksDuring(consume: () => Promise<void>): Promise<number> {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  try {
+    await consume();
+  } finally {
+    clearInterval(timer);
+  }
+  return ticks;
 }

@@ -1,14 +1,14 @@
 import { BuilderError } from "@m1l0/config";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, symlink, utimes, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import path from "node:path";
 import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { contextHasFile, createContextFilter, packContext, type ContextFilter } from "../src/index.js";
-import { collect, contentOf, makeTempDir, namesOf, readTar, removeTempDirs, writeTree } from "./helpers.js";
+import { blobTree, collect, contentOf, countOpenFiles, makeTempDir, namesOf, readTar, removeTempDirs, ticksDuring, writeTree } from "./helpers.js";
 
 afterEach(removeTempDirs);
 
@@ -183,8 +183,7 @@ describe("packContext", () => {
   });
 
   it("produces data only as it is read and releases files when the reader stops", async () => {
-    const root = await makeTempDir();
-    await writeTree(root, Object.fromEntries(Array.from({ length: 16 }, (_, index) => [`blob-${index}.bin`, randomBytes(1024 * 1024)])));
+    const root = await blobTree(16);
     const filter = await createContextFilter(root, []);
     const openFilesBefore = countOpenFiles();
 
@@ -202,14 +201,12 @@ describe("packContext", () => {
   });
 
   it("lets timers run while a greedy reader consumes a large context", async () => {
-    const root = await makeTempDir();
-    await writeTree(root, Object.fromEntries(Array.from({ length: 24 }, (_, index) => [`blob-${index}.bin`, randomBytes(1024 * 1024)])));
+    const root = await blobTree(24);
     const filter = await createContextFilter(root, []);
-    let ticks = 0;
-    const timer = setInterval(() => ticks++, 0);
     let bytes = 0;
-    for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
-    clearInterval(timer);
+    const ticks = await ticksDuring(async () => {
+      for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
+    });
     expect(bytes).toBeGreaterThan(24 * 1024 * 1024);
     // the producer is synchronous; without yielding, for-await would keep it on nextTick and the timer would never fire
     expect(ticks).toBeGreaterThanOrEqual(3);
@@ -275,8 +272,4 @@ function hasGnuTar(): boolean {
   } catch {
     return false;
   }
-}
-
-function countOpenFiles(): number | null {
-  return existsSync("/proc/self/fd") ? readdirSync("/proc/self/fd").length : null;
 }

@@ -26,12 +26,12 @@ export async function buildPhase(attempt: Attempt, fetched: Fetched, plan: Plan,
   const egress = await deps.egress.prepare();
   buildLog(egress.description);
   const cacheFrom = await cache.result();
-  const packed = packContext(fetched.root, { filter: fetched.filter, extraFiles: plan.extraFiles });
-  // the archive is a tee of what Docker reads, so it is exactly the context that was built
-  const capture = deps.artifacts?.captureContext(buildId, packed);
+  // the archive is tapped from what Docker is sent, so it is exactly the context that was built
+  const capture = deps.artifacts?.captureContext(buildId);
+  const packed = packContext(fetched.root, { filter: fetched.filter, extraFiles: plan.extraFiles, ...(capture ? { tap: capture.tap } : {}) });
   const { imageId } = await deps.builder
     .build({
-      context: capture?.stream ?? packed,
+      context: packed,
       tag: target.reference,
       dockerfile: plan.dockerfile,
       networkMode: egress.networkMode,
