@@ -98,14 +98,24 @@ export async function blobTree(count: number): Promise<string> {
   return root;
 }
 
-/** Runs `consume` with a 0 ms interval ticking alongside; returns how often it ticked. */
-export async function ticksDuring(consume: () => Promise<void>): Promise<number> {
-  let ticks = 0;
-  const timer = setInterval(() => ticks++, 0);
+/**
+ * Runs `consume` and counts the turns of the event loop meanwhile (a setImmediate that schedules
+ * itself runs once per turn). Counted in turns, not with a timer, so a fast run cannot read as a
+ * starved loop: a producer kept on nextTick and microtasks lets no turn happen at all.
+ */
+export async function loopTurnsDuring(consume: () => Promise<void>): Promise<number> {
+  let turns = 0;
+  let stopped = false;
+  const turn = () => {
+    if (stopped) return;
+    turns++;
+    setImmediate(turn);
+  };
+  setImmediate(turn);
   try {
     await consume();
   } finally {
-    clearInterval(timer);
+    stopped = true;
   }
-  return ticks;
+  return turns;
 }

@@ -8,7 +8,7 @@ import path from "node:path";
 import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { contextHasFile, createContextFilter, packContext, type ContextFilter } from "../src/index.js";
-import { blobTree, collect, contentOf, countOpenFiles, makeTempDir, namesOf, readTar, removeTempDirs, ticksDuring, writeTree } from "./helpers.js";
+import { blobTree, collect, contentOf, countOpenFiles, makeTempDir, namesOf, readTar, removeTempDirs, loopTurnsDuring, writeTree } from "./helpers.js";
 
 afterEach(removeTempDirs);
 
@@ -200,16 +200,16 @@ describe("packContext", () => {
     if (openFilesBefore !== null) expect(countOpenFiles()).toBe(openFilesBefore);
   });
 
-  it("lets timers run while a greedy reader consumes a large context", async () => {
+  it("lets the event loop turn while a greedy reader consumes a large context", async () => {
     const root = await blobTree(24);
     const filter = await createContextFilter(root, []);
     let bytes = 0;
-    const ticks = await ticksDuring(async () => {
+    const turns = await loopTurnsDuring(async () => {
       for await (const chunk of packContext(root, { filter })) bytes += (chunk as Buffer).length;
     });
     expect(bytes).toBeGreaterThan(24 * 1024 * 1024);
-    // the producer is synchronous; without yielding, for-await would keep it on nextTick and the timer would never fire
-    expect(ticks).toBeGreaterThanOrEqual(3);
+    // the producer is synchronous; without yielding, for-await would keep it on nextTick and the loop would never turn
+    expect(turns).toBeGreaterThanOrEqual(3);
   });
 
   it("falls back to descending into ignored directories when a custom filter has exceptions", async () => {
