@@ -137,7 +137,7 @@ class ContextStream extends Readable {
           inFlight++;
           this.#deliverTo(destination, filled.chunk).then(
             () => free.push(buffer),
-            (error: unknown) => (isDestinationError(error) ? (gone = true) : (failure ??= error)),
+            (error: unknown) => (error instanceof DestinationError ? (gone = true) : (failure ??= error)),
           ).finally(() => {
             inFlight--;
             settle();
@@ -187,8 +187,8 @@ class ContextStream extends Readable {
     this.push(null);
   }
 
+  /** Destroys the stream with a BuilderError (_destroy closes the producer's file). */
   #fail(error: unknown): void {
-    this.#producer.close();
     this.destroy(isBuilderError(error) ? error : new BuilderError("ARCHIVE_INVALID", `cannot pack the build context: ${describeError(error)}`, { cause: error }));
   }
 }
@@ -198,10 +198,6 @@ class DestinationError extends Error {
   constructor(cause: Error) {
     super(cause.message, { cause });
   }
-}
-
-function isDestinationError(error: unknown): boolean {
-  return error instanceof DestinationError;
 }
 
 /** true when relPath exists as a regular file (not a symlink, under no symlinked directory) in root and is not ignored. */
